@@ -1,0 +1,3 @@
+from .vq_model import VQModel, VQModelOutput
+
+__all__ = ["VQModel", "VQModelOutput"]

@@ -1,0 +1,311 @@
+"""The image tokenizer: encoder → quantizer → decoder, a diffusers model with a token API."""
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.autoencoders.vae import Decoder, DecoderOutput, Encoder
+from diffusers.models.autoencoders.vq_model import VQEncoderOutput
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.utils import BaseOutput
+from diffusers.utils.accelerate_utils import apply_forward_hook
+from torch import nn
+
+from ..quantizers import FSQuantizer, GumbelQuantizer, Quantizer, VectorQuantizer
+from ..utils.io import atomic_directory
+
+QUANTIZER_TYPES = ("vector", "gumbel", "fsq")
+
+
+@dataclass
+class VQModelOutput(BaseOutput):
+    """
+    Output of [`VQModel.forward`].
+
+    Args:
+        sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`): The reconstruction, in [-1, 1].
+        codes (`torch.LongTensor` of shape `(batch_size, latent_height, latent_width)`): The chosen codes.
+        codebook_loss (`torch.Tensor`): `||sg[z_e] − z_q||²` (zero for EMA codebooks, Gumbel and FSQ).
+        commitment_loss (`torch.Tensor`): `β·||z_e − sg[z_q]||²` (zero for Gumbel and FSQ).
+        auxiliary_loss (`torch.Tensor`): The quantizer's own regulariser (Gumbel's KL-to-uniform), else zero.
+        perplexity (`torch.Tensor`): exp(entropy) of the batch's code histogram.
+        codebook_usage (`torch.Tensor`): Fraction of the codebook used in the batch.
+    """
+
+    sample: torch.Tensor
+    codes: torch.LongTensor
+    codebook_loss: torch.Tensor
+    commitment_loss: torch.Tensor
+    auxiliary_loss: torch.Tensor
+    perplexity: torch.Tensor
+    codebook_usage: torch.Tensor
+
+    @property
+    def quantizer_loss(self) -> torch.Tensor:
+        """All quantizer terms together: add a reconstruction loss and backpropagate."""
+        return self.codebook_loss + self.commitment_loss + self.auxiliary_loss
+
+
+class VQModel(ModelMixin, ConfigMixin):
+    r"""
+    A VQ-VAE / VQ-GAN tokenizer: images in [-1, 1] ↔ grids of discrete codes.
+
+    The encoder, decoder, `quant_conv` and `post_quant_conv` are diffusers' building blocks with diffusers
+    [`~diffusers.VQModel`]'s config names and weight keys, so diffusers checkpoints convert by copying. The
+    quantizer is chosen by `quantizer_type` and its options.
+
+    Parameters:
+        in_channels, out_channels, down_block_types, up_block_types, block_out_channels, layers_per_block, act_fn,
+        latent_channels, sample_size, num_vq_embeddings, norm_num_groups, vq_embed_dim, scaling_factor,
+        norm_type, mid_block_add_attention:
+            As in diffusers' `VQModel`. The image is downsampled by `2 ** (len(block_out_channels) - 1)`.
+        use_quant_conv (`bool`, defaults to `True`): 1×1 conv from `latent_channels` to `vq_embed_dim`.
+        use_post_quant_conv (`bool`, defaults to `True`): 1×1 conv from `vq_embed_dim` back to `latent_channels`.
+        quantizer_type (`str`, defaults to `"vector"`): `"vector"`, `"gumbel"` or `"fsq"`.
+        commitment_beta (`float`, defaults to 0.25): β of the commitment loss (vector quantizer).
+        legacy_beta (`bool`): β on the codebook term, as taming-transformers and diffusers (converted checkpoints).
+        codebook_dim (`int`, *optional*): Low-dimensional codes with in/out projections (vector quantizer).
+        use_l2_norm (`bool`): Cosine-similarity lookup with l2-normalised codes (vector quantizer).
+        use_ema (`bool`), ema_decay (`float`), ema_epsilon (`float`): EMA codebook updates (vector quantizer).
+        kmeans_init (`bool`), kmeans_iters (`int`): k-means initialisation on the first batch (vector quantizer).
+        dead_code_threshold (`float`): EMA usage under which a code is restarted; 0 disables (vector quantizer).
+        gumbel_temperature (`float`), gumbel_kl_weight (`float`), gumbel_straight_through (`bool`):
+            Gumbel-softmax options.
+        fsq_levels (`list[int]`, *optional*): FSQ levels per dimension; `num_vq_embeddings` must equal their product.
+    """
+
+    _skip_layerwise_casting_patterns = ["quantize"]
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        down_block_types: tuple[str, ...] = ("DownEncoderBlock2D",),
+        up_block_types: tuple[str, ...] = ("UpDecoderBlock2D",),
+        block_out_channels: tuple[int, ...] = (64,),
+        layers_per_block: int = 1,
+        act_fn: str = "silu",
+        latent_channels: int = 3,
+        sample_size: int = 32,
+        num_vq_embeddings: int = 256,
+        norm_num_groups: int = 32,
+        vq_embed_dim: int | None = None,
+        scaling_factor: float = 0.18215,
+        norm_type: str = "group",
+        mid_block_add_attention: bool = True,
+        use_quant_conv: bool = True,
+        use_post_quant_conv: bool = True,
+        quantizer_type: str = "vector",
+        commitment_beta: float = 0.25,
+        legacy_beta: bool = False,
+        codebook_dim: int | None = None,
+        use_l2_norm: bool = False,
+        use_ema: bool = False,
+        ema_decay: float = 0.99,
+        ema_epsilon: float = 1e-5,
+        kmeans_init: bool = False,
+        kmeans_iters: int = 10,
+        dead_code_threshold: float = 0.0,
+        gumbel_temperature: float = 1.0,
+        gumbel_kl_weight: float = 5e-4,
+        gumbel_straight_through: bool = False,
+        fsq_levels: list[int] | None = None,
+    ):
+        super().__init__()
+        if len(down_block_types) != len(block_out_channels) or len(up_block_types) != len(block_out_channels):
+            raise ValueError(
+                "`down_block_types`, `up_block_types` and `block_out_channels` must have the same length, got "
+                f"{len(down_block_types)}, {len(up_block_types)} and {len(block_out_channels)}"
+            )
+        vq_embed_dim = vq_embed_dim if vq_embed_dim is not None else latent_channels
+        if not use_quant_conv and vq_embed_dim != latent_channels:
+            raise ValueError("`vq_embed_dim` must equal `latent_channels` when `use_quant_conv=False`")
+        if not use_post_quant_conv and vq_embed_dim != latent_channels:
+            raise ValueError("`vq_embed_dim` must equal `latent_channels` when `use_post_quant_conv=False`")
+
+        self.encoder = Encoder(
+            in_channels=in_channels,
+            out_channels=latent_channels,
+            down_block_types=down_block_types,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            act_fn=act_fn,
+            norm_num_groups=norm_num_groups,
+            double_z=False,
+            mid_block_add_attention=mid_block_add_attention,
+        )
+        self.quant_conv = nn.Conv2d(latent_channels, vq_embed_dim, 1) if use_quant_conv else nn.Identity()
+        self.quantize = self._build_quantizer(vq_embed_dim)
+        self.post_quant_conv = nn.Conv2d(vq_embed_dim, latent_channels, 1) if use_post_quant_conv else nn.Identity()
+        self.decoder = Decoder(
+            in_channels=latent_channels,
+            out_channels=out_channels,
+            up_block_types=up_block_types,
+            block_out_channels=block_out_channels,
+            layers_per_block=layers_per_block,
+            act_fn=act_fn,
+            norm_num_groups=norm_num_groups,
+            norm_type=norm_type,
+            mid_block_add_attention=mid_block_add_attention,
+        )
+
+    def _build_quantizer(self, vq_embed_dim: int) -> Quantizer:
+        config = self.config
+        if config.quantizer_type == "vector":
+            return VectorQuantizer(
+                config.num_vq_embeddings,
+                vq_embed_dim,
+                codebook_dim=config.codebook_dim,
+                beta=config.commitment_beta,
+                use_l2_norm=config.use_l2_norm,
+                use_ema=config.use_ema,
+                decay=config.ema_decay,
+                epsilon=config.ema_epsilon,
+                kmeans_init=config.kmeans_init,
+                kmeans_iters=config.kmeans_iters,
+                dead_code_threshold=config.dead_code_threshold,
+                legacy_beta=config.legacy_beta,
+            )
+        if config.quantizer_type == "gumbel":
+            return GumbelQuantizer(
+                config.num_vq_embeddings,
+                vq_embed_dim,
+                temperature=config.gumbel_temperature,
+                kl_weight=config.gumbel_kl_weight,
+                straight_through=config.gumbel_straight_through,
+            )
+        if config.quantizer_type == "fsq":
+            if not config.fsq_levels:
+                raise ValueError("`fsq_levels` is required when `quantizer_type='fsq'`, e.g. [8, 5, 5, 5]")
+            quantizer = FSQuantizer(config.fsq_levels, vq_embed_dim)
+            if quantizer.codebook_size != config.num_vq_embeddings:
+                raise ValueError(
+                    f"`num_vq_embeddings` must equal the product of `fsq_levels` ({quantizer.codebook_size}) "
+                    f"for quantizer_type='fsq', got {config.num_vq_embeddings}"
+                )
+            return quantizer
+        raise ValueError(f"`quantizer_type` must be one of {QUANTIZER_TYPES}, got {config.quantizer_type!r}")
+
+    # ----------------------------------------------------------------------------------------------- properties
+
+    @property
+    def downsample_factor(self) -> int:
+        """Image pixels per code along each side."""
+        return 2 ** (len(self.config.block_out_channels) - 1)
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantize.codebook_size
+
+    def code_grid_size(self, height: int, width: int) -> tuple[int, int]:
+        """The `(h, w)` code grid of an image of `height × width` pixels."""
+        return height // self.downsample_factor, width // self.downsample_factor
+
+    # ----------------------------------------------------------------------------------------------- diffusers API
+
+    @apply_forward_hook
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> VQEncoderOutput | tuple[torch.Tensor]:
+        """Images → pre-quantization latents `(B, vq_embed_dim, h, w)`, as diffusers' `VQModel.encode`."""
+        self._check_images(x)
+        latents = self.quant_conv(self.encoder(x))
+        if not return_dict:
+            return (latents,)
+        return VQEncoderOutput(latents=latents)
+
+    @apply_forward_hook
+    def decode(
+        self, h: torch.Tensor, force_not_quantize: bool = False, return_dict: bool = True
+    ) -> DecoderOutput | tuple[torch.Tensor, torch.Tensor]:
+        """Latents → images, as diffusers' `VQModel.decode`: quantizes `h` first unless `force_not_quantize`.
+
+        An integer tensor `(B, h, w)` is taken as codes and looked up in the codebook.
+        """
+        if not h.dtype.is_floating_point:
+            quantized = self.quantize.codes_to_latents(h)
+            commit_loss = torch.zeros((), device=h.device)
+        elif force_not_quantize:
+            quantized = h
+            commit_loss = torch.zeros((), device=h.device)
+        else:
+            quantizer_output = self.quantize(h)
+            quantized = quantizer_output.quantized
+            commit_loss = quantizer_output.commitment_loss
+        sample = self._decode_quantized(quantized)
+        if not return_dict:
+            return sample, commit_loss
+        return DecoderOutput(sample=sample, commit_loss=commit_loss)
+
+    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> VQModelOutput | tuple:
+        """Reconstruct `sample` and report the quantizer's losses and codebook statistics."""
+        latents = self.encode(sample).latents
+        quantizer_output = self.quantize(latents)
+        reconstruction = self._decode_quantized(quantizer_output.quantized)
+        output = VQModelOutput(
+            sample=reconstruction,
+            codes=quantizer_output.codes,
+            codebook_loss=quantizer_output.codebook_loss,
+            commitment_loss=quantizer_output.commitment_loss,
+            auxiliary_loss=quantizer_output.auxiliary_loss,
+            perplexity=quantizer_output.perplexity,
+            codebook_usage=quantizer_output.codebook_usage,
+        )
+        return output if return_dict else output.to_tuple()
+
+    # ----------------------------------------------------------------------------------------------- token API
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor) -> torch.LongTensor:
+        """Images `(B, in_channels, H, W)` in [-1, 1] → codes `(B, H/f, W/f)`, f the downsampling factor."""
+        return self.quantize.latents_to_codes(self.encode(images).latents)
+
+    def detokenize(self, codes: torch.LongTensor) -> torch.Tensor:
+        """Codes `(B, h, w)` → images `(B, out_channels, h·f, w·f)` in roughly [-1, 1]."""
+        return self._decode_quantized(self.quantize.codes_to_latents(codes))
+
+    # ----------------------------------------------------------------------------------------------- persistence
+
+    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
+        """As diffusers' `save_pretrained`, but written to a temporary folder and renamed: never half-written."""
+        if kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True):
+            super().save_pretrained(save_directory, **kwargs)
+            return
+        with atomic_directory(save_directory) as staging:
+            super().save_pretrained(staging, **kwargs)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
+        """As diffusers' `from_pretrained`, with a clear error for a local folder that holds no weights."""
+        subfolder = kwargs.get("subfolder") or ""
+        folder = Path(pretrained_model_name_or_path, subfolder)
+        if folder.is_dir() and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
+            raise FileNotFoundError(
+                f"`pretrained_model_name_or_path` {str(folder)!r} holds no weights: expected "
+                "diffusion_pytorch_model.safetensors (written by `save_pretrained`) next to config.json"
+            )
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    # ----------------------------------------------------------------------------------------------- internals
+
+    def _decode_quantized(self, quantized: torch.Tensor) -> torch.Tensor:
+        quantized = quantized.to(self.decoder.conv_in.weight.dtype)
+        hidden = self.post_quant_conv(quantized)
+        return self.decoder(hidden, quantized if self.config.norm_type == "spatial" else None)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ValueError(f"`images` must be a 4D tensor (batch, channels, height, width), got {shape}")
+        if images.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"`images` must have {self.config.in_channels} channels (config `in_channels`), got {images.shape[1]}"
+            )
+        height, width = images.shape[-2:]
+        factor = self.downsample_factor
+        if height % factor or width % factor:
+            raise ValueError(
+                f"`images` height and width must be divisible by the downsampling factor {factor}, "
+                f"got {height}×{width}"
+            )

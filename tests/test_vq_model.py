@@ -1,0 +1,179 @@
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_vq_config
+from safetensors.torch import load_file
+
+from vq_hub import VQModel
+
+QUANTIZER_CONFIGS = {
+    "vector": {},
+    "vector-ema-restart": dict(use_ema=True, dead_code_threshold=0.1, kmeans_init=True),
+    "vector-l2-lowdim": dict(use_l2_norm=True, codebook_dim=2),
+    "gumbel": dict(quantizer_type="gumbel"),
+    "fsq": dict(quantizer_type="fsq", fsq_levels=[4, 2, 2, 2], num_vq_embeddings=32),
+}
+
+
+@pytest.mark.parametrize("name", QUANTIZER_CONFIGS)
+def test_forward_shapes_and_gradients_reach_encoder(name):
+    model = VQModel(**tiny_vq_config(**QUANTIZER_CONFIGS[name])).train()
+    images = torch.rand(2, 3, 16, 12) * 2 - 1
+    output = model(images)
+    assert output.sample.shape == images.shape
+    assert output.codes.shape == (2, 8, 6) and output.codes.dtype == torch.long
+    assert model.code_grid_size(16, 12) == (8, 6) and model.downsample_factor == 2
+    (F.mse_loss(output.sample, images) + output.quantizer_loss).backward()
+    assert model.encoder.conv_in.weight.grad.abs().sum() > 0
+    assert model.decoder.conv_out.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", QUANTIZER_CONFIGS)
+def test_tokenize_detokenize_equals_forward_at_eval(name):
+    model = VQModel(**tiny_vq_config(**QUANTIZER_CONFIGS[name]))
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    model.train()(images)  # one training step's state changes (k-means init, EMA) before evaluating
+    model.eval()
+    with torch.no_grad():
+        output = model(images)
+        codes = model.tokenize(images)
+        reconstruction = model.detokenize(codes)
+        decoded = model.decode(model.encode(images).latents).sample
+    assert torch.equal(codes, output.codes)
+    assert torch.equal(reconstruction, output.sample)
+    assert torch.equal(decoded, output.sample)
+
+
+def test_decode_accepts_codes_and_unquantized_latents():
+    model = VQModel(**tiny_vq_config()).eval()
+    images = torch.rand(1, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        codes = model.tokenize(images)
+        assert torch.equal(model.decode(codes).sample, model.detokenize(codes))
+        latents = model.quantize.codes_to_latents(codes)
+        assert torch.equal(model.decode(latents, force_not_quantize=True).sample, model.detokenize(codes))
+        sample, commit_loss = model.decode(model.encode(images).latents, return_dict=False)
+    assert sample.shape == images.shape and commit_loss.ndim == 0
+
+
+def test_save_and_reload_is_bit_identical_including_ema_buffers(tmp_path):
+    model = VQModel(**tiny_vq_config(use_ema=True, dead_code_threshold=0.5)).train()
+    images = torch.rand(4, 3, 16, 16) * 2 - 1
+    for _ in range(3):
+        model(images)
+    assert not torch.all(model.quantize.ema_cluster_size == 1), "EMA buffers should have moved"
+    model.eval()
+    model.save_pretrained(tmp_path / "tokenizer")
+
+    saved = load_file(tmp_path / "tokenizer" / "diffusion_pytorch_model.safetensors")
+    for key in ("quantize.ema_cluster_size", "quantize.ema_embed_sum", "quantize.num_restarts"):
+        assert torch.equal(saved[key], model.state_dict()[key])
+    config = json.loads((tmp_path / "tokenizer" / "config.json").read_text())
+    assert config["_class_name"] == "VQModel" and config["use_ema"] is True
+
+    reloaded = VQModel.from_pretrained(tmp_path / "tokenizer").eval()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, reloaded.state_dict()[key]), key
+    with torch.no_grad():
+        assert torch.equal(model(images).sample, reloaded(images).sample)
+        assert torch.equal(model.tokenize(images), reloaded.tokenize(images))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary folder left behind"
+
+
+def test_save_replaces_existing_folder_atomically(tmp_path, monkeypatch):
+    model = VQModel(**tiny_vq_config())
+    target = tmp_path / "tokenizer"
+    model.save_pretrained(target)
+    before = (target / "diffusion_pytorch_model.safetensors").read_bytes()
+
+    def failing_save(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(torch.nn.Module, "state_dict", failing_save)
+    with pytest.raises(RuntimeError, match="disk full"):
+        VQModel(**tiny_vq_config()).save_pretrained(target)
+    monkeypatch.undo()
+    assert (target / "diffusion_pytorch_model.safetensors").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]
+
+
+def test_mixed_precision_forward_keeps_codes():
+    model = VQModel(**tiny_vq_config()).eval()
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    with torch.no_grad():
+        latents = model.encode(images).latents
+        expected = model.quantize.latents_to_codes(latents)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model.quantize(latents)
+    assert torch.equal(output.codes, expected)
+
+
+def test_model_cast_to_bfloat16_runs():
+    model = VQModel(**tiny_vq_config(codebook_dim=2)).to(torch.bfloat16).eval()
+    images = (torch.rand(1, 3, 16, 16) * 2 - 1).to(torch.bfloat16)
+    with torch.no_grad():
+        output = model(images)
+        assert output.sample.dtype == torch.bfloat16
+        assert model.detokenize(output.codes).shape == images.shape
+
+
+@pytest.mark.parametrize(
+    "images, message",
+    [
+        (torch.zeros(1, 1, 16, 16), "3 channels"),
+        (torch.zeros(1, 3, 15, 16), "divisible by the downsampling factor 2"),
+        (torch.zeros(3, 16, 16), "4D tensor"),
+    ],
+)
+def test_bad_images_rejected(images, message):
+    model = VQModel(**tiny_vq_config())
+    with pytest.raises(ValueError, match=message):
+        model.tokenize(images)
+    with pytest.raises(ValueError, match=message):
+        model(images)
+
+
+@pytest.mark.parametrize(
+    "codes, error, message",
+    [
+        (torch.full((1, 8, 8), 32), ValueError, r"\[0, 31\]"),
+        (torch.zeros(1, 8, 8), TypeError, "integer"),
+        (torch.zeros(8, 8, dtype=torch.long), ValueError, "3D"),
+    ],
+)
+def test_bad_codes_rejected(codes, error, message):
+    model = VQModel(**tiny_vq_config())
+    with pytest.raises(error, match=message):
+        model.detokenize(codes)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (dict(quantizer_type="residual"), "quantizer_type"),
+        (dict(quantizer_type="fsq"), "fsq_levels"),
+        (dict(quantizer_type="fsq", fsq_levels=[8, 5]), "product of `fsq_levels`"),
+        (dict(block_out_channels=(16, 32, 32)), "same length"),
+    ],
+)
+def test_bad_config_rejected(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        VQModel(**tiny_vq_config(**overrides))
+
+
+def test_folder_without_weights_rejected(tmp_path):
+    VQModel(**tiny_vq_config()).save_config(tmp_path)
+    with pytest.raises(FileNotFoundError, match="holds no weights"):
+        VQModel.from_pretrained(tmp_path)
+
+
+def test_keeps_diffusers_weight_keys():
+    from diffusers import VQModel as DiffusersVQModel
+
+    config = tiny_vq_config()
+    ours = set(VQModel(**config).state_dict())
+    theirs = set(DiffusersVQModel(**config).state_dict())
+    assert theirs <= ours
+    assert ours - theirs == {"quantize.ema_cluster_size", "quantize.initialized", "quantize.num_restarts"}
