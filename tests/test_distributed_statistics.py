@@ -32,7 +32,12 @@ def _worker(rank: int, world_size: int, init_file: str, out_dir: str) -> None:
         for _ in range(3):
             output = quantizer(shard)
             results.append((output.perplexity, output.codebook_usage))
-        torch.save({"stats": results, "state": quantizer.state_dict()}, os.path.join(out_dir, f"rank{rank}.pt"))
+        kmeans_quantizer = VectorQuantizer(8, 4, kmeans_init=True).train()
+        kmeans_quantizer(shard)
+        torch.save(
+            {"stats": results, "state": quantizer.state_dict(), "kmeans_state": kmeans_quantizer.state_dict()},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )
     finally:
         dist.destroy_process_group()
 
@@ -53,3 +58,6 @@ def test_two_ranks_match_single_process_statistics(tmp_path):
     assert int(ranks[0]["state"]["num_restarts"]) > 0
     for key, value in ranks[0]["state"].items():
         assert torch.equal(value, ranks[1]["state"][key]), key
+    # k-means initialisation runs on rank 0 and is broadcast: one codebook everywhere.
+    assert bool(ranks[0]["kmeans_state"]["initialized"])
+    assert torch.equal(ranks[0]["kmeans_state"]["embedding.weight"], ranks[1]["kmeans_state"]["embedding.weight"])

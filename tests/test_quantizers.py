@@ -130,7 +130,7 @@ def test_dead_codes_are_restarted_from_batch_latents(use_ema):
     assert int(quantizer.num_restarts) == 2
     batch_vectors = latents.permute(0, 2, 3, 1).reshape(-1, 2)
     for code in (1, 2):
-        distances = (batch_vectors - quantizer.embedding.weight[code]).norm(dim=1)
+        distances = (batch_vectors - quantizer.embedding.weight[code].detach()).norm(dim=1)
         assert float(distances.min()) < 1e-6, "a restarted code must equal a latent of the current batch"
     assert torch.all(quantizer.ema_cluster_size[1:] == 0.3)
 

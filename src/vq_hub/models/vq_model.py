@@ -270,6 +270,7 @@ class VQModel(ModelMixin, ConfigMixin):
     def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
         """As diffusers' `save_pretrained`, but written to a temporary folder and renamed: never half-written."""
         if kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True):
+            # diffusers derives the Hub repo name from `save_directory` and uploads from it: keep the real path.
             super().save_pretrained(save_directory, **kwargs)
             return
         with atomic_directory(save_directory) as staging:

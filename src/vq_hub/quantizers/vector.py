@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..utils.distributed import all_reduce_sum, broadcast_from_main, is_distributed
+from ..utils.distributed import all_reduce_sum, broadcast_from_main, is_distributed, is_main_process
 from .base import Quantizer, QuantizerOutput, apply_projection, straight_through
 
 # Upper bound on the number of float32 distances held at once (64 MiB); see `nearest_codes`.
@@ -209,7 +209,10 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _initialize_by_kmeans(self, vectors: torch.Tensor) -> None:
-        centroids = kmeans(vectors, self.codebook_size, self.kmeans_iters, spherical=self.use_l2_norm)
+        if is_main_process():
+            centroids = kmeans(vectors, self.codebook_size, self.kmeans_iters, spherical=self.use_l2_norm)
+        else:  # receives rank 0's centroids, so every rank starts from one codebook
+            centroids = torch.empty(self.codebook_size, self.codebook_dim, device=vectors.device)
         broadcast_from_main(centroids)
         self.embedding.weight.data.copy_(centroids)
         self.ema_cluster_size.fill_(1.0)
