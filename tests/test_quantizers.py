@@ -145,7 +145,7 @@ def test_kmeans_init_finds_separated_clusters():
     assert bool(quantizer.initialized)
     assert float(output.codebook_usage) == 1.0
     assert math.isclose(float(output.perplexity), 4.0, rel_tol=1e-5)
-    distance_to_nearest_code = torch.cdist(centres, quantizer.embedding.weight).min(dim=1).values
+    distance_to_nearest_code = torch.cdist(centres, quantizer.embedding.weight.detach()).min(dim=1).values
     assert float(distance_to_nearest_code.max()) < 0.1
 
 

@@ -99,6 +99,18 @@ def test_save_replaces_existing_folder_atomically(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]
 
 
+def test_save_into_existing_folder_keeps_unrelated_files(tmp_path):
+    target = tmp_path / "run"
+    (target / "checkpoint-10").mkdir(parents=True)
+    (target / "notes.txt").write_text("keep me")
+    VQModel(**tiny_vq_config()).save_pretrained(target)
+    model = VQModel(**tiny_vq_config(num_vq_embeddings=16))
+    model.save_pretrained(target)  # overwrites the first save
+    assert (target / "notes.txt").read_text() == "keep me" and (target / "checkpoint-10").is_dir()
+    assert VQModel.from_pretrained(target).config.num_vq_embeddings == 16
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
 def test_mixed_precision_forward_keeps_codes():
     model = VQModel(**tiny_vq_config()).eval()
     images = torch.rand(2, 3, 16, 16) * 2 - 1

@@ -2,12 +2,13 @@
 
 __version__ = "0.1.0"
 
-from .models import VQModel, VQModelOutput
+from .models import PatchDiscriminator, VQModel, VQModelOutput
 from .quantizers import FSQuantizer, GumbelQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
 
 __all__ = [
     "FSQuantizer",
     "GumbelQuantizer",
+    "PatchDiscriminator",
     "Quantizer",
     "QuantizerOutput",
     "VQModel",

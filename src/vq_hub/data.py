@@ -17,6 +17,47 @@ def shipped_fashion_mnist() -> Path:
     return Path(str(resources.files("vq_hub") / "assets" / "fashion_mnist_mini" / "train.parquet"))
 
 
+def load_image_dataset(
+    dataset_name: str | None = None,
+    dataset_config_name: str | None = None,
+    data_dir: str | None = None,
+    parquet_files: list[str] | str | None = None,
+    split: str = "train",
+    cache_dir: str | None = None,
+):
+    """A `datasets.Dataset` from exactly one source: a Hub dataset (`dataset_name`), an imagefolder (`data_dir`) or
+    Parquet files with an image column (`parquet_files`)."""
+    from datasets import load_dataset
+
+    sources = [name for name, value in [("dataset_name", dataset_name), ("data_dir", data_dir),
+                                        ("parquet_files", parquet_files)] if value]  # fmt: skip
+    if len(sources) != 1:
+        raise ValueError(f"give exactly one of `dataset_name`, `data_dir`, `parquet_files`; got {sources or 'none'}")
+    if dataset_name:
+        return load_dataset(dataset_name, dataset_config_name, split=split, cache_dir=cache_dir)
+    if data_dir:
+        if not Path(data_dir).is_dir():
+            raise FileNotFoundError(f"`data_dir` {data_dir!r} is not a folder")
+        return load_dataset("imagefolder", data_dir=data_dir, split="train", cache_dir=cache_dir)
+    files = [parquet_files] if isinstance(parquet_files, str) else list(parquet_files)
+    missing = [file for file in files if not Path(file).is_file()]
+    if missing:
+        raise FileNotFoundError(f"`parquet_files` not found: {missing}")
+    return load_dataset("parquet", data_files={"train": files}, split="train", cache_dir=cache_dir)
+
+
+def image_transform(resolution: int, channels: int, image_column: str = "image"):
+    """A `Dataset.set_transform` function adding `pixel_values` (C, resolution, resolution) in [-1, 1]."""
+
+    def transform(batch: dict) -> dict:
+        if image_column not in batch:
+            raise ValueError(f"the dataset has no column {image_column!r} (`image_column`); columns: {list(batch)}")
+        batch["pixel_values"] = [image_to_tensor(image, resolution, channels) for image in batch[image_column]]
+        return batch
+
+    return transform
+
+
 def load_parquet_images(path: str | Path, split: str = "train"):
     """A `datasets.Dataset` from a Parquet file with an `image` column (and usually `label`)."""
     from datasets import load_dataset

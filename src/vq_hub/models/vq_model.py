@@ -1,8 +1,6 @@
 """The image tokenizer: encoder → quantizer → decoder, a diffusers model with a token API."""
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -14,7 +12,7 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..quantizers import FSQuantizer, GumbelQuantizer, Quantizer, VectorQuantizer
-from ..utils.io import atomic_directory
+from .modeling_utils import AtomicSaveMixin
 
 QUANTIZER_TYPES = ("vector", "gumbel", "fsq")
 
@@ -48,7 +46,7 @@ class VQModelOutput(BaseOutput):
         return self.codebook_loss + self.commitment_loss + self.auxiliary_loss
 
 
-class VQModel(ModelMixin, ConfigMixin):
+class VQModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
     r"""
     A VQ-VAE / VQ-GAN tokenizer: images in [-1, 1] ↔ grids of discrete codes.
 
@@ -264,29 +262,6 @@ class VQModel(ModelMixin, ConfigMixin):
     def detokenize(self, codes: torch.LongTensor) -> torch.Tensor:
         """Codes `(B, h, w)` → images `(B, out_channels, h·f, w·f)` in roughly [-1, 1]."""
         return self._decode_quantized(self.quantize.codes_to_latents(codes))
-
-    # ----------------------------------------------------------------------------------------------- persistence
-
-    def save_pretrained(self, save_directory: str | os.PathLike, **kwargs) -> None:
-        """As diffusers' `save_pretrained`, but written to a temporary folder and renamed: never half-written."""
-        if kwargs.get("push_to_hub") or not kwargs.get("is_main_process", True):
-            # diffusers derives the Hub repo name from `save_directory` and uploads from it: keep the real path.
-            super().save_pretrained(save_directory, **kwargs)
-            return
-        with atomic_directory(save_directory) as staging:
-            super().save_pretrained(staging, **kwargs)
-
-    @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs):
-        """As diffusers' `from_pretrained`, with a clear error for a local folder that holds no weights."""
-        subfolder = kwargs.get("subfolder") or ""
-        folder = Path(pretrained_model_name_or_path, subfolder)
-        if folder.is_dir() and not any(folder.glob("*.safetensors")) and not any(folder.glob("*.bin")):
-            raise FileNotFoundError(
-                f"`pretrained_model_name_or_path` {str(folder)!r} holds no weights: expected "
-                "diffusion_pytorch_model.safetensors (written by `save_pretrained`) next to config.json"
-            )
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- internals
 

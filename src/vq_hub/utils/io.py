@@ -10,10 +10,12 @@ from pathlib import Path
 
 @contextlib.contextmanager
 def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `target`, on error it is deleted.
+    """Yield a temporary sibling folder to write into; on success its entries land in `target`, on error it is
+    deleted and `target` is untouched.
 
-    The rename is atomic on POSIX when `target` does not exist yet. When it does, the old folder is moved aside
-    first and removed only after the new one is in place, so a crash leaves either the old or the new folder.
+    A new `target` appears in one rename. In an existing `target`, each written file or folder replaces its
+    namesake by rename (old folders are moved aside before the rename and deleted after), and entries the write did
+    not produce (checkpoints, logs, a user's notes) are left alone.
     """
     target = Path(target).absolute()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -23,10 +25,16 @@ def atomic_directory(target: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    backup = None
-    if target.exists():
-        backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, backup / target.name)
-    os.replace(staging, target)
-    if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+    if not target.exists():
+        os.replace(staging, target)
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    try:
+        for entry in sorted(staging.iterdir()):
+            destination = target / entry.name
+            if destination.is_dir() and not destination.is_symlink():
+                os.replace(destination, trash / entry.name)
+            os.replace(entry, destination)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,527 @@
+"""Train a VQ-VAE or VQ-GAN tokenizer with Accelerate.
+
+    accelerate launch examples/train_vqgan.py \
+        --train_parquet ../shared/data/cifar10/train.parquet --validation_parquet ../shared/data/cifar10/test.parquet \
+        --resolution 32 --num_vq_embeddings 1024 --max_train_steps 2000 --output_dir vqgan-cifar10
+
+The result loads with `VQModel.from_pretrained(output_dir)`; the discriminator is saved in `output_dir/discriminator`.
+Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss).
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel
+from tqdm.auto import tqdm
+
+from vq_hub import PatchDiscriminator, VQModel
+from vq_hub.data import image_grid, image_transform, load_image_dataset
+from vq_hub.hub import push_to_hub, write_tokenizer_card
+from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
+from vq_hub.metrics import code_counts, codebook_usage, perplexity, psnr
+
+logger = get_logger(__name__)
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", help="A dataset on the Hub (or a local dataset script/folder).")
+    data.add_argument("--dataset_config_name")
+    data.add_argument("--train_data_dir", help="An imagefolder with the training images.")
+    data.add_argument("--train_parquet", nargs="+", help="Parquet file(s) with an image column.")
+    data.add_argument("--validation_parquet", nargs="+", help="Parquet file(s) for validation (test-split PSNR).")
+    data.add_argument("--validation_data_dir", help="An imagefolder for validation.")
+    data.add_argument("--validation_split", help="Split of --dataset_name used for validation, e.g. 'test'.")
+    data.add_argument("--image_column", default="image")
+    data.add_argument("--resolution", type=int, default=32)
+    data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random.")
+    data.add_argument("--max_train_samples", type=int)
+    data.add_argument("--max_validation_samples", type=int)
+    data.add_argument("--cache_dir")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    model = parser.add_argument_group("model (ignored with --model_config_name_or_path / --pretrained_model_name_or_path)")
+    model.add_argument("--pretrained_model_name_or_path", help="Start from a saved VQModel (folder or Hub id).")
+    model.add_argument("--model_config_name_or_path", help="A VQModel config.json (file or folder).")
+    model.add_argument("--in_channels", type=int, default=3)
+    model.add_argument("--block_out_channels", type=int, nargs="+", default=[64, 128, 128])
+    model.add_argument("--layers_per_block", type=int, default=1)
+    model.add_argument("--latent_channels", type=int, default=64)
+    model.add_argument("--vq_embed_dim", type=int)
+    model.add_argument("--norm_num_groups", type=int, default=32)
+    model.add_argument("--num_vq_embeddings", type=int, default=1024)
+    model.add_argument("--quantizer_type", default="vector", choices=["vector", "gumbel", "fsq"])
+    model.add_argument("--commitment_beta", type=float, default=0.25)
+    model.add_argument("--codebook_dim", type=int, help="Low-dimensional codes (e.g. 8) with in/out projections.")
+    model.add_argument("--use_l2_norm", action="store_true", help="Cosine-similarity codes.")
+    model.add_argument("--use_ema_codebook", action="store_true", help="EMA codebook updates instead of gradients.")
+    model.add_argument("--codebook_ema_decay", type=float, default=0.99)
+    model.add_argument("--kmeans_init", action="store_true")
+    model.add_argument("--dead_code_threshold", type=float, default=0.0)
+    model.add_argument("--fsq_levels", type=int, nargs="+")
+    model.add_argument("--gumbel_temperature", type=float, default=1.0)
+    model.add_argument("--gumbel_kl_weight", type=float, default=5e-4)
+
+    loss = parser.add_argument_group("loss")
+    loss.add_argument("--vqvae", action="store_true", help="Plain VQ-VAE: no discriminator, no perceptual loss.")
+    loss.add_argument("--reconstruction_loss", default="l1", choices=RECONSTRUCTION_LOSSES)
+    loss.add_argument("--perceptual_weight", type=float, default=1.0)
+    loss.add_argument("--lpips_net", default="vgg", choices=["vgg", "alex"])
+    loss.add_argument("--discriminator_weight", type=float, default=0.8)
+    loss.add_argument("--discriminator_start", type=int, default=1000, help="Optimizer step at which the GAN starts.")
+    loss.add_argument("--gan_loss", default="hinge", choices=GAN_LOSSES)
+    loss.add_argument("--discriminator_channels", type=int, default=64)
+    loss.add_argument("--discriminator_layers", type=int, default=2)
+
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--train_batch_size", type=int, default=64, help="Per process.")
+    optim.add_argument("--eval_batch_size", type=int, default=256, help="Per process.")
+    optim.add_argument("--max_train_steps", type=int, help="Overrides --num_train_epochs.")
+    optim.add_argument("--num_train_epochs", type=int, default=10)
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--learning_rate", type=float, default=2e-4)
+    optim.add_argument("--discriminator_learning_rate", type=float, default=2e-4)
+    optim.add_argument("--adam_beta1", type=float, default=0.5)
+    optim.add_argument("--adam_beta2", type=float, default=0.9)
+    optim.add_argument("--adam_weight_decay", type=float, default=0.0)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument("--lr_scheduler", default="cosine")
+    optim.add_argument("--lr_warmup_steps", type=int, default=100)
+    optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"])
+    optim.add_argument("--use_ema", action="store_true", help="Keep an EMA of the generator's weights.")
+    optim.add_argument("--ema_decay", type=float, default=0.999)
+    optim.add_argument("--seed", type=int, default=0)
+
+    output = parser.add_argument_group("checkpoints, logging, output")
+    output.add_argument("--output_dir", default="vqgan-output")
+    output.add_argument("--checkpointing_steps", type=int, default=500)
+    output.add_argument("--checkpoints_total_limit", type=int)
+    output.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder.")
+    output.add_argument("--validation_steps", type=int, default=500)
+    output.add_argument("--num_validation_images", type=int, default=8, help="Images in each validation grid.")
+    output.add_argument("--log_steps", type=int, default=50)
+    output.add_argument("--report_to", default="tensorboard", help="Accelerate tracker(s), or 'none'.")
+    output.add_argument("--logging_dir", default="logs")
+    output.add_argument("--push_to_hub", action="store_true")
+    output.add_argument("--hub_model_id")
+    output.add_argument("--hub_token")
+    args = parser.parse_args(argv)
+
+    if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet)) != 1:
+        parser.error("give exactly one of --dataset_name, --train_data_dir, --train_parquet")
+    if args.vqvae:
+        args.discriminator_weight, args.perceptual_weight = 0.0, 0.0
+    return args
+
+
+def build_model(args: argparse.Namespace) -> VQModel:
+    if args.pretrained_model_name_or_path:
+        return VQModel.from_pretrained(args.pretrained_model_name_or_path)
+    if args.model_config_name_or_path:
+        return VQModel.from_config(VQModel.load_config(args.model_config_name_or_path))
+    depth = len(args.block_out_channels)
+    return VQModel(
+        in_channels=args.in_channels,
+        out_channels=args.in_channels,
+        down_block_types=("DownEncoderBlock2D",) * depth,
+        up_block_types=("UpDecoderBlock2D",) * depth,
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        latent_channels=args.latent_channels,
+        vq_embed_dim=args.vq_embed_dim,
+        norm_num_groups=args.norm_num_groups,
+        sample_size=args.resolution,
+        num_vq_embeddings=args.num_vq_embeddings,
+        quantizer_type=args.quantizer_type,
+        commitment_beta=args.commitment_beta,
+        codebook_dim=args.codebook_dim,
+        use_l2_norm=args.use_l2_norm,
+        use_ema=args.use_ema_codebook,
+        ema_decay=args.codebook_ema_decay,
+        kmeans_init=args.kmeans_init,
+        dead_code_threshold=args.dead_code_threshold,
+        fsq_levels=args.fsq_levels,
+        gumbel_temperature=args.gumbel_temperature,
+        gumbel_kl_weight=args.gumbel_kl_weight,
+    )
+
+
+def build_datasets(args: argparse.Namespace, channels: int):
+    train = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir, args.train_parquet,
+                               cache_dir=args.cache_dir)  # fmt: skip
+    validation = None
+    if args.validation_parquet or args.validation_data_dir or args.validation_split:
+        validation = load_image_dataset(
+            args.dataset_name if args.validation_split else None, args.dataset_config_name,
+            args.validation_data_dir, args.validation_parquet, split=args.validation_split or "train",
+            cache_dir=args.cache_dir,
+        )  # fmt: skip
+    if args.max_train_samples:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if validation is not None and args.max_validation_samples:
+        validation = validation.select(range(min(args.max_validation_samples, len(validation))))
+    transform = image_transform(args.resolution, channels, args.image_column)
+    for dataset in (train, validation):
+        if dataset is not None:
+            dataset.set_transform(transform)
+    return train, validation
+
+
+def collate(examples: list[dict]) -> torch.Tensor:
+    return torch.stack([example["pixel_values"] for example in examples])
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch), so a resumed run sees the batches an uninterrupted one would."""
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def random_flip(images: torch.Tensor) -> torch.Tensor:
+    """Flip each image horizontally with probability ½ (global torch RNG: restored on resume)."""
+    flip = torch.rand(images.shape[0], device=images.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(-1), images)
+
+
+@torch.no_grad()
+def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
+    """Test-split PSNR, codebook usage and perplexity; every process takes its shard, figures are global."""
+    unwrapped = accelerator.unwrap_model(model)
+    was_training = unwrapped.training
+    unwrapped.eval()
+    squared_errors, counts = [], torch.zeros(unwrapped.codebook_size, device=accelerator.device)
+    for images in dataloader:
+        codes = unwrapped.tokenize(images)
+        reconstructions = unwrapped.detokenize(codes).clamp(-1, 1)
+        mse = (reconstructions.float() - images.float()).pow(2).flatten(1).mean(1)
+        # gather_for_metrics drops the samples repeated to even out the last batch across processes.
+        squared_errors.append(accelerator.gather_for_metrics(mse))
+        counts += code_counts(accelerator.gather_for_metrics(codes), unwrapped.codebook_size)
+    unwrapped.train(was_training)
+    mse = torch.cat(squared_errors)
+    return {
+        "psnr": float((10 * torch.log10(4.0 / mse.clamp_min(1e-12))).mean()),
+        "codebook_usage": float(codebook_usage(counts)),
+        "perplexity": float(perplexity(counts)),
+        "num_images": int(mse.numel()),
+    }
+
+
+def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: Accelerator) -> None:
+    unwrapped = accelerator.unwrap_model(model)
+    was_training = unwrapped.training
+    unwrapped.eval()
+    with torch.no_grad():
+        reconstructions = unwrapped.detokenize(unwrapped.tokenize(images))
+    unwrapped.train(was_training)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image_grid([images.cpu(), reconstructions.cpu()]).save(path)
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (temporary folders of interrupted saves are ignored)."""
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
+    """`accelerator.save_state` into a temporary folder, renamed when every process has written its part."""
+    final, staging = output_dir / f"checkpoint-{step}", output_dir / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        if total_limit is not None:
+            for old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    print(f"[rank {accelerator.process_index}/{accelerator.num_processes}] started on {accelerator.device}", flush=True)
+    set_seed(args.seed)
+
+    # Models, loss and data.
+    model = build_model(args)
+    discriminator = None
+    if args.discriminator_weight > 0:
+        discriminator = PatchDiscriminator(
+            in_channels=model.config.in_channels,
+            base_channels=args.discriminator_channels,
+            num_layers=args.discriminator_layers,
+        )
+    perceptual = None
+    if args.perceptual_weight > 0:
+        perceptual, reason = load_lpips(args.lpips_net)
+        if perceptual is None:
+            fallback = "feature matching on the discriminator" if discriminator else "no perceptual loss"
+            logger.warning(f"LPIPS is not used: {reason}. Falling back to {fallback}.", main_process_only=True)
+        else:
+            perceptual.to(accelerator.device)
+    train_dataset, validation_dataset = build_datasets(args, model.config.in_channels)
+    if args.resolution % model.downsample_factor:
+        raise SystemExit(f"--resolution {args.resolution} must be divisible by the downsampling factor "
+                         f"{model.downsample_factor} of the model")  # fmt: skip
+
+    sampler = EpochSeededSampler(len(train_dataset), args.seed)
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+        num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
+    validation_dataloader = None
+    if validation_dataset is not None:
+        validation_dataloader = torch.utils.data.DataLoader(
+            validation_dataset, batch_size=args.eval_batch_size, collate_fn=collate,
+            num_workers=args.dataloader_num_workers,
+        )  # fmt: skip
+
+    # The step count is known only once the dataloader is sharded: prepare it before building the LR schedulers.
+    train_dataloader = accelerator.prepare(train_dataloader)
+    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
+    if steps_per_epoch == 0:
+        raise SystemExit("the training set is smaller than one batch per process: lower --train_batch_size")
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
+
+    def make_optimizer(parameters, lr):
+        return torch.optim.AdamW(
+            [p for p in parameters if p.requires_grad], lr=lr, betas=(args.adam_beta1, args.adam_beta2),
+            weight_decay=args.adam_weight_decay,
+        )  # fmt: skip
+
+    def make_scheduler(optimizer):
+        # Accelerate steps a prepared scheduler once per process per update: count in those units.
+        return get_scheduler(
+            args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+            num_training_steps=max_train_steps * accelerator.num_processes,
+        )  # fmt: skip
+
+    optimizer = make_optimizer(model.parameters(), args.learning_rate)
+    lr_scheduler = make_scheduler(optimizer)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    if discriminator is not None:
+        d_optimizer = make_optimizer(discriminator.parameters(), args.discriminator_learning_rate)
+        d_scheduler = make_scheduler(d_optimizer)
+        discriminator, d_optimizer, d_scheduler = accelerator.prepare(discriminator, d_optimizer, d_scheduler)
+    if validation_dataloader is not None:
+        validation_dataloader = accelerator.prepare(validation_dataloader)
+    ema_model = None
+    if args.use_ema:
+        unwrapped = accelerator.unwrap_model(model)
+        ema_model = EMAModel(unwrapped.parameters(), decay=args.ema_decay, model_cls=VQModel,
+                             model_config=unwrapped.config)  # fmt: skip
+        ema_model.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema_model)
+
+    loss_fn = VQGANLoss(
+        discriminator=accelerator.unwrap_model(discriminator) if discriminator is not None else None,
+        perceptual=perceptual,
+        reconstruction=args.reconstruction_loss,
+        perceptual_weight=args.perceptual_weight,
+        discriminator_weight=args.discriminator_weight,
+        discriminator_start=args.discriminator_start,
+        gan_loss=args.gan_loss,
+    )
+    last_layer = accelerator.unwrap_model(model).decoder.conv_out.weight
+
+    global_step, first_epoch, skip_batches = 0, 0, 0
+    if args.resume_from_checkpoint:
+        if args.resume_from_checkpoint == "latest":
+            checkpoints = list_checkpoints(output_dir)
+            if not checkpoints:
+                raise SystemExit(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}")
+            path = checkpoints[-1]
+        else:
+            path = Path(args.resume_from_checkpoint)
+            if not CHECKPOINT_PATTERN.match(path.name) or not path.is_dir():
+                raise SystemExit(f"--resume_from_checkpoint {path}: not a checkpoint-<step> folder")
+        accelerator.load_state(str(path))
+        global_step = int(CHECKPOINT_PATTERN.match(path.name).group(1))
+        first_epoch = global_step // steps_per_epoch
+        skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+        logger.info(f"resumed from {path} at step {global_step}")
+
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in vars(args).items()})
+    logger.info(
+        f"{len(train_dataset)} training images, {accelerator.num_processes} process(es) × {args.train_batch_size} × "
+        f"{args.gradient_accumulation_steps} accumulation; {max_train_steps} steps; "
+        f"perceptual: {'LPIPS' if perceptual else 'feature matching' if loss_fn.uses_feature_matching else 'none'}"
+    )
+    validation_images = None
+    if validation_dataset is not None:
+        validation_images = collate([validation_dataset[i] for i in range(args.num_validation_images)])
+        validation_images = validation_images.to(accelerator.device)
+
+    progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
+                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    start_time, history = time.perf_counter(), []
+    model.train()
+    for epoch in range(first_epoch, num_epochs):
+        train_dataloader.set_epoch(epoch)
+        epoch_loader = train_dataloader
+        if epoch == first_epoch and skip_batches:
+            epoch_loader = accelerator.skip_first_batches(train_dataloader, skip_batches)
+        for images in epoch_loader:
+            if args.random_flip:
+                images = random_flip(images)
+            with accelerator.accumulate(*(m for m in (model, discriminator) if m is not None)):
+                output = model(images)
+                loss, terms = loss_fn.generator_loss(images, output.sample, output.quantizer_loss, last_layer,
+                                                     global_step)  # fmt: skip
+                stop_if_not_finite(accelerator, loss, terms, global_step, output_dir)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+
+                if loss_fn.gan_active(global_step):
+                    d_loss, d_terms = loss_fn.discriminator_loss(discriminator, images, output.sample)
+                    stop_if_not_finite(accelerator, d_loss, d_terms, global_step, output_dir)
+                    accelerator.backward(d_loss)
+                    if accelerator.sync_gradients:
+                        accelerator.clip_grad_norm_(discriminator.parameters(), args.max_grad_norm)
+                    d_optimizer.step()
+                    d_scheduler.step()
+                    d_optimizer.zero_grad(set_to_none=True)
+                    terms.update(d_terms)
+
+            if not accelerator.sync_gradients:
+                continue
+            if ema_model is not None:
+                ema_model.step(accelerator.unwrap_model(model).parameters())
+            global_step += 1
+            progress.update(1)
+
+            if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
+                quantizer = accelerator.unwrap_model(model).quantize
+                terms.update(
+                    codebook_loss=output.codebook_loss.detach(), commitment_loss=output.commitment_loss.detach(),
+                    perplexity=output.perplexity, codebook_usage=output.codebook_usage,
+                    psnr=psnr(output.sample.detach(), images),
+                )  # fmt: skip
+                logs = {name: float(accelerator.reduce(value.float(), "mean")) for name, value in terms.items()}
+                logs["lr"] = lr_scheduler.get_last_lr()[0]
+                logs["dead_code_restarts"] = int(getattr(quantizer, "num_restarts", torch.zeros(())))
+                accelerator.log(logs, step=global_step)
+                history.append({"step": global_step, **logs})
+                progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", usage=f"{logs['codebook_usage']:.0%}")
+
+            if global_step % args.checkpointing_steps == 0:
+                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+
+            if validation_dataloader is not None and global_step % args.validation_steps == 0:
+                with ema_weights(ema_model, accelerator.unwrap_model(model)):
+                    metrics = evaluate(model, validation_dataloader, accelerator)
+                    if accelerator.is_main_process:
+                        save_validation_grid(model, validation_images,
+                                             output_dir / "validation" / f"step-{global_step:07d}.png", accelerator)
+                accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=global_step)
+                logger.info(f"step {global_step} validation: {metrics}")
+            if global_step >= max_train_steps:
+                break
+        if global_step >= max_train_steps:
+            break
+    progress.close()
+
+    # Final evaluation and export (EMA weights when EMA is on).
+    summary = {"steps": global_step, "num_processes": accelerator.num_processes,
+               "train_seconds": round(time.perf_counter() - start_time, 1), "history": history}  # fmt: skip
+    unwrapped = accelerator.unwrap_model(model)
+    with ema_weights(ema_model, unwrapped):
+        if validation_dataloader is not None:
+            summary["validation"] = evaluate(model, validation_dataloader, accelerator)
+            logger.info(f"final validation: {summary['validation']}")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            unwrapped.save_pretrained(output_dir)
+            if discriminator is not None:
+                accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
+            (output_dir / "training_summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
+            repo_id = args.hub_model_id or output_dir.name
+            command = "accelerate launch examples/train_vqgan.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+            training = (f"`{command}`\n\n{global_step} steps on {accelerator.num_processes} process(es) "
+                        f"({accelerator.device.type}), {summary['train_seconds']} s.")  # fmt: skip
+            write_tokenizer_card(output_dir, repo_id, training, summary.get("validation"))
+            if args.push_to_hub:
+                url = push_to_hub(output_dir, repo_id, token=args.hub_token,
+                                  ignore_patterns=["checkpoint-*", ".checkpoint-*", "logs/*"])  # fmt: skip
+                logger.info(f"pushed to {url}")
+    accelerator.end_training()
+    return summary
+
+
+@contextlib.contextmanager
+def ema_weights(ema_model: EMAModel | None, model: torch.nn.Module):
+    """Swap the EMA weights into `model` for the block, then put the training weights back (no-op without EMA)."""
+    if ema_model is None:
+        yield
+        return
+    ema_model.store(model.parameters())
+    ema_model.copy_to(model.parameters())
+    try:
+        yield
+    finally:
+        ema_model.restore(model.parameters())
+
+
+def stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict, step: int, output_dir: Path):
+    """Stop every process together on a NaN/inf loss, before it reaches the weights or a checkpoint."""
+    finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min()
+    if finite < 1:
+        checkpoints = list_checkpoints(output_dir)
+        last_good = str(checkpoints[-1]) if checkpoints else "none yet"
+        values = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
+        raise SystemExit(
+            f"non-finite loss at step {step} ({values}); training stopped before updating the weights. "
+            f"Last good checkpoint: {last_good}. Lower the learning rate or resume with --resume_from_checkpoint."
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,142 @@
+"""examples/train_vqgan.py end to end, as users launch it (subprocesses; tiny model, synthetic images)."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from vq_hub import PatchDiscriminator, VQModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "train_vqgan.py"
+TINY_MODEL = [
+    "--resolution", "16", "--block_out_channels", "16", "32", "--latent_channels", "4", "--norm_num_groups", "8",
+    "--num_vq_embeddings", "32", "--discriminator_channels", "8", "--discriminator_layers", "1",
+    "--train_batch_size", "8", "--eval_batch_size", "16", "--report_to", "none", "--lr_warmup_steps", "0",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def synthetic_parquet(tmp_path_factory) -> Path:
+    """64 train + 16 validation images: coloured rectangles on dark backgrounds, 16×16 RGB."""
+    from datasets import Dataset, Features
+    from datasets import Image as ImageFeature
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    for split, count in [("train", 64), ("test", 16)]:
+        images = []
+        for _ in range(count):
+            array = np.full((16, 16, 3), rng.integers(0, 60), dtype=np.uint8)
+            top, left = rng.integers(0, 8, size=2)
+            array[top : top + rng.integers(4, 9), left : left + rng.integers(4, 9)] = rng.integers(80, 256, size=3)
+            images.append(Image.fromarray(array))
+        Dataset.from_dict({"image": images}, features=Features({"image": ImageFeature()})).to_parquet(
+            str(folder / f"{split}.parquet")
+        )
+    return folder
+
+
+def run_training(args: list[str], launcher: list[str] | None = None, check: bool = True, env: dict | None = None):
+    command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def data_args(folder: Path) -> list[str]:
+    return ["--train_parquet", str(folder / "train.parquet"), "--validation_parquet", str(folder / "test.parquet")]
+
+
+@pytest.mark.slow
+def test_training_reduces_reconstruction_loss_and_saves_loadable_models(synthetic_parquet, tmp_path):
+    output = tmp_path / "run"
+    run_training(data_args(synthetic_parquet) + TINY_MODEL + [
+        "--output_dir", str(output), "--max_train_steps", "60", "--learning_rate", "2e-3", "--log_steps", "5",
+        "--discriminator_start", "30", "--validation_steps", "30", "--checkpointing_steps", "1000",
+        "--kmeans_init", "--dead_code_threshold", "0.05",
+    ])  # fmt: skip
+    summary = json.loads((output / "training_summary.json").read_text())
+    losses = [entry["reconstruction_loss"] for entry in summary["history"]]
+    assert summary["steps"] == 60 and [entry["step"] for entry in summary["history"]][:3] == [1, 5, 10]
+    assert np.mean(losses[-3:]) < 0.5 * losses[0], losses
+    assert summary["history"][-1]["adaptive_weight"] > 0, "the GAN should be on after --discriminator_start"
+    assert summary["validation"]["num_images"] == 16 and summary["validation"]["psnr"] > 10
+
+    model = VQModel.from_pretrained(output)
+    assert model.tokenize(torch.zeros(1, 3, 16, 16)).shape == (1, 8, 8)
+    PatchDiscriminator.from_pretrained(output / "discriminator")
+    assert sorted(p.name for p in (output / "validation").iterdir()) == ["step-0000030.png", "step-0000060.png"]
+    assert "library_name: vq_hub" in (output / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_resumed_run_matches_uninterrupted_run(synthetic_parquet, tmp_path):
+    common = data_args(synthetic_parquet) + TINY_MODEL + [
+        "--max_train_steps", "6", "--checkpointing_steps", "3", "--discriminator_start", "2", "--use_ema",
+        "--random_flip", "--kmeans_init", "--dead_code_threshold", "0.3", "--gradient_accumulation_steps", "2",
+        "--train_batch_size", "4", "--validation_steps", "1000", "--learning_rate", "1e-3",
+    ]  # fmt: skip
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    run_training(common + ["--output_dir", str(uninterrupted)])
+    assert [p.name for p in sorted(uninterrupted.glob("checkpoint-*"))] == ["checkpoint-3", "checkpoint-6"]
+
+    resumed.mkdir()
+    shutil.copytree(uninterrupted / "checkpoint-3", resumed / "checkpoint-3")
+    result = run_training(common + ["--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
+    assert "resumed from" in result.stderr + result.stdout
+
+    for name in ("diffusion_pytorch_model.safetensors", "discriminator/diffusion_pytorch_model.safetensors"):
+        expected, actual = load_file(uninterrupted / name), load_file(resumed / name)
+        for key in expected:
+            assert torch.equal(expected[key], actual[key]), f"{name}: {key} differs after resuming"
+    assert json.loads((resumed / "training_summary.json").read_text())["steps"] == 6
+
+
+@pytest.mark.slow
+def test_non_finite_loss_stops_with_last_good_checkpoint_intact(synthetic_parquet, tmp_path):
+    output = tmp_path / "diverging"
+    result = run_training(data_args(synthetic_parquet) + TINY_MODEL + [
+        "--output_dir", str(output), "--max_train_steps", "20", "--checkpointing_steps", "1", "--vqvae",
+        "--learning_rate", "1e30", "--max_grad_norm", "1e30", "--lr_scheduler", "constant",
+    ], check=False)  # fmt: skip
+    assert result.returncode != 0
+    assert "non-finite loss at step" in result.stderr
+    checkpoints = sorted(output.glob("checkpoint-*"))
+    assert checkpoints, "at least one checkpoint was written before the loss diverged"
+    assert f"Last good checkpoint: {checkpoints[-1]}" in result.stderr
+    weights = load_file(checkpoints[-1] / "model.safetensors")
+    assert all(torch.isfinite(value.float()).all() for value in weights.values())
+    assert not list(output.glob(".checkpoint-*")), "no half-written checkpoint left behind"
+    assert not (output / "diffusion_pytorch_model.safetensors").exists()
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_one_model(synthetic_parquet, tmp_path):
+    output = tmp_path / "ddp"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]  # fmt: skip
+    result = run_training(
+        data_args(synthetic_parquet) + TINY_MODEL + [
+            "--output_dir", str(output), "--max_train_steps", "4", "--discriminator_start", "2", "--log_steps", "2",
+            "--checkpointing_steps", "2", "--validation_steps", "4", "--kmeans_init", "--dead_code_threshold", "0.3",
+        ],
+        launcher=launcher,
+        env={"ACCELERATE_USE_CPU": "1"},
+    )  # fmt: skip
+    log = result.stdout + result.stderr
+    assert "[rank 0/2] started" in log and "[rank 1/2] started" in log, log[-3000:]
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["steps"] == 4
+    assert summary["validation"]["num_images"] == 16, "evaluation covers the whole split once, across both ranks"
+    assert (output / "checkpoint-4" / "random_states_1.pkl").exists(), "each rank saved its RNG state"
+    VQModel.from_pretrained(output)
