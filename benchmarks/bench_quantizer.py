@@ -18,10 +18,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 import torch
+from timing import median_seconds
 
 from vq_hub.quantizers import VectorQuantizer
 
@@ -87,8 +87,8 @@ class PeakMemory:
         raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def measure(factory, latents: torch.Tensor, repeats: int, memory: PeakMemory | None) -> tuple[float, float]:
-    """Median seconds per forward+backward and, with `memory`, peak extra MiB during one step (else NaN)."""
+def prepare(factory, latents: torch.Tensor):
+    """Build one implementation and return a closure running one forward+backward step (already warmed up)."""
     module, step = factory()
     module.to(latents.device).train()
     inputs = latents.clone().requires_grad_(True)
@@ -100,19 +100,14 @@ def measure(factory, latents: torch.Tensor, repeats: int, memory: PeakMemory | N
         if latents.device.type == "cuda":
             torch.cuda.synchronize()
 
-    run()  # warm-up
-    peak = float("nan")
-    if memory is not None:
-        memory.reset()
-        run()
-        peak = memory.peak() / 2**20
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    del module
-    return (sorted(times)[len(times) // 2] if times else float("nan")), peak
+    run()
+    return run
+
+
+def peak_memory_mib(run, memory: PeakMemory) -> float:
+    memory.reset()
+    run()
+    return memory.peak() / 2**20
 
 
 def cpu_peak_memory_in_child(argv: list[str]) -> dict[str, float]:
@@ -139,8 +134,8 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     batch, side = args.num_vectors // 256, 16
+    memory = PeakMemory(device)
     measure_memory_here = device.type == "cuda" or args.memory_only
-    memory = PeakMemory(device) if measure_memory_here else None
     child_peaks = {} if measure_memory_here else cpu_peak_memory_in_child(sys.argv[1:])
 
     if args.memory_only:
@@ -150,7 +145,7 @@ def main() -> None:
                 latents = torch.randn(batch, dim, side, side, device=device)
                 for name, factory in build_implementations(codebook_size, dim).items():
                     try:
-                        peaks[f"{codebook_size}/{dim}/{name}"] = measure(factory, latents, 0, memory)[1]
+                        peaks[f"{codebook_size}/{dim}/{name}"] = peak_memory_mib(prepare(factory, latents), memory)
                     except ImportError:
                         pass
         print(json.dumps(peaks))
@@ -163,21 +158,24 @@ def main() -> None:
     for codebook_size in args.codebook_sizes:
         for dim in args.dims:
             latents = torch.randn(batch, dim, side, side, device=device)
-            results = {}
+            runs, peaks = {}, {}
             for name, factory in build_implementations(codebook_size, dim).items():
                 try:
-                    seconds, peak = measure(factory, latents, args.repeats, memory)
+                    runs[name] = prepare(factory, latents)
                 except ImportError as error:
                     print(f"{codebook_size:>6} {dim:>4}  {name:<30} skipped: {error}")
                     continue
-                peak = child_peaks.get(f"{codebook_size}/{dim}/{name}", peak)
-                results[name] = seconds, peak
+                key = f"{codebook_size}/{dim}/{name}"
+                peaks[name] = child_peaks[key] if key in child_peaks else peak_memory_mib(runs[name], memory)
+            seconds = median_seconds(runs, args.repeats)
+            for name in runs:
                 reference = "vq_hub (EMA)" if "EMA" in name else "vq_hub (grad)"
-                ours_seconds, ours_peak = results.get(reference, (seconds, peak))
                 print(
-                    f"{codebook_size:>6} {dim:>4}  {name:<30} {seconds * 1e3:>9.1f} {peak:>9.0f} "
-                    f"{seconds / ours_seconds:>10.2f}x {max(peak, 1) / max(ours_peak, 1):>9.2f}x"
+                    f"{codebook_size:>6} {dim:>4}  {name:<30} {seconds[name] * 1e3:>9.1f} {peaks[name]:>9.0f} "
+                    f"{seconds[name] / seconds[reference]:>10.2f}x "
+                    f"{max(peaks[name], 1) / max(peaks[reference], 1):>9.2f}x"
                 )
+            del runs
     print("ratios: the row's figure divided by vq_hub's in the same mode (above 1 = vq_hub is faster / smaller);")
     print("memory ratios floor both sides at 1 MiB")
 

@@ -33,7 +33,7 @@ from vq_hub import PatchDiscriminator, VQModel
 from vq_hub.data import image_grid, image_transform, load_image_dataset
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
-from vq_hub.metrics import code_counts, codebook_usage, perplexity, psnr
+from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
 
 logger = get_logger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -211,24 +211,31 @@ def random_flip(images: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-@torch.no_grad()
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """The model in eval mode (no codebook updates, hard codes) under no_grad, then back to its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
 def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
     """Test-split PSNR, codebook usage and perplexity; every process takes its shard, figures are global."""
-    unwrapped = accelerator.unwrap_model(model)
-    was_training = unwrapped.training
-    unwrapped.eval()
-    squared_errors, counts = [], torch.zeros(unwrapped.codebook_size, device=accelerator.device)
-    for images in dataloader:
-        codes = unwrapped.tokenize(images)
-        reconstructions = unwrapped.detokenize(codes).clamp(-1, 1)
-        mse = (reconstructions.float() - images.float()).pow(2).flatten(1).mean(1)
-        # gather_for_metrics drops the samples repeated to even out the last batch across processes.
-        squared_errors.append(accelerator.gather_for_metrics(mse))
-        counts += code_counts(accelerator.gather_for_metrics(codes), unwrapped.codebook_size)
-    unwrapped.train(was_training)
+    squared_errors, counts = [], 0
+    with evaluating(accelerator.unwrap_model(model)) as tokenizer:
+        for images in dataloader:
+            codes = tokenizer.tokenize(images)
+            mse = per_image_mse(tokenizer.detokenize(codes).clamp(-1, 1), images)
+            # gather_for_metrics drops the samples repeated to even out the last batch across processes.
+            squared_errors.append(accelerator.gather_for_metrics(mse))
+            counts = counts + code_counts(accelerator.gather_for_metrics(codes), tokenizer.codebook_size)
     mse = torch.cat(squared_errors)
     return {
-        "psnr": float((10 * torch.log10(4.0 / mse.clamp_min(1e-12))).mean()),
+        "psnr": float(psnr_from_mse(mse)),
         "codebook_usage": float(codebook_usage(counts)),
         "perplexity": float(perplexity(counts)),
         "num_images": int(mse.numel()),
@@ -236,12 +243,8 @@ def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
 
 
 def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: Accelerator) -> None:
-    unwrapped = accelerator.unwrap_model(model)
-    was_training = unwrapped.training
-    unwrapped.eval()
-    with torch.no_grad():
-        reconstructions = unwrapped.detokenize(unwrapped.tokenize(images))
-    unwrapped.train(was_training)
+    with evaluating(accelerator.unwrap_model(model)) as tokenizer:
+        reconstructions = tokenizer.detokenize(tokenizer.tokenize(images))
     path.parent.mkdir(parents=True, exist_ok=True)
     image_grid([images.cpu(), reconstructions.cpu()]).save(path)
 
@@ -384,8 +387,7 @@ def main(argv: list[str] | None = None) -> dict:
         skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
         logger.info(f"resumed from {path} at step {global_step}")
 
-    if accelerator.is_main_process:
-        accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in vars(args).items()})
+    accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in vars(args).items()})
     logger.info(
         f"{len(train_dataset)} training images, {accelerator.num_processes} process(es) × {args.train_batch_size} × "
         f"{args.gradient_accumulation_steps} accumulation; {max_train_steps} steps; "
@@ -393,8 +395,20 @@ def main(argv: list[str] | None = None) -> dict:
     )
     validation_images = None
     if validation_dataset is not None:
-        validation_images = collate([validation_dataset[i] for i in range(args.num_validation_images)])
+        count = min(args.num_validation_images, len(validation_dataset))
+        validation_images = collate([validation_dataset[i] for i in range(count)])
         validation_images = validation_images.to(accelerator.device)
+
+    def update(loss, terms, module, module_optimizer, module_scheduler, step) -> None:
+        """Backward, clip and step one module (Accelerate skips the step while accumulating); stop first if the
+        loss is not finite."""
+        stop_if_not_finite(accelerator, loss, terms, step, output_dir)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients:
+            accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
+        module_optimizer.step()
+        module_scheduler.step()
+        module_optimizer.zero_grad(set_to_none=True)
 
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
                     disable=not accelerator.is_local_main_process)  # fmt: skip
@@ -412,23 +426,10 @@ def main(argv: list[str] | None = None) -> dict:
                 output = model(images)
                 loss, terms = loss_fn.generator_loss(images, output.sample, output.quantizer_loss, last_layer,
                                                      global_step)  # fmt: skip
-                stop_if_not_finite(accelerator, loss, terms, global_step, output_dir)
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    accelerator.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-                optimizer.step()
-                lr_scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-
+                update(loss, terms, model, optimizer, lr_scheduler, global_step)
                 if loss_fn.gan_active(global_step):
                     d_loss, d_terms = loss_fn.discriminator_loss(discriminator, images, output.sample)
-                    stop_if_not_finite(accelerator, d_loss, d_terms, global_step, output_dir)
-                    accelerator.backward(d_loss)
-                    if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(discriminator.parameters(), args.max_grad_norm)
-                    d_optimizer.step()
-                    d_scheduler.step()
-                    d_optimizer.zero_grad(set_to_none=True)
+                    update(d_loss, d_terms, discriminator, d_optimizer, d_scheduler, global_step)
                     terms.update(d_terms)
 
             if not accelerator.sync_gradients:

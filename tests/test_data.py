@@ -30,3 +30,26 @@ def test_grid_layout():
     grid = image_grid(rows, padding=2)
     assert grid.size == (3 * 10 + 2, 2 * 10 + 2) and grid.mode == "L"
     assert grid.getpixel((2, 12)) == 255 and grid.getpixel((2, 2)) == 128
+
+
+def test_load_image_dataset_from_imagefolder_and_parquet(tmp_path):
+    import pytest
+
+    from vq_hub.data import image_transform, load_image_dataset
+
+    for index in range(3):
+        Image.new("RGB", (20, 12), (index * 50, 0, 0)).save(tmp_path / f"{index}.png")
+    dataset = load_image_dataset(data_dir=str(tmp_path))
+    dataset.set_transform(image_transform(resolution=8, channels=3))
+    assert len(dataset) == 3 and dataset[0]["pixel_values"].shape == (3, 8, 8)
+
+    assert len(load_image_dataset(parquet_files=str(shipped_fashion_mnist()))) == 1000
+    with pytest.raises(ValueError, match="exactly one"):
+        load_image_dataset(data_dir=str(tmp_path), parquet_files=str(shipped_fashion_mnist()))
+    with pytest.raises(ValueError, match="exactly one"):
+        load_image_dataset()
+    with pytest.raises(FileNotFoundError, match="parquet_files"):
+        load_image_dataset(parquet_files=str(tmp_path / "missing.parquet"))
+    dataset.set_transform(image_transform(resolution=8, channels=3, image_column="picture"))
+    with pytest.raises(ValueError, match="image_column"):
+        dataset[0]

@@ -65,7 +65,7 @@ def test_feature_matching_is_mean_l1_with_detached_targets():
     real = [torch.zeros(1, 2, 2, 2, requires_grad=True), torch.ones(1, 3)]
     fake = [torch.ones(1, 2, 2, 2, requires_grad=True), torch.full((1, 3), 3.0, requires_grad=True)]
     loss = feature_matching_loss(real, fake)
-    assert math.isclose(float(loss), (1.0 + 2.0) / 2)
+    assert math.isclose(loss.item(), (1.0 + 2.0) / 2)
     loss.backward()
     assert real[0].grad is None and fake[0].grad is not None
 

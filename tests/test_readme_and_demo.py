@@ -38,3 +38,19 @@ def test_demo_script_trains_and_writes_outputs(tmp_path):
     assert re.search(r"held-out: 100 images → codes \(8, 8\), PSNR [\d.]+ dB", result.stdout), result.stdout
     assert (tmp_path / "reconstructions.png").is_file()
     assert (tmp_path / "tokenizer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def test_readme_training_command_parses():
+    import importlib.util
+    import shlex
+
+    spec = importlib.util.spec_from_file_location("train_vqgan", ROOT / "examples" / "train_vqgan.py")
+    train_vqgan = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train_vqgan)
+    commands = [block for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+                if "examples/train_vqgan.py" in block]  # fmt: skip
+    assert commands, "README.md should show a train_vqgan.py command"
+    for command in commands:
+        words = shlex.split(command.replace("\\\n", " "))
+        args = train_vqgan.parse_args(words[words.index("examples/train_vqgan.py") + 1 :])
+        assert args.train_parquet and args.max_train_steps

@@ -29,7 +29,16 @@ def codebook_usage(counts: torch.Tensor) -> torch.Tensor:
 
 def psnr(images: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB, averaged over the batch (pixels in [-1, 1] by default, hence range 2)."""
+    return psnr_from_mse(per_image_mse(images, reference), data_range)
+
+
+def per_image_mse(images: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Mean squared error of each image, (B,), in float32."""
     if images.shape != reference.shape:
         raise ValueError(f"`images` {tuple(images.shape)} and `reference` {tuple(reference.shape)} differ in shape")
-    mse = (images.float() - reference.float()).pow(2).flatten(1).mean(1)
+    return (images.float() - reference.float()).pow(2).flatten(1).mean(1)
+
+
+def psnr_from_mse(mse: torch.Tensor, data_range: float = 2.0) -> torch.Tensor:
+    """Mean over images of 10·log10(range² / MSE): the per-image average, as image-quality papers report it."""
     return (10 * torch.log10(data_range**2 / mse.clamp_min(1e-12))).mean()
