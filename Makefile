@@ -29,6 +29,7 @@ test-fast: install
 bench: install
 	$(PY) -m pip install --quiet vector-quantize-pytorch
 	$(PY) benchmarks/bench_quantizer.py
+	$(PY) benchmarks/bench_train_step.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache
