@@ -30,6 +30,7 @@ bench: install
 	$(PY) -m pip install --quiet vector-quantize-pytorch
 	$(PY) benchmarks/bench_quantizer.py
 	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_sampling.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache

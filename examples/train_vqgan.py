@@ -9,24 +9,13 @@ Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss).
 """
 
 import argparse
-import contextlib
 import json
-import logging
-import math
-import os
-import re
-import shlex
-import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
-from accelerate.utils import ProjectConfiguration, set_seed
-from diffusers.optimization import get_scheduler
-from diffusers.training_utils import EMAModel
 from tqdm.auto import tqdm
 
 from vq_hub import PatchDiscriminator, VQModel
@@ -34,9 +23,13 @@ from vq_hub.data import image_grid, image_transform, load_image_dataset
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
 from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
+from vq_hub.training_utils import (
+    EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
+    make_ema, make_lr_scheduler, make_optimizer, resume_from_checkpoint, save_checkpoint, start_training,
+    training_batches, training_command, training_schedule,
+)  # fmt: skip
 
 logger = get_logger(__name__)
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,38 +83,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     loss.add_argument("--discriminator_channels", type=int, default=64)
     loss.add_argument("--discriminator_layers", type=int, default=2)
 
-    optim = parser.add_argument_group("optimization")
-    optim.add_argument("--train_batch_size", type=int, default=64, help="Per process.")
-    optim.add_argument("--eval_batch_size", type=int, default=256, help="Per process.")
-    optim.add_argument("--max_train_steps", type=int, help="Overrides --num_train_epochs.")
-    optim.add_argument("--num_train_epochs", type=int, default=10)
-    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
-    optim.add_argument("--learning_rate", type=float, default=2e-4)
+    optim = add_optimization_arguments(parser, learning_rate=2e-4, betas=(0.5, 0.9), train_batch_size=64)
     optim.add_argument("--discriminator_learning_rate", type=float, default=2e-4)
-    optim.add_argument("--adam_beta1", type=float, default=0.5)
-    optim.add_argument("--adam_beta2", type=float, default=0.9)
-    optim.add_argument("--adam_weight_decay", type=float, default=0.0)
-    optim.add_argument("--max_grad_norm", type=float, default=1.0)
-    optim.add_argument("--lr_scheduler", default="cosine")
-    optim.add_argument("--lr_warmup_steps", type=int, default=100)
-    optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"])
-    optim.add_argument("--use_ema", action="store_true", help="Keep an EMA of the generator's weights.")
-    optim.add_argument("--ema_decay", type=float, default=0.999)
-    optim.add_argument("--seed", type=int, default=0)
 
-    output = parser.add_argument_group("checkpoints, logging, output")
-    output.add_argument("--output_dir", default="vqgan-output")
-    output.add_argument("--checkpointing_steps", type=int, default=500)
-    output.add_argument("--checkpoints_total_limit", type=int)
-    output.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder.")
-    output.add_argument("--validation_steps", type=int, default=500)
+    output = add_output_arguments(parser, output_dir="vqgan-output")
     output.add_argument("--num_validation_images", type=int, default=8, help="Images in each validation grid.")
-    output.add_argument("--log_steps", type=int, default=50)
-    output.add_argument("--report_to", default="tensorboard", help="Accelerate tracker(s), or 'none'.")
-    output.add_argument("--logging_dir", default="logs")
-    output.add_argument("--push_to_hub", action="store_true")
-    output.add_argument("--hub_model_id")
-    output.add_argument("--hub_token")
     args = parser.parse_args(argv)
 
     if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet)) != 1:
@@ -188,39 +154,10 @@ def collate(examples: list[dict]) -> torch.Tensor:
     return torch.stack([example["pixel_values"] for example in examples])
 
 
-class EpochSeededSampler(torch.utils.data.Sampler):
-    """A shuffle that depends only on (seed, epoch), so a resumed run sees the batches an uninterrupted one would."""
-
-    def __init__(self, length: int, seed: int):
-        self.length, self.seed, self.epoch = length, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.length, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.length
-
-
 def random_flip(images: torch.Tensor) -> torch.Tensor:
     """Flip each image horizontally with probability ½ (global torch RNG: restored on resume)."""
     flip = torch.rand(images.shape[0], device=images.device) < 0.5
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
-
-
-@contextlib.contextmanager
-def evaluating(model: torch.nn.Module):
-    """The model in eval mode (no codebook updates, hard codes) under no_grad, then back to its previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        model.train(was_training)
 
 
 def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
@@ -249,43 +186,10 @@ def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: A
     image_grid([images.cpu(), reconstructions.cpu()]).save(path)
 
 
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    """Finished checkpoints, oldest first (temporary folders of interrupted saves are ignored)."""
-    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
-    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
-    """`accelerator.save_state` into a temporary folder, renamed when every process has written its part."""
-    final, staging = output_dir / f"checkpoint-{step}", output_dir / f".checkpoint-{step}.tmp"
-    if accelerator.is_main_process and staging.exists():
-        shutil.rmtree(staging)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(staging))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        if total_limit is not None:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
-                shutil.rmtree(old)
-    accelerator.wait_for_everyone()
-    return final
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
-    accelerator = Accelerator(
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        mixed_precision=args.mixed_precision,
-        log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
-    )
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    print(f"[rank {accelerator.process_index}/{accelerator.num_processes}] started on {accelerator.device}", flush=True)
-    set_seed(args.seed)
+    accelerator = start_training(args)
 
     # Models, loss and data.
     model = build_model(args)
@@ -323,41 +227,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     # The step count is known only once the dataloader is sharded: prepare it before building the LR schedulers.
     train_dataloader = accelerator.prepare(train_dataloader)
-    steps_per_epoch = math.ceil(len(train_dataloader) / args.gradient_accumulation_steps)
-    if steps_per_epoch == 0:
-        raise SystemExit("the training set is smaller than one batch per process: lower --train_batch_size")
-    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
-    num_epochs = math.ceil(max_train_steps / steps_per_epoch)
-
-    def make_optimizer(parameters, lr):
-        return torch.optim.AdamW(
-            [p for p in parameters if p.requires_grad], lr=lr, betas=(args.adam_beta1, args.adam_beta2),
-            weight_decay=args.adam_weight_decay,
-        )  # fmt: skip
-
-    def make_scheduler(optimizer):
-        # Accelerate steps a prepared scheduler once per process per update: count in those units.
-        return get_scheduler(
-            args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
-            num_training_steps=max_train_steps * accelerator.num_processes,
-        )  # fmt: skip
-
-    optimizer = make_optimizer(model.parameters(), args.learning_rate)
-    lr_scheduler = make_scheduler(optimizer)
+    steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
+    optimizer = make_optimizer(args, model.parameters(), args.learning_rate)
+    lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if discriminator is not None:
-        d_optimizer = make_optimizer(discriminator.parameters(), args.discriminator_learning_rate)
-        d_scheduler = make_scheduler(d_optimizer)
+        d_optimizer = make_optimizer(args, discriminator.parameters(), args.discriminator_learning_rate)
+        d_scheduler = make_lr_scheduler(args, d_optimizer, accelerator, max_train_steps)
         discriminator, d_optimizer, d_scheduler = accelerator.prepare(discriminator, d_optimizer, d_scheduler)
     if validation_dataloader is not None:
         validation_dataloader = accelerator.prepare(validation_dataloader)
-    ema_model = None
-    if args.use_ema:
-        unwrapped = accelerator.unwrap_model(model)
-        ema_model = EMAModel(unwrapped.parameters(), decay=args.ema_decay, model_cls=VQModel,
-                             model_config=unwrapped.config)  # fmt: skip
-        ema_model.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema_model)
+    ema_model = make_ema(args, model, accelerator)
 
     loss_fn = VQGANLoss(
         discriminator=accelerator.unwrap_model(discriminator) if discriminator is not None else None,
@@ -370,22 +250,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     last_layer = accelerator.unwrap_model(model).decoder.conv_out.weight
 
-    global_step, first_epoch, skip_batches = 0, 0, 0
-    if args.resume_from_checkpoint:
-        if args.resume_from_checkpoint == "latest":
-            checkpoints = list_checkpoints(output_dir)
-            if not checkpoints:
-                raise SystemExit(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}")
-            path = checkpoints[-1]
-        else:
-            path = Path(args.resume_from_checkpoint)
-            if not CHECKPOINT_PATTERN.match(path.name) or not path.is_dir():
-                raise SystemExit(f"--resume_from_checkpoint {path}: not a checkpoint-<step> folder")
-        accelerator.load_state(str(path))
-        global_step = int(CHECKPOINT_PATTERN.match(path.name).group(1))
-        first_epoch = global_step // steps_per_epoch
-        skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-        logger.info(f"resumed from {path} at step {global_step}")
+    global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
+    first_epoch = global_step // steps_per_epoch
+    skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
     accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in vars(args).items()})
     logger.info(
@@ -399,73 +266,59 @@ def main(argv: list[str] | None = None) -> dict:
         validation_images = collate([validation_dataset[i] for i in range(count)])
         validation_images = validation_images.to(accelerator.device)
 
-    def update(loss, terms, module, module_optimizer, module_scheduler, step) -> None:
-        """Backward, clip and step one module (Accelerate skips the step while accumulating); stop first if the
-        loss is not finite."""
-        stop_if_not_finite(accelerator, loss, terms, step, output_dir)
-        accelerator.backward(loss)
-        if accelerator.sync_gradients:
-            accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
-        module_optimizer.step()
-        module_scheduler.step()
-        module_optimizer.zero_grad(set_to_none=True)
+    def update(loss, terms, module, module_optimizer, module_scheduler) -> None:
+        apply_update(accelerator, loss, terms, module, module_optimizer, module_scheduler, args.max_grad_norm,
+                     global_step, output_dir)  # fmt: skip
 
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time, history = time.perf_counter(), []
     model.train()
-    for epoch in range(first_epoch, num_epochs):
-        train_dataloader.set_epoch(epoch)
-        epoch_loader = train_dataloader
-        if epoch == first_epoch and skip_batches:
-            epoch_loader = accelerator.skip_first_batches(train_dataloader, skip_batches)
-        for images in epoch_loader:
-            if args.random_flip:
-                images = random_flip(images)
-            with accelerator.accumulate(*(m for m in (model, discriminator) if m is not None)):
-                output = model(images)
-                loss, terms = loss_fn.generator_loss(images, output.sample, output.quantizer_loss, last_layer,
-                                                     global_step)  # fmt: skip
-                update(loss, terms, model, optimizer, lr_scheduler, global_step)
-                if loss_fn.gan_active(global_step):
-                    d_loss, d_terms = loss_fn.discriminator_loss(discriminator, images, output.sample)
-                    update(d_loss, d_terms, discriminator, d_optimizer, d_scheduler, global_step)
-                    terms.update(d_terms)
+    for images in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
+        if args.random_flip:
+            images = random_flip(images)
+        with accelerator.accumulate(*(m for m in (model, discriminator) if m is not None)):
+            output = model(images)
+            loss, terms = loss_fn.generator_loss(images, output.sample, output.quantizer_loss, last_layer,
+                                                 global_step)  # fmt: skip
+            update(loss, terms, model, optimizer, lr_scheduler)
+            if loss_fn.gan_active(global_step):
+                d_loss, d_terms = loss_fn.discriminator_loss(discriminator, images, output.sample)
+                update(d_loss, d_terms, discriminator, d_optimizer, d_scheduler)
+                terms.update(d_terms)
 
-            if not accelerator.sync_gradients:
-                continue
-            if ema_model is not None:
-                ema_model.step(accelerator.unwrap_model(model).parameters())
-            global_step += 1
-            progress.update(1)
+        if not accelerator.sync_gradients:
+            continue
+        if ema_model is not None:
+            ema_model.step(accelerator.unwrap_model(model).parameters())
+        global_step += 1
+        progress.update(1)
 
-            if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
-                quantizer = accelerator.unwrap_model(model).quantize
-                terms.update(
-                    codebook_loss=output.codebook_loss.detach(), commitment_loss=output.commitment_loss.detach(),
-                    perplexity=output.perplexity, codebook_usage=output.codebook_usage,
-                    psnr=psnr(output.sample.detach(), images),
-                )  # fmt: skip
-                logs = {name: float(accelerator.reduce(value.float(), "mean")) for name, value in terms.items()}
-                logs["lr"] = lr_scheduler.get_last_lr()[0]
-                logs["dead_code_restarts"] = int(getattr(quantizer, "num_restarts", torch.zeros(())))
-                accelerator.log(logs, step=global_step)
-                history.append({"step": global_step, **logs})
-                progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", usage=f"{logs['codebook_usage']:.0%}")
+        if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
+            quantizer = accelerator.unwrap_model(model).quantize
+            terms.update(
+                codebook_loss=output.codebook_loss.detach(), commitment_loss=output.commitment_loss.detach(),
+                perplexity=output.perplexity, codebook_usage=output.codebook_usage,
+                psnr=psnr(output.sample.detach(), images),
+            )  # fmt: skip
+            logs = {name: float(accelerator.reduce(value.float(), "mean")) for name, value in terms.items()}
+            logs["lr"] = lr_scheduler.get_last_lr()[0]
+            logs["dead_code_restarts"] = int(getattr(quantizer, "num_restarts", torch.zeros(())))
+            accelerator.log(logs, step=global_step)
+            history.append({"step": global_step, **logs})
+            progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", usage=f"{logs['codebook_usage']:.0%}")
 
-            if global_step % args.checkpointing_steps == 0:
-                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+        if global_step % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
 
-            if validation_dataloader is not None and global_step % args.validation_steps == 0:
-                with ema_weights(ema_model, accelerator.unwrap_model(model)):
-                    metrics = evaluate(model, validation_dataloader, accelerator)
-                    if accelerator.is_main_process:
-                        save_validation_grid(model, validation_images,
-                                             output_dir / "validation" / f"step-{global_step:07d}.png", accelerator)
-                accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=global_step)
-                logger.info(f"step {global_step} validation: {metrics}")
-            if global_step >= max_train_steps:
-                break
+        if validation_dataloader is not None and global_step % args.validation_steps == 0:
+            with ema_weights(ema_model, accelerator.unwrap_model(model)):
+                metrics = evaluate(model, validation_dataloader, accelerator)
+                if accelerator.is_main_process:
+                    save_validation_grid(model, validation_images,
+                                         output_dir / "validation" / f"step-{global_step:07d}.png", accelerator)
+            accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=global_step)
+            logger.info(f"step {global_step} validation: {metrics}")
         if global_step >= max_train_steps:
             break
     progress.close()
@@ -485,8 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
             (output_dir / "training_summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
             repo_id = args.hub_model_id or output_dir.name
-            command = "accelerate launch examples/train_vqgan.py " + shlex.join(argv if argv is not None else sys.argv[1:])
-            training = (f"`{command}`\n\n{global_step} steps on {accelerator.num_processes} process(es) "
+            training = (f"`{training_command('train_vqgan.py', argv)}`\n\n{global_step} steps on {accelerator.num_processes} process(es) "
                         f"({accelerator.device.type}), {summary['train_seconds']} s.")  # fmt: skip
             write_tokenizer_card(output_dir, repo_id, training, summary.get("validation"))
             if args.push_to_hub:
@@ -495,33 +347,6 @@ def main(argv: list[str] | None = None) -> dict:
                 logger.info(f"pushed to {url}")
     accelerator.end_training()
     return summary
-
-
-@contextlib.contextmanager
-def ema_weights(ema_model: EMAModel | None, model: torch.nn.Module):
-    """Swap the EMA weights into `model` for the block, then put the training weights back (no-op without EMA)."""
-    if ema_model is None:
-        yield
-        return
-    ema_model.store(model.parameters())
-    ema_model.copy_to(model.parameters())
-    try:
-        yield
-    finally:
-        ema_model.restore(model.parameters())
-
-
-def stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict, step: int, output_dir: Path):
-    """Stop every process together on a NaN/inf loss, before it reaches the weights or a checkpoint."""
-    finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min()
-    if finite < 1:
-        checkpoints = list_checkpoints(output_dir)
-        last_good = str(checkpoints[-1]) if checkpoints else "none yet"
-        values = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
-        raise SystemExit(
-            f"non-finite loss at step {step} ({values}); training stopped before updating the weights. "
-            f"Last good checkpoint: {last_good}. Lower the learning rate or resume with --resume_from_checkpoint."
-        )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,19 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+# A real two-process CPU run (`accelerate launch --cpu --num_processes 2` silently runs one): set ACCELERATE_USE_CPU=1.
+TWO_PROCESS_LAUNCHER = [
+    sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+    "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+]  # fmt: skip
 
 
 @pytest.fixture(autouse=True)
@@ -22,3 +36,39 @@ def tiny_vq_config(**overrides) -> dict:
     )
     config.update(overrides)
     return config
+
+
+def run_script(script: str, args: list[str], launcher: list[str] | None = None, check: bool = True,
+               env: dict | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+    """Run `examples/<script>` as users launch it; on failure, show the ends of its output."""
+    command = (launcher or [sys.executable]) + [str(ROOT / "examples" / script), *args]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    if check and result.returncode != 0:
+        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def synthetic_parquet(tmp_path_factory) -> Path:
+    """64 train + 16 test images, 16×16 RGB: a coloured rectangle on a dark background; the label (0–2) is the
+    rectangle's brightest colour channel."""
+    from datasets import ClassLabel, Dataset, Features
+    from datasets import Image as ImageFeature
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    rng = np.random.default_rng(0)
+    for split, count in [("train", 64), ("test", 16)]:
+        images, labels = [], []
+        for index in range(count):
+            array = np.full((16, 16, 3), rng.integers(0, 60), dtype=np.uint8)
+            top, left = rng.integers(0, 8, size=2)
+            colour = rng.integers(80, 160, size=3)
+            colour[index % 3] = 255
+            array[top : top + rng.integers(4, 9), left : left + rng.integers(4, 9)] = colour
+            images.append(Image.fromarray(array))
+            labels.append(index % 3)
+        features = Features({"image": ImageFeature(), "label": ClassLabel(names=["red", "green", "blue"])})
+        Dataset.from_dict({"image": images, "label": labels}, features=features).to_parquet(
+            str(folder / f"{split}.parquet")
+        )
+    return folder

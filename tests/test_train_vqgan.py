@@ -1,22 +1,18 @@
 """examples/train_vqgan.py end to end, as users launch it (subprocesses; tiny model, synthetic images)."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
+
+from conftest import TWO_PROCESS_LAUNCHER, run_script
 
 from vq_hub import PatchDiscriminator, VQModel
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "examples" / "train_vqgan.py"
 TINY_MODEL = [
     "--resolution", "16", "--block_out_channels", "16", "32", "--latent_channels", "4", "--norm_num_groups", "8",
     "--num_vq_embeddings", "32", "--discriminator_channels", "8", "--discriminator_layers", "1",
@@ -24,33 +20,8 @@ TINY_MODEL = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def synthetic_parquet(tmp_path_factory) -> Path:
-    """64 train + 16 validation images: coloured rectangles on dark backgrounds, 16×16 RGB."""
-    from datasets import Dataset, Features
-    from datasets import Image as ImageFeature
-
-    folder = tmp_path_factory.mktemp("synthetic")
-    rng = np.random.default_rng(0)
-    for split, count in [("train", 64), ("test", 16)]:
-        images = []
-        for _ in range(count):
-            array = np.full((16, 16, 3), rng.integers(0, 60), dtype=np.uint8)
-            top, left = rng.integers(0, 8, size=2)
-            array[top : top + rng.integers(4, 9), left : left + rng.integers(4, 9)] = rng.integers(80, 256, size=3)
-            images.append(Image.fromarray(array))
-        Dataset.from_dict({"image": images}, features=Features({"image": ImageFeature()})).to_parquet(
-            str(folder / f"{split}.parquet")
-        )
-    return folder
-
-
 def run_training(args: list[str], launcher: list[str] | None = None, check: bool = True, env: dict | None = None):
-    command = (launcher or [sys.executable]) + [str(SCRIPT), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
-    if check and result.returncode != 0:
-        raise AssertionError(f"training failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
+    return run_script("train_vqgan.py", args, launcher, check, env)
 
 
 def data_args(folder: Path) -> list[str]:
@@ -123,14 +94,12 @@ def test_non_finite_loss_stops_with_last_good_checkpoint_intact(synthetic_parque
 @pytest.mark.slow
 def test_two_cpu_processes_train_one_model(synthetic_parquet, tmp_path):
     output = tmp_path / "ddp"
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]  # fmt: skip
     result = run_training(
         data_args(synthetic_parquet) + TINY_MODEL + [
             "--output_dir", str(output), "--max_train_steps", "4", "--discriminator_start", "2", "--log_steps", "2",
             "--checkpointing_steps", "2", "--validation_steps", "4", "--kmeans_init", "--dead_code_threshold", "0.3",
         ],
-        launcher=launcher,
+        launcher=TWO_PROCESS_LAUNCHER,
         env={"ACCELERATE_USE_CPU": "1"},
     )  # fmt: skip
     log = result.stdout + result.stderr

@@ -112,3 +112,57 @@ def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
         for c, image in enumerate(tensor_to_images(row)):
             grid.paste(image, (padding + c * (width + padding), padding + r * (height + padding)))
     return grid
+
+
+# ------------------------------------------------------------------------------------------------- code datasets
+# `examples/encode_dataset.py` writes a folder with one Parquet file per split (columns `codes`: h·w ints in raster
+# order, `label`: int, -1 when the images had none) and ENCODING_INFO with what a prior needs to know about them.
+
+ENCODING_INFO = "encoding.json"
+
+
+def load_code_dataset(folder: str | Path, split: str = "train"):
+    """`(dataset, info)`: a split of an encoded dataset (torch-formatted `codes`, `label`) and its encoding.json."""
+    import json
+
+    from datasets import load_dataset
+
+    folder = Path(folder)
+    info_file, parquet = folder / ENCODING_INFO, folder / f"{split}.parquet"
+    if not info_file.is_file() or not parquet.is_file():
+        raise FileNotFoundError(
+            f"{str(folder)!r} is not an encoded dataset with a {split!r} split: expected {ENCODING_INFO} and "
+            f"{split}.parquet (write them with examples/encode_dataset.py)"
+        )
+    dataset = load_dataset("parquet", data_files={split: str(parquet)}, split=split)
+    dataset.set_format("torch", columns=["codes", "label"])
+    return dataset, json.loads(info_file.read_text())
+
+
+def collate_codes(examples: list[dict]) -> tuple[torch.LongTensor, torch.LongTensor]:
+    """Rows of an encoded dataset → `(codes (B, h·w), labels (B,))` as int64."""
+    codes = torch.stack([example["codes"] for example in examples]).long()
+    labels = torch.stack([torch.as_tensor(example["label"]) for example in examples]).long()
+    return codes, labels
+
+
+def tile_images(images: list[Image.Image], padding: int = 2) -> Image.Image:
+    """PIL images of one size side by side in one row."""
+    width, height = images[0].size
+    row = Image.new(images[0].mode, (len(images) * (width + padding) + padding, height + 2 * padding))
+    for index, image in enumerate(images):
+        row.paste(image, (padding + index * (width + padding), padding))
+    return row
+
+
+def save_gif(frames: list[list[Image.Image]], path: str | Path, duration_ms: int = 120, hold_last_ms: int = 1500,
+             scale: int = 4) -> Path:  # fmt: skip
+    """An animated GIF, one frame per step, each frame the step's images side by side (e.g. a diffusion pipeline's
+    `intermediates`); the last frame is held so the result can be seen."""
+    tiles = [tile_images(images) for images in frames]
+    tiles = [tile.resize((tile.width * scale, tile.height * scale), Image.Resampling.NEAREST) for tile in tiles]
+    durations = [duration_ms] * (len(tiles) - 1) + [hold_last_ms]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tiles[0].save(path, save_all=True, append_images=tiles[1:], duration=durations, loop=0)
+    return path

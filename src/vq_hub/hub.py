@@ -53,12 +53,6 @@ def write_tokenizer_card(
     resolution = config.get("sample_size", 32)
     quantizer = config.get("quantizer_type", "vector")
     description = {"vector": "VQ-VAE / VQ-GAN", "gumbel": "Gumbel-softmax VQ", "fsq": "finite scalar quantization"}
-    if evaluation:
-        rows = "\n".join(f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
-                         for name, value in evaluation.items())  # fmt: skip
-        evaluation_text = f"| metric | value |\n|---|---|\n{rows}"
-    else:
-        evaluation_text = "Not evaluated."
     card = TOKENIZER_CARD.format(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
@@ -69,7 +63,85 @@ def write_tokenizer_card(
         codebook_size=config["num_vq_embeddings"],
         channels=config.get("in_channels", 3),
         training=training,
-        evaluation=evaluation_text,
+        evaluation=_evaluation_table(evaluation),
+    )
+    path = folder / "README.md"
+    path.write_text(card)
+    return path
+
+
+PIPELINE_CARD = """---
+library_name: vq_hub
+pipeline_tag: unconditional-image-generation
+tags:
+- vq_hub
+- {class_name}
+---
+
+# {title}
+
+A `{class_name}` trained with [vq_hub](https://pypi.org/project/vq_hub/): {description}. It samples
+{grid_h}×{grid_w} grids of codes from a codebook of {codebook_size}{classes}, and its tokenizer (`vqvae/`) decodes them
+into {height}×{width} images.
+
+```python
+from vq_hub import VQPipeline
+
+pipe = VQPipeline.from_pretrained("{repo_id}")   # returns a {class_name}
+images = pipe({call}).images
+```
+
+Load it with `VQPipeline.from_pretrained`, not `DiffusionPipeline.from_pretrained`: diffusers cannot resolve vq_hub's
+pipeline classes by name.
+
+## Training
+
+{training}
+
+## Evaluation
+
+{evaluation}
+"""
+
+
+def _evaluation_table(evaluation: dict | None) -> str:
+    if not evaluation:
+        return "Not evaluated."
+    rows = "\n".join(f"| {name} | {value:.4g} |" if isinstance(value, float) else f"| {name} | {value} |"
+                     for name, value in evaluation.items())  # fmt: skip
+    return f"| metric | value |\n|---|---|\n{rows}"
+
+
+def write_pipeline_card(
+    folder: str | os.PathLike,
+    repo_id: str,
+    pipeline_class: type,
+    training: str | None = None,
+    evaluation: dict | None = None,
+) -> Path:
+    """Write `README.md` for the pipeline saved in `folder` (its prior's and tokenizer's configs give the facts)."""
+    folder = Path(folder)
+    prior = json.loads((folder / pipeline_class.prior_component / "config.json").read_text())
+    vqvae = json.loads((folder / "vqvae" / "config.json").read_text())
+    factor = 2 ** (len(vqvae["block_out_channels"]) - 1)
+    grid_h, grid_w = prior["code_grid_size"]
+    num_classes = prior.get("num_classes", 0)
+    batch_size = min(4, num_classes) if num_classes else 4
+    labels = f"class_labels={list(range(batch_size))}" if num_classes else ""
+    card = PIPELINE_CARD.format(
+        title=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        class_name=pipeline_class.__name__,
+        description=pipeline_class.card_description,
+        grid_h=grid_h,
+        grid_w=grid_w,
+        codebook_size=prior["codebook_size"],
+        classes=f", conditioned on {num_classes} classes" if num_classes else "",
+        height=grid_h * factor,
+        width=grid_w * factor,
+        call=", ".join(filter(None, [pipeline_class.card_snippet_call, f"batch_size={batch_size}", labels])),
+        training=training or "Not recorded.",
+        evaluation=_evaluation_table(evaluation),
     )
     path = folder / "README.md"
     path.write_text(card)

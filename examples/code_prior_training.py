@@ -1,0 +1,223 @@
+"""The training loop `train_prior.py` and `train_diffusion.py` share: a transformer over the codes of an encoded
+dataset (examples/encode_dataset.py), with Accelerate. Each script brings its model, its loss and its pipeline."""
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from tqdm.auto import tqdm
+from transformers import AutoConfig
+
+from vq_hub import CodeVocabulary, VQModel, VQPipeline
+from vq_hub.data import collate_codes, load_code_dataset
+from vq_hub.training_utils import (
+    EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
+    make_ema, make_lr_scheduler, make_optimizer, resume_from_checkpoint, save_checkpoint, start_training,
+    training_batches, training_command, training_schedule,
+)  # fmt: skip
+
+logger = get_logger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
+    """The flags both scripts take: data, transformer size, conditioning, optimisation, output and sample grids."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--codes_dir", required=True, help="Output folder of examples/encode_dataset.py.")
+    data.add_argument("--max_train_samples", type=int)
+    data.add_argument("--vqvae_name_or_path", help="The tokenizer that made the codes (default: the one recorded).")
+
+    model = parser.add_argument_group("transformer (sizes ignored with --config_name_or_path)")
+    model.add_argument("--config_name_or_path", help="A transformers config (file, folder or Hub id).")
+    model.add_argument("--hidden_size", type=int, default=256)
+    model.add_argument("--num_layers", type=int, default=8)
+    model.add_argument("--num_heads", type=int, default=8)
+    model.add_argument("--unconditional", action="store_true", help="Ignore the labels.")
+    model.add_argument("--class_dropout", type=float, default=0.1,
+                       help="Probability of training a row without its class (for classifier-free guidance).")
+
+    add_optimization_arguments(parser, learning_rate=5e-4, betas=(0.9, 0.95), train_batch_size=64, weight_decay=0.01)
+    output = add_output_arguments(parser, output_dir=output_dir)
+    output.add_argument("--images_per_class", type=int, default=8, help="Columns of the sample grids.")
+    output.add_argument("--guidance_scale", type=float, default=1.0, help="For the sample grids.")
+    output.add_argument("--temperature", type=float, default=1.0, help="For the sample grids.")
+
+
+def build_transformer(args: argparse.Namespace, vqvae: VQModel, info: dict, auto_class, config_helper,
+                      with_mask_token: bool = False):  # fmt: skip
+    """`auto_class.from_config` of `--config_name_or_path` (checked against the codes) or of `config_helper` (one of
+    vq_hub's `autoregressive_prior_config` / `denoiser_config`) with the size flags."""
+    num_classes = 0 if args.unconditional else info["num_classes"]
+    if not args.config_name_or_path:
+        config = config_helper(
+            vqvae, num_classes, model_type=args.model_type, resolution=info["resolution"],
+            hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
+        )  # fmt: skip
+        return auto_class.from_config(config)
+    config = AutoConfig.from_pretrained(args.config_name_or_path)
+    vocabulary = CodeVocabulary(vqvae.codebook_size, num_classes, with_mask_token)
+    if getattr(config, "vocab_size", None) != vocabulary.vocab_size or \
+            list(getattr(config, "code_grid_size", [])) != info["code_grid_size"]:  # fmt: skip
+        raise SystemExit(f"--config_name_or_path: vocab_size must be {vocabulary.vocab_size} and code_grid_size "
+                         f"{info['code_grid_size']} for these codes (build it with vq_hub.{config_helper.__name__})")  # fmt: skip
+    return auto_class.from_config(config)
+
+
+def condition_tokens(vocabulary: CodeVocabulary, labels: torch.Tensor, class_dropout: float) -> torch.LongTensor:
+    """Class tokens, each replaced by the null class with probability `class_dropout` (global RNG: resumable)."""
+    if vocabulary.num_classes == 0:
+        return vocabulary.condition_tokens(None, labels.shape[0], labels.device)
+    dropped = torch.rand(labels.shape, device=labels.device) < class_dropout
+    return vocabulary.condition_tokens(torch.where(dropped, -1, labels), labels.shape[0], labels.device)
+
+
+# loss_fn(model, codes (B, n), labels (B,), reduction="mean" | "none" (one loss per grid), training=True | False)
+LossFunction = Callable[..., torch.Tensor]
+
+
+def evaluate(model, dataloader, loss_fn: LossFunction, accelerator: Accelerator, seed: int) -> dict[str, float]:
+    """Mean validation loss per grid over every process's shard; random draws (timesteps, noise) come from a fixed
+    seed, so figures compare across steps, and the training RNG stream is left as it was."""
+    losses = []
+    with torch.random.fork_rng(devices=[]), evaluating(accelerator.unwrap_model(model)) as unwrapped:
+        torch.manual_seed(seed + accelerator.process_index)
+        for codes, labels in dataloader:
+            per_grid = loss_fn(unwrapped, codes, labels, reduction="none", training=False)
+            losses.append(accelerator.gather_for_metrics(per_grid))
+    losses = torch.cat(losses)
+    return {"loss": float(losses.mean()), "num_examples": int(losses.numel())}
+
+
+def train(
+    args: argparse.Namespace,
+    argv: list[str] | None,
+    script: str,
+    build_model: Callable[[VQModel, dict], torch.nn.Module],
+    loss_fn: LossFunction,
+    make_pipeline: Callable[[VQModel, torch.nn.Module], VQPipeline],
+    sample_kwargs: dict,
+    metrics: Callable[[dict], dict] = lambda figures: figures,
+) -> dict:
+    """Train `build_model(vqvae, info)` with `loss_fn(model, codes, labels)` and save `make_pipeline(vqvae, model)`."""
+    output_dir = Path(args.output_dir)
+    accelerator = start_training(args)
+
+    train_dataset, info = load_code_dataset(args.codes_dir, "train")
+    if args.max_train_samples:
+        train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
+    validation_dataset = None
+    if (Path(args.codes_dir) / "validation.parquet").is_file():
+        validation_dataset, _ = load_code_dataset(args.codes_dir, "validation")
+    vqvae = VQModel.from_pretrained(args.vqvae_name_or_path or info["tokenizer"]).eval().requires_grad_(False)
+    if vqvae.codebook_size != info["codebook_size"]:
+        raise SystemExit(f"the tokenizer has {vqvae.codebook_size} codes but the codes were made with "
+                         f"{info['codebook_size']}: pass the tokenizer that encoded {args.codes_dir}")  # fmt: skip
+    model = build_model(vqvae, info)
+
+    train_dataloader = torch.utils.data.DataLoader(
+        train_dataset, batch_size=args.train_batch_size, sampler=EpochSeededSampler(len(train_dataset), args.seed),
+        collate_fn=collate_codes, drop_last=True, generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip  (a generator of its own: else each epoch's iterator draws a seed from the global RNG)
+    train_dataloader = accelerator.prepare(train_dataloader)
+    steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
+    optimizer = make_optimizer(args, model.parameters(), args.learning_rate)
+    lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
+    model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
+    validation_dataloader = None
+    if validation_dataset is not None:
+        validation_dataloader = accelerator.prepare(torch.utils.data.DataLoader(
+            validation_dataset, batch_size=args.eval_batch_size, collate_fn=collate_codes))  # fmt: skip
+    vqvae.to(accelerator.device)
+    ema_model = make_ema(args, model, accelerator)
+
+    global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
+    first_epoch = global_step // steps_per_epoch
+    skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    accelerator.init_trackers(Path(script).stem, config={k: str(v) for k, v in vars(args).items()})
+    logger.info(
+        f"{len(train_dataset)} code grids of {info['code_grid_size']}, "
+        f"{CodeVocabulary.from_config(accelerator.unwrap_model(model).config)}; "
+        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {max_train_steps} steps"
+    )
+
+    def pipeline() -> VQPipeline:
+        pipe = make_pipeline(vqvae, accelerator.unwrap_model(model))
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    def write_samples(step: int) -> None:
+        with evaluating(accelerator.unwrap_model(model)):
+            grid = pipeline().sample_grid(
+                args.images_per_class, guidance_scale=args.guidance_scale, temperature=args.temperature,
+                generator=torch.Generator(accelerator.device).manual_seed(args.seed), **sample_kwargs,
+            )  # fmt: skip
+        (output_dir / "samples").mkdir(parents=True, exist_ok=True)
+        grid.save(output_dir / "samples" / f"step-{step:07d}.png")
+
+    def validate() -> dict:
+        return metrics(evaluate(model, validation_dataloader, loss_fn, accelerator, args.seed))
+
+    progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
+                    disable=not accelerator.is_local_main_process)  # fmt: skip
+    start_time, history = time.perf_counter(), []
+    model.train()
+    for codes, labels in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
+        with accelerator.accumulate(model):
+            loss = loss_fn(model, codes, labels)
+            apply_update(accelerator, loss, {"loss": loss}, model, optimizer, lr_scheduler, args.max_grad_norm,
+                         global_step, output_dir)  # fmt: skip
+        if not accelerator.sync_gradients:
+            continue
+        if ema_model is not None:
+            ema_model.step(accelerator.unwrap_model(model).parameters())
+        global_step += 1
+        progress.update(1)
+
+        if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
+            logs = metrics({"loss": float(accelerator.reduce(loss.detach(), "mean"))})
+            logs["lr"] = lr_scheduler.get_last_lr()[0]
+            accelerator.log(logs, step=global_step)
+            history.append({"step": global_step, **logs})
+            progress.set_postfix(loss=f"{logs['loss']:.4f}")
+        if global_step % args.checkpointing_steps == 0:
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+        if global_step % args.validation_steps == 0:
+            with ema_weights(ema_model, accelerator.unwrap_model(model)):
+                if validation_dataloader is not None:
+                    figures = validate()
+                    accelerator.log({f"validation/{k}": v for k, v in figures.items()}, step=global_step)
+                    logger.info(f"step {global_step} validation: {figures}")
+                if accelerator.is_main_process:
+                    write_samples(global_step)
+            accelerator.wait_for_everyone()
+        if global_step >= max_train_steps:
+            break
+    progress.close()
+
+    summary = {"steps": global_step, "num_processes": accelerator.num_processes,
+               "train_seconds": round(time.perf_counter() - start_time, 1), "history": history}  # fmt: skip
+    with ema_weights(ema_model, accelerator.unwrap_model(model)):
+        if validation_dataloader is not None:
+            summary["validation"] = validate()
+            logger.info(f"final validation: {summary['validation']}")
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            training = (f"`{training_command(script, argv)}`\n\n{global_step} steps on "
+                        f"{accelerator.num_processes} process(es) ({accelerator.device.type}), "
+                        f"{summary['train_seconds']} s; codes from `{info['tokenizer']}`.")  # fmt: skip
+            pipe = pipeline()
+            getattr(pipe, pipe.prior_component).eval()
+            pipe.save_pretrained(output_dir, training=training, evaluation=summary.get("validation"),
+                                 repo_id=args.hub_model_id or output_dir.name)  # fmt: skip
+            write_samples(global_step)
+            (output_dir / "training_summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
+            if args.push_to_hub:
+                url = pipe.push_to_hub(args.hub_model_id or output_dir.name, token=args.hub_token,
+                                       training=training, evaluation=summary.get("validation"))  # fmt: skip
+                logger.info(f"pushed to {url}")
+    accelerator.end_training()
+    return summary

@@ -1,0 +1,133 @@
+"""Encode an image dataset into code grids once, for training priors (processes share the work with Accelerate).
+
+    accelerate launch examples/encode_dataset.py --vqvae_name_or_path vqgan-fashion \
+        --train_parquet ../shared/data/fashion_mnist/train.parquet \
+        --validation_parquet ../shared/data/fashion_mnist/test.parquet --output_dir codes-fashion
+
+writes `codes-fashion/{train,validation}.parquet` (columns `codes`: h·w ints in raster order, `label`) and
+`codes-fashion/encoding.json`; `train_prior.py` and `train_diffusion.py` read them. The same inputs always give the
+same codes.
+"""
+
+import argparse
+import json
+import logging
+
+import datasets
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from vq_hub import VQModel
+from vq_hub.data import ENCODING_INFO, image_transform, load_image_dataset
+from vq_hub.utils.io import atomic_directory
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--vqvae_name_or_path", required=True, help="A saved VQModel (folder or Hub id).")
+    parser.add_argument("--dataset_name", help="A dataset on the Hub (or a local dataset script/folder).")
+    parser.add_argument("--dataset_config_name")
+    parser.add_argument("--train_data_dir", help="An imagefolder with the training images.")
+    parser.add_argument("--train_parquet", nargs="+", help="Parquet file(s) with an image column.")
+    parser.add_argument("--validation_parquet", nargs="+")
+    parser.add_argument("--validation_data_dir")
+    parser.add_argument("--validation_split", help="Split of --dataset_name encoded as validation, e.g. 'test'.")
+    parser.add_argument("--image_column", default="image")
+    parser.add_argument("--label_column", default="label", help="Class labels; -1 is written when it is missing.")
+    parser.add_argument("--resolution", type=int, help="Image size (default: the tokenizer's sample_size).")
+    parser.add_argument("--max_samples", type=int, help="Encode at most this many images per split.")
+    parser.add_argument("--batch_size", type=int, default=256, help="Per process.")
+    parser.add_argument("--cache_dir")
+    parser.add_argument("--output_dir", required=True)
+    args = parser.parse_args(argv)
+    if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet)) != 1:
+        parser.error("give exactly one of --dataset_name, --train_data_dir, --train_parquet")
+    return args
+
+
+def load_splits(args: argparse.Namespace) -> dict[str, datasets.Dataset]:
+    splits = {"train": load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
+                                          args.train_parquet, cache_dir=args.cache_dir)}  # fmt: skip
+    if args.validation_parquet or args.validation_data_dir or args.validation_split:
+        splits["validation"] = load_image_dataset(
+            args.dataset_name if args.validation_split else None, args.dataset_config_name,
+            args.validation_data_dir, args.validation_parquet, split=args.validation_split or "train",
+            cache_dir=args.cache_dir,
+        )  # fmt: skip
+    if args.max_samples:
+        splits = {name: split.select(range(min(args.max_samples, len(split)))) for name, split in splits.items()}
+    return splits
+
+
+def num_classes_of(dataset: datasets.Dataset, label_column: str) -> int:
+    """From a ClassLabel feature when there is one, else the largest label + 1 (0 without labels)."""
+    if label_column not in dataset.column_names:
+        return 0
+    feature = dataset.features[label_column]
+    if isinstance(feature, datasets.ClassLabel):
+        return feature.num_classes
+    return int(max(dataset[label_column])) + 1
+
+
+@torch.no_grad()
+def encode_split(vqvae: VQModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
+    """`(codes (N, h·w), labels (N,))` of every image, each process encoding its shard, gathered in order."""
+    has_labels = args.label_column in dataset.column_names
+
+    def collate(examples):
+        images = torch.stack([example["pixel_values"] for example in examples])
+        labels = [example[args.label_column] if has_labels else -1 for example in examples]
+        return images, torch.tensor(labels, dtype=torch.long)
+
+    dataset.set_transform(image_transform(args.resolution, vqvae.config.in_channels, args.image_column))
+    loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate))
+    all_codes, all_labels = [], []
+    for images, labels in tqdm(loader, desc=f"encoding {name}", disable=not accelerator.is_local_main_process):
+        codes = vqvae.tokenize(images.to(vqvae.dtype)).flatten(1)
+        # gather_for_metrics drops the samples repeated to even out the last batch across processes.
+        all_codes.append(accelerator.gather_for_metrics(codes).cpu())
+        all_labels.append(accelerator.gather_for_metrics(labels).cpu())
+    return torch.cat(all_codes), torch.cat(all_labels)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    accelerator = Accelerator()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    vqvae = VQModel.from_pretrained(args.vqvae_name_or_path).to(accelerator.device).eval()
+    args.resolution = args.resolution or vqvae.config.sample_size
+    if args.resolution % vqvae.downsample_factor:
+        raise SystemExit(f"--resolution {args.resolution} must be divisible by the tokenizer's downsampling factor "
+                         f"{vqvae.downsample_factor}")  # fmt: skip
+    splits = load_splits(args)
+    # Codes fit int16 for codebooks up to 32,768 entries: half the disk of int32.
+    dtype = np.int16 if vqvae.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+    encoded = {name: encode_split(vqvae, split, args, accelerator, name) for name, split in splits.items()}
+
+    info = {
+        "tokenizer": str(args.vqvae_name_or_path),
+        "codebook_size": vqvae.codebook_size,
+        "code_grid_size": list(vqvae.code_grid_size(args.resolution, args.resolution)),
+        "resolution": args.resolution,
+        "num_classes": num_classes_of(splits["train"], args.label_column),
+        "num_examples": {name: len(codes) for name, (codes, _) in encoded.items()},
+    }
+    if accelerator.is_main_process:
+        with atomic_directory(args.output_dir) as staging:
+            for name, (codes, labels) in encoded.items():
+                table = datasets.Dataset.from_dict(
+                    {"codes": codes.numpy().astype(dtype), "label": labels.numpy()},
+                    features=datasets.Features({"codes": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
+                                                "label": datasets.Value("int64")}),
+                )  # fmt: skip
+                table.to_parquet(str(staging / f"{name}.parquet"))
+            (staging / ENCODING_INFO).write_text(json.dumps(info, indent=2))
+        print(f"wrote {info['num_examples']} code grids of {info['code_grid_size']} to {args.output_dir}", flush=True)
+    accelerator.wait_for_everyone()
+    return info
+
+
+if __name__ == "__main__":
+    main()

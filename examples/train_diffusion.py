@@ -1,0 +1,72 @@
+"""Train a discrete-diffusion prior (a transformers masked LM that denoises code grids) with Accelerate.
+
+    accelerate launch examples/train_diffusion.py --codes_dir codes-fashion --corruption mask \
+        --max_train_steps 3000 --output_dir diffusion-fashion
+
+The result is a whole pipeline: `VQPipeline.from_pretrained("diffusion-fashion")(num_steps=50)`. The denoiser is
+`BertForMaskedLM` by default (`--model_type`: any `AutoModelForMaskedLM` type, or `--config_name_or_path`); it sees
+`[class token, x_t]` and predicts x_0 at every position. The loop is shared with train_prior.py
+(code_prior_training.py).
+"""
+
+import argparse
+from functools import partial
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from code_prior_training import add_arguments, build_transformer, condition_tokens, train
+from transformers import AutoModelForMaskedLM
+
+from vq_hub import CodeVocabulary, DiscreteDiffusionScheduler, VQDiffusionPipeline, denoiser_config
+from vq_hub.models.priors import denoising_loss
+from vq_hub.schedulers.scheduling_discrete_diffusion import CORRUPTIONS, SCHEDULES
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser, output_dir="diffusion-output")
+    parser.add_argument("--model_type", default="bert", help="Any AutoModelForMaskedLM model type.")
+    diffusion = parser.add_argument_group("diffusion")
+    diffusion.add_argument("--corruption", default="mask", choices=CORRUPTIONS)
+    diffusion.add_argument("--num_train_timesteps", type=int, default=100)
+    diffusion.add_argument("--schedule", default="cosine", choices=SCHEDULES)
+    diffusion.add_argument("--num_steps", type=int, default=16, help="Denoising steps of the sample grids.")
+    return parser.parse_args(argv)
+
+
+def scheduler_for(args: argparse.Namespace, denoiser) -> DiscreteDiffusionScheduler:
+    """The scheduler of the flags, with the denoiser's codebook size and mask token."""
+    config = extract_model_from_parallel(denoiser).config
+    return DiscreteDiffusionScheduler(
+        num_train_timesteps=args.num_train_timesteps, codebook_size=config.codebook_size, corruption=args.corruption,
+        mask_token_id=config.mask_token_id, schedule=args.schedule,
+    )  # fmt: skip
+
+
+def diffusion_loss(args, denoiser, codes, labels, reduction: str = "mean", training: bool = True):
+    """Corrupt each grid at a random timestep (global RNG: resumable) and score the prediction of the clean codes."""
+    scheduler = scheduler_for(args, denoiser)
+    vocabulary = CodeVocabulary.from_config(extract_model_from_parallel(denoiser).config)
+    timesteps = torch.randint(1, scheduler.config.num_train_timesteps + 1, (codes.shape[0],), device=codes.device)
+    noisy = scheduler.add_noise(codes, timesteps)
+    conditions = condition_tokens(vocabulary, labels, args.class_dropout if training else 0.0)
+    tokens = torch.cat([conditions[:, None], noisy], dim=1)
+    logits = denoiser(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits[:, 1:, : vocabulary.codebook_size]
+    mask_token_id = vocabulary.mask_token_id if args.corruption == "mask" else None
+    return denoising_loss(logits, codes, noisy, mask_token_id, reduction=reduction)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    return train(
+        args, argv, "train_diffusion.py",
+        build_model=partial(build_transformer, args, auto_class=AutoModelForMaskedLM, config_helper=denoiser_config,
+                            with_mask_token=True),
+        loss_fn=partial(diffusion_loss, args),
+        make_pipeline=lambda vqvae, denoiser: VQDiffusionPipeline(vqvae, denoiser, scheduler_for(args, denoiser)),
+        sample_kwargs={"num_steps": args.num_steps},
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""Train an autoregressive prior (a transformers causal LM) over the codes of an encoded dataset, with Accelerate.
+
+    accelerate launch examples/train_prior.py --codes_dir codes-fashion --max_train_steps 3000 \
+        --output_dir prior-fashion
+
+The result is a whole pipeline: `VQPipeline.from_pretrained("prior-fashion")(batch_size=4, class_labels=[0, 1, 2, 3])`.
+The prior is `GPT2LMHeadModel` by default; `--model_type llama` (any `AutoModelForCausalLM` type) or
+`--config_name_or_path` choose another. The loop is shared with train_diffusion.py (code_prior_training.py).
+"""
+
+import argparse
+import math
+from functools import partial
+
+import torch
+from accelerate.utils import extract_model_from_parallel
+from code_prior_training import add_arguments, build_transformer, condition_tokens, train
+from transformers import AutoModelForCausalLM
+
+from vq_hub import CodeVocabulary, VQAutoregressivePipeline, autoregressive_prior_config
+from vq_hub.models.priors import next_code_loss
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser, output_dir="prior-output")
+    parser.add_argument("--model_type", default="gpt2", help="Any AutoModelForCausalLM model type, e.g. llama.")
+    parser.add_argument("--top_k", type=int, help="For the sample grids.")
+    return parser.parse_args(argv)
+
+
+def prior_loss(args, prior, codes, labels, reduction: str = "mean", training: bool = True) -> torch.Tensor:
+    """Next-code cross-entropy of `[condition token, codes]` (class dropout while training)."""
+    vocabulary = CodeVocabulary.from_config(extract_model_from_parallel(prior).config)
+    conditions = condition_tokens(vocabulary, labels, args.class_dropout if training else 0.0)
+    tokens = torch.cat([conditions[:, None], codes], dim=1)
+    # The all-ones mask tells transformers that BOS (= PAD in this small vocabulary) is not padding.
+    logits = prior(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits
+    losses = next_code_loss(logits, tokens, vocabulary.codebook_size, reduction="none")
+    return losses.mean() if reduction == "mean" else losses.mean(dim=1)
+
+
+def with_bits_per_code(figures: dict) -> dict:
+    return {**figures, "bits_per_code": figures["loss"] / math.log(2)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    return train(
+        args, argv, "train_prior.py",
+        build_model=partial(build_transformer, args, auto_class=AutoModelForCausalLM,
+                            config_helper=autoregressive_prior_config),
+        loss_fn=partial(prior_loss, args),
+        make_pipeline=lambda vqvae, prior: VQAutoregressivePipeline(vqvae=vqvae, prior=prior),
+        sample_kwargs={"top_k": args.top_k},
+        metrics=with_bits_per_code,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""`VQAutoregressivePipeline`: a transformers causal LM samples codes one by one (KV cache), the tokenizer decodes."""
+
+from collections.abc import Callable
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+from transformers.generation.logits_process import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
+
+from ..models.vq_model import VQModel
+from .pipeline_vq import VQPipeline, VQPipelineOutput
+
+GeneratorType = torch.Generator | list[torch.Generator] | None
+
+
+def sample_from_logits(logits: torch.Tensor, generator: GeneratorType = None) -> torch.LongTensor:
+    """One id per row of `(B, V)` logits (already warped); `generator` may be one or one per row."""
+    probs = torch.softmax(logits.float(), dim=-1)
+    if isinstance(generator, list):
+        return torch.cat([sample_from_logits(row[None], g) for row, g in zip(logits, generator)])
+    device = generator.device if generator is not None else probs.device
+    return torch.multinomial(probs.to(device), 1, generator=generator).to(logits.device)[:, 0]
+
+
+class VQAutoregressivePipeline(VQPipeline):
+    r"""
+    Sample images with an autoregressive prior over codes (taming-transformers / LlamaGen style).
+
+    Components:
+        vqvae ([`VQModel`]): Decodes code grids to images (and encodes images for completion).
+        prior ([`~transformers.PreTrainedModel`]): A causal LM over the vocabulary of
+            [`~vq_hub.models.priors.CodeVocabulary`] (`GPT2LMHeadModel` by default; any `AutoModelForCausalLM`).
+    """
+
+    model_cpu_offload_seq = "prior->vqvae"
+    card_description = "an autoregressive transformer over discrete image codes"
+
+    def __init__(self, vqvae: VQModel, prior: PreTrainedModel):
+        super().__init__()
+        self.register_modules(vqvae=vqvae, prior=prior)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        batch_size: int | None = None,
+        class_labels: int | list[int] | torch.Tensor | None = None,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: GeneratorType = None,
+        image=None,
+        num_prefix_rows: int | None = None,
+        prefix_codes: torch.LongTensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        **kwargs,
+    ) -> VQPipelineOutput | tuple:
+        r"""
+        Sample code grids token by token and decode them.
+
+        Args:
+            batch_size (`int`, *optional*): Images to sample (default: the number of prefixes, images or class
+                labels given, else 1).
+            class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*): One label for all, or one per image;
+                -1 samples that row unconditionally. Needs a class-conditional prior.
+            guidance_scale (`float`, defaults to 1.0): Classifier-free guidance, `uncond + s·(cond − uncond)` on
+                the logits; the conditional and unconditional rows run as one batch. 1 disables it.
+            temperature (`float`, defaults to 1.0): Divides the logits; 0 means greedy (argmax) decoding.
+            top_k (`int`, *optional*), top_p (`float`, *optional*): Keep the k most likely codes / the smallest set
+                with probability ≥ p.
+            generator (`torch.Generator` or a list, one per image, *optional*): For reproducible sampling.
+            image (PIL image(s) or `torch.Tensor` in [-1, 1], *optional*): Complete these images: their first
+                `num_prefix_rows` rows of codes are kept and the rest is sampled.
+            num_prefix_rows (`int`, *optional*): Rows of codes kept from `image` (default: half the grid).
+            prefix_codes (`torch.LongTensor`, *optional*): `(B, L)` first codes in raster order, or `(B, rows, w)`
+                first rows, kept as they are; the remaining `h·w − L` codes are sampled.
+            output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"codes"` (no decoding).
+            return_dict (`bool`, defaults to `True`): Return a [`VQPipelineOutput`] rather than a tuple.
+            callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, position,
+                {"codes": codes so far})` after every sampled code.
+
+        Returns:
+            [`VQPipelineOutput`] with `images` and `codes` `(B, h, w)`.
+        """
+        for name in ("num_steps", "num_inference_steps"):
+            if name in kwargs:
+                raise TypeError(
+                    f"`{name}` does not apply to VQAutoregressivePipeline, which samples one code per step; "
+                    "denoising steps belong to VQDiffusionPipeline (a discrete-diffusion prior)"
+                )
+        if kwargs:
+            raise TypeError(f"VQAutoregressivePipeline got unexpected arguments {sorted(kwargs)}")
+        self.check_output_type(output_type)
+        if temperature < 0:
+            raise ValueError(f"`temperature` must be ≥ 0 (0 = greedy), got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"`top_k` must be ≥ 1, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"`top_p` must lie in (0, 1], got {top_p}")
+
+        device = self._execution_device
+        height, width = self.code_grid_size
+        num_codes = height * width
+        prefix = self.prepare_prefix(image, num_prefix_rows, prefix_codes)
+        batch_size = self.check_batch_size(batch_size, prefix, class_labels)
+        if prefix is None:
+            prefix = torch.empty(batch_size, 0, dtype=torch.long, device=device)
+        labels = self.check_class_labels(class_labels, batch_size)
+        if isinstance(generator, list) and len(generator) != batch_size:
+            raise ValueError(f"`generator` is a list of {len(generator)}, but batch_size is {batch_size}")
+
+        # Prefill with [condition token, prefix codes]; guided sampling adds the unconditional rows below.
+        vocabulary = self.vocabulary
+        conditions = vocabulary.condition_tokens(labels, batch_size, device)
+        guided = labels is not None and guidance_scale != 1.0
+        if guided:
+            conditions = torch.cat([conditions, torch.full_like(conditions, vocabulary.null_class_token_id)])
+            prefix_rows = torch.cat([prefix, prefix])
+        else:
+            prefix_rows = prefix
+        step_input = torch.cat([conditions[:, None], prefix_rows], dim=1)
+        length = step_input.shape[1]
+        warpers = LogitsProcessorList()
+        if top_k is not None:
+            warpers.append(TopKLogitsWarper(top_k))
+        if top_p is not None and top_p < 1:
+            warpers.append(TopPLogitsWarper(top_p))
+
+        codes = prefix
+        cache = DynamicCache(config=self.prior.config)
+        for step in self.progress_bar(range(num_codes - prefix.shape[1])):
+            logits = self.next_code_logits(step_input, cache, length)
+            if guided:
+                conditional, unconditional = logits.chunk(2)
+                logits = unconditional + guidance_scale * (conditional - unconditional)
+            if temperature == 0:
+                next_codes = logits.argmax(dim=-1)
+            else:
+                next_codes = sample_from_logits(warpers(codes, logits / temperature), generator)
+            codes = torch.cat([codes, next_codes[:, None]], dim=1)
+            step_input = torch.cat([next_codes, next_codes])[:, None] if guided else next_codes[:, None]
+            length += 1
+            if callback_on_step_end is not None:
+                callback_on_step_end(self, step, codes.shape[1] - 1, {"codes": codes})
+
+        return self.make_output(codes.reshape(batch_size, height, width), output_type, return_dict)
+
+    def next_code_logits(self, step_input: torch.LongTensor, cache: DynamicCache, length: int) -> torch.Tensor:
+        """Feed the new tokens through the prior with its KV cache; float32 logits over the K codes only (special
+        tokens can never be sampled)."""
+        attention_mask = torch.ones(step_input.shape[0], length, dtype=torch.long, device=step_input.device)
+        output = self.prior(input_ids=step_input, attention_mask=attention_mask, past_key_values=cache, use_cache=True)
+        return output.logits[:, -1, : self.vocabulary.codebook_size].float()
+
+    def prepare_prefix(self, image, num_prefix_rows: int | None, prefix_codes) -> torch.LongTensor | None:
+        """The known first codes `(B, L)` in raster order, from `image` + `num_prefix_rows` or `prefix_codes`."""
+        height, width = self.code_grid_size
+        if image is not None and prefix_codes is not None:
+            raise ValueError("give `image` or `prefix_codes`, not both")
+        if image is None and prefix_codes is None:
+            if num_prefix_rows is not None:
+                raise ValueError("`num_prefix_rows` needs an `image` to take the rows from")
+            return None
+        if image is not None:
+            rows = height // 2 if num_prefix_rows is None else num_prefix_rows
+            if not 0 <= rows <= height:
+                raise ValueError(f"`num_prefix_rows` must lie in [0, {height}] (the grid has {height} rows), "
+                                 f"got {rows}")  # fmt: skip
+            return self.encode_images(image)[:, :rows].reshape(-1, rows * width)
+        prefix = torch.as_tensor(prefix_codes)
+        if prefix.ndim == 3:
+            if prefix.shape[2] != width:
+                raise ValueError(f"`prefix_codes` rows must be {width} codes wide, got shape {tuple(prefix.shape)}")
+            prefix = prefix.flatten(1)
+        if prefix.ndim != 2:
+            raise ValueError(f"`prefix_codes` must be (B, L) or (B, rows, {width}), got shape {tuple(prefix.shape)}")
+        if prefix.shape[1] > height * width:
+            raise ValueError(f"`prefix_codes` holds {prefix.shape[1]} codes, more than the {height}×{width} grid")
+        return self.vocabulary.check_codes(prefix, "prefix_codes").to(self._execution_device)

@@ -1,0 +1,249 @@
+"""`VQPipeline`: what every prior-over-codes pipeline shares — loading by `_class_name`, Hub snapshots, atomic saves,
+our model card, and turning sampled codes into images."""
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import DiffusionPipeline
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.pipelines import pipeline_loading_utils
+from diffusers.utils import BaseOutput
+
+from ..data import image_grid, image_to_tensor
+from ..hub import push_to_hub as upload_folder_to_hub
+from ..hub import write_pipeline_card
+from ..models.priors import CodeVocabulary
+from ..utils.io import atomic_directory
+
+OUTPUT_TYPES = ("pil", "np", "pt", "codes")
+
+# diffusers records a component by its library and loads only libraries it knows; registering vq_hub makes
+# model_index.json say ["vq_hub", "VQModel"] (stable when files move) and lets Hub downloads accept it (diffusers#6563).
+pipeline_loading_utils.LOADABLE_CLASSES.setdefault(
+    "vq_hub",
+    {"ModelMixin": ["save_pretrained", "from_pretrained"], "SchedulerMixin": ["save_pretrained", "from_pretrained"]},
+)
+
+
+@dataclass
+class VQPipelineOutput(BaseOutput):
+    """
+    Output of the vq_hub pipelines.
+
+    Args:
+        images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`, *optional*): The decoded images (`None`
+            for `output_type="codes"`); arrays and tensors hold values in [0, 1].
+        codes (`torch.LongTensor` of shape `(batch_size, h, w)`): The sampled code grids.
+    """
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None
+    codes: torch.LongTensor
+
+
+class VQPipeline(DiffusionPipeline):
+    r"""
+    Base of the pipelines that sample code grids with a prior and decode them with a [`VQModel`] (`vqvae`).
+
+    `VQPipeline.from_pretrained(path_or_repo)` returns the pipeline class named in the folder's `model_index.json`
+    (`VQAutoregressivePipeline` or `VQDiffusionPipeline`).
+    """
+
+    _pipelines: dict[str, type["VQPipeline"]] = {}
+    prior_component = "prior"
+    card_snippet_call = ""  # the sampling arguments a model card's snippet shows before batch_size
+    card_description = "a prior over discrete image codes"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        VQPipeline._pipelines[cls.__name__] = cls
+
+    # ----------------------------------------------------------------------------------------------- loading
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "VQPipeline":
+        """Load a saved pipeline from a folder or a Hub repository (downloaded with `huggingface_hub`, which honours
+        `HF_HUB_OFFLINE` and the cache), as the class its `model_index.json` names."""
+        folder = cls._resolve_folder(pretrained_model_name_or_path, kwargs)
+        index_file = folder / "model_index.json"
+        if not index_file.is_file():
+            raise FileNotFoundError(
+                f"`pretrained_model_name_or_path` {str(pretrained_model_name_or_path)!r} holds no model_index.json: "
+                "it is not a saved pipeline (a tokenizer alone loads with `VQModel.from_pretrained`)"
+            )
+        class_name = json.loads(index_file.read_text()).get("_class_name")
+        pipeline_class = VQPipeline._pipelines.get(class_name)
+        if pipeline_class is None:
+            raise ValueError(
+                f"model_index.json names {class_name!r}, which is not a vq_hub pipeline "
+                f"(known: {sorted(VQPipeline._pipelines)})"
+            )
+        if not issubclass(pipeline_class, cls):
+            raise ValueError(
+                f"{str(pretrained_model_name_or_path)!r} holds a {class_name}, not a {cls.__name__}: load it with "
+                f"`VQPipeline.from_pretrained` or `{class_name}.from_pretrained`"
+            )
+        return super(VQPipeline, pipeline_class).from_pretrained(folder, **kwargs)
+
+    @staticmethod
+    def _resolve_folder(name_or_path: str | os.PathLike, kwargs: dict) -> Path:
+        """A local folder as is; anything else is a Hub repo id, fetched whole into the HF cache."""
+        hub_options = {key: kwargs.pop(key) for key in ("cache_dir", "revision", "token", "local_files_only",
+                                                        "force_download") if key in kwargs}  # fmt: skip
+        path = Path(name_or_path)
+        if path.is_dir():
+            return path
+        if path.exists() or str(name_or_path).count("/") > 1 or os.path.isabs(str(name_or_path)):
+            raise FileNotFoundError(f"`pretrained_model_name_or_path` {str(name_or_path)!r} is not a folder")
+        from huggingface_hub import snapshot_download
+
+        try:
+            return Path(snapshot_download(str(name_or_path), **hub_options))
+        except Exception as error:  # not found, offline without a cached copy, no access, …
+            raise FileNotFoundError(
+                f"`pretrained_model_name_or_path` {str(name_or_path)!r} is not a local folder, and as a Hub repository "
+                f"it could not be fetched or found in the cache: {type(error).__name__}: {error}"
+            ) from error
+
+    # ----------------------------------------------------------------------------------------------- saving
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        safe_serialization: bool = True,
+        push_to_hub: bool = False,
+        training: str | None = None,
+        evaluation: dict | None = None,
+        **kwargs,
+    ) -> None:
+        """Write `model_index.json`, one folder per component and our model card (README.md) into a temporary
+        folder, then move them into `save_directory`; `push_to_hub=True` uploads the result (`repo_id`, `token`,
+        `private`, `commit_message` as in diffusers)."""
+        repo_id = kwargs.pop("repo_id", None) or Path(save_directory).absolute().name
+        hub_options = {key: kwargs.pop(key) for key in ("token", "private", "commit_message") if key in kwargs}
+        with atomic_directory(save_directory) as staging:
+            super().save_pretrained(staging, safe_serialization=safe_serialization, **kwargs)
+            write_pipeline_card(staging, repo_id, type(self), training=training, evaluation=evaluation)
+        if push_to_hub:
+            upload_folder_to_hub(save_directory, repo_id, **hub_options)
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        commit_message: str | None = None,
+        private: bool | None = None,
+        token: str | None = None,
+        training: str | None = None,
+        evaluation: dict | None = None,
+        **kwargs,
+    ) -> str:
+        """Save to a temporary folder with our model card and upload it; returns the commit URL."""
+        with tempfile.TemporaryDirectory() as folder:
+            self.save_pretrained(folder, repo_id=repo_id, training=training, evaluation=evaluation, **kwargs)
+            return upload_folder_to_hub(folder, repo_id, token=token, private=bool(private),
+                                        commit_message=commit_message or "Upload with vq_hub")  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------------- shared steps
+
+    @property
+    def prior_config(self):
+        """The config of the transformer over codes (the component named by `prior_component`)."""
+        return getattr(self, self.prior_component).config
+
+    @property
+    def vocabulary(self) -> CodeVocabulary:
+        return CodeVocabulary.from_config(self.prior_config)
+
+    @property
+    def code_grid_size(self) -> tuple[int, int]:
+        return tuple(self.prior_config.code_grid_size)
+
+    @property
+    def resolution(self) -> tuple[int, int]:
+        """Image size `(H, W)` the prior's code grid decodes to."""
+        factor = self.vqvae.downsample_factor
+        return self.code_grid_size[0] * factor, self.code_grid_size[1] * factor
+
+    def encode_images(self, image) -> torch.LongTensor:
+        """PIL image(s) or a `(B, C, H, W)` tensor in [-1, 1] → the tokenizer's codes `(B, h, w)` for this prior."""
+        if isinstance(image, PIL.Image.Image):
+            image = [image]
+        if isinstance(image, (list, tuple)) and all(isinstance(item, PIL.Image.Image) for item in image):
+            height = self.resolution[0]
+            image = torch.stack([image_to_tensor(item, height, self.vqvae.config.in_channels) for item in image])
+        if not isinstance(image, torch.Tensor):
+            raise TypeError(f"`image` must be PIL image(s) or a tensor (B, C, H, W) in [-1, 1], got {type(image)}")
+        if image.ndim == 3:
+            image = image[None]
+        if tuple(image.shape[-2:]) != self.resolution:
+            raise ValueError(f"`image` must be {self.resolution[0]}×{self.resolution[1]} pixels for this prior, "
+                             f"got {tuple(image.shape[-2:])}")  # fmt: skip
+        vqvae = self.vqvae
+        return vqvae.tokenize(image.to(self._execution_device, vqvae.dtype))
+
+    @staticmethod
+    def check_batch_size(batch_size: int | None, known: torch.Tensor | None, class_labels=None) -> int:
+        """`batch_size`, or the batch of the known codes / images (`known`), or the number of class labels."""
+        if known is not None:
+            if batch_size not in (None, known.shape[0]):
+                raise ValueError(f"`batch_size` {batch_size} does not match the {known.shape[0]} images/codes given")
+            return known.shape[0]
+        if batch_size is None:
+            labels = torch.as_tensor(class_labels) if class_labels is not None else None
+            batch_size = labels.numel() if labels is not None and labels.ndim == 1 else 1
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+        return batch_size
+
+    def check_class_labels(self, class_labels, batch_size: int) -> torch.LongTensor | None:
+        """`None`, one label for the whole batch, or `batch_size` labels (-1 = unconditional row)."""
+        if class_labels is None:
+            return None
+        labels = torch.as_tensor(class_labels)
+        if labels.ndim == 0:
+            labels = labels.expand(batch_size)
+        if labels.shape != (batch_size,):
+            raise ValueError(f"`class_labels` must be one label or {batch_size} labels (batch_size), "
+                             f"got shape {tuple(labels.shape)}")  # fmt: skip
+        return self.vocabulary.check_class_labels(labels, allow_null=True).to(self._execution_device)
+
+    @staticmethod
+    def check_output_type(output_type: str) -> None:
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
+
+    def decode_codes(self, codes: torch.LongTensor, output_type: str = "pil"):
+        """Code grids `(B, h, w)` → images of `output_type` ("pil", "np", "pt"; arrays in [0, 1])."""
+        with torch.no_grad():
+            images = self.vqvae.detokenize(codes)
+        return self.postprocess(images.float().clamp(-1, 1), output_type)
+
+    def postprocess(self, images: torch.Tensor, output_type: str = "pil"):
+        """Images in [-1, 1] → "pil" / "np" / "pt" (arrays in [0, 1]), with diffusers' image processor."""
+        processor = VaeImageProcessor(vae_scale_factor=self.vqvae.downsample_factor, do_normalize=True)
+        return processor.postprocess(images, output_type=output_type)
+
+    def sample_grid(self, images_per_row: int = 8, class_labels: list[int] | None = None, **call_kwargs):
+        """One picture: a row of `images_per_row` samples per class in `class_labels` (every class of a
+        class-conditional prior by default; one unconditional row otherwise). `call_kwargs` go to the call."""
+        num_classes = self.vocabulary.num_classes
+        if class_labels is None:
+            class_labels = list(range(num_classes)) if num_classes else [None]
+        rows = []
+        for label in class_labels:
+            labels = None if label is None else [label] * images_per_row
+            images = self(batch_size=images_per_row, class_labels=labels, output_type="pt", **call_kwargs).images
+            rows.append(images * 2 - 1)
+        return image_grid(rows)
+
+    def make_output(self, codes: torch.LongTensor, output_type: str, return_dict: bool):
+        images = None if output_type == "codes" else self.decode_codes(codes, output_type)
+        self.maybe_free_model_hooks()
+        output = VQPipelineOutput(images=images, codes=codes)
+        return output if return_dict else output.to_tuple()
+

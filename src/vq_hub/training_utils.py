@@ -1,0 +1,243 @@
+"""Pieces the Accelerate training scripts in `examples/` share: flags, seeded shuffling, atomic checkpoints, resume,
+EMA weight swaps and the NaN guard. The loops themselves stay in the scripts."""
+
+import argparse
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from diffusers.training_utils import EMAModel
+
+logger = get_logger(__name__)
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+def add_optimization_arguments(parser: argparse.ArgumentParser, learning_rate: float, betas: tuple[float, float],
+                               train_batch_size: int, weight_decay: float = 0.0) -> argparse._ArgumentGroup:  # fmt: skip
+    optim = parser.add_argument_group("optimization")
+    optim.add_argument("--train_batch_size", type=int, default=train_batch_size, help="Per process.")
+    optim.add_argument("--eval_batch_size", type=int, default=256, help="Per process.")
+    optim.add_argument("--max_train_steps", type=int, help="Overrides --num_train_epochs.")
+    optim.add_argument("--num_train_epochs", type=int, default=10)
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--learning_rate", type=float, default=learning_rate)
+    optim.add_argument("--adam_beta1", type=float, default=betas[0])
+    optim.add_argument("--adam_beta2", type=float, default=betas[1])
+    optim.add_argument("--adam_weight_decay", type=float, default=weight_decay)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument("--lr_scheduler", default="cosine")
+    optim.add_argument("--lr_warmup_steps", type=int, default=100)
+    optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"])
+    optim.add_argument("--use_ema", action="store_true", help="Keep an EMA of the trained model's weights.")
+    optim.add_argument("--ema_decay", type=float, default=0.999)
+    optim.add_argument("--seed", type=int, default=0)
+    return optim
+
+
+def add_output_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse._ArgumentGroup:
+    output = parser.add_argument_group("checkpoints, logging, output")
+    output.add_argument("--output_dir", default=output_dir)
+    output.add_argument("--checkpointing_steps", type=int, default=500)
+    output.add_argument("--checkpoints_total_limit", type=int)
+    output.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder.")
+    output.add_argument("--validation_steps", type=int, default=500)
+    output.add_argument("--log_steps", type=int, default=50)
+    output.add_argument("--report_to", default="tensorboard", help="Accelerate tracker(s), or 'none'.")
+    output.add_argument("--logging_dir", default="logs")
+    output.add_argument("--push_to_hub", action="store_true")
+    output.add_argument("--hub_model_id")
+    output.add_argument("--hub_token")
+    return output
+
+
+def training_command(script: str, argv: list[str] | None) -> str:
+    """The command line that reproduces this run, for model cards."""
+    return f"accelerate launch examples/{script} " + shlex.join(argv if argv is not None else sys.argv[1:])
+
+
+class EpochSeededSampler(torch.utils.data.Sampler):
+    """A shuffle that depends only on (seed, epoch), so a resumed run sees the batches an uninterrupted one would."""
+
+    def __init__(self, length: int, seed: int):
+        self.length, self.seed, self.epoch = length, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.length, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.length
+
+
+@contextlib.contextmanager
+def evaluating(model: torch.nn.Module):
+    """The model in eval mode (no codebook updates, no dropout) under no_grad, then back to its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def ema_weights(ema_model: EMAModel | None, model: torch.nn.Module):
+    """Swap the EMA weights into `model` for the block, then put the training weights back (no-op without EMA)."""
+    if ema_model is None:
+        yield
+        return
+    ema_model.store(model.parameters())
+    ema_model.copy_to(model.parameters())
+    try:
+        yield
+    finally:
+        ema_model.restore(model.parameters())
+
+
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (temporary folders of interrupted saves are ignored)."""
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.is_dir() and CHECKPOINT_PATTERN.match(p.name)]
+    return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
+    """`accelerator.save_state` into a temporary folder, renamed when every process has written its part."""
+    final, staging = output_dir / f"checkpoint-{step}", output_dir / f".checkpoint-{step}.tmp"
+    if accelerator.is_main_process and staging.exists():
+        shutil.rmtree(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(staging))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        if total_limit is not None:
+            for old in list_checkpoints(output_dir)[:-total_limit]:
+                shutil.rmtree(old)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def resume_from_checkpoint(accelerator: Accelerator, output_dir: Path, checkpoint: str | None) -> int:
+    """Load `checkpoint` ('latest' or a `checkpoint-N` folder) into the prepared objects; returns its step N."""
+    if not checkpoint:
+        return 0
+    if checkpoint == "latest":
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            raise SystemExit(f"--resume_from_checkpoint latest: no checkpoint in {output_dir}")
+        path = checkpoints[-1]
+    else:
+        path = Path(checkpoint)
+        if not CHECKPOINT_PATTERN.match(path.name) or not path.is_dir():
+            raise SystemExit(f"--resume_from_checkpoint {path}: not a checkpoint-<step> folder")
+    accelerator.load_state(str(path))
+    logger.info(f"resumed from {path}", main_process_only=True)
+    return int(CHECKPOINT_PATTERN.match(path.name).group(1))
+
+
+def stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict, step: int, output_dir: Path):
+    """Stop every process together on a NaN/inf loss, before it reaches the weights or a checkpoint."""
+    finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min()
+    if finite < 1:
+        checkpoints = list_checkpoints(output_dir)
+        last_good = str(checkpoints[-1]) if checkpoints else "none yet"
+        values = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
+        raise SystemExit(
+            f"non-finite loss at step {step} ({values}); training stopped before updating the weights. "
+            f"Last good checkpoint: {last_good}. Lower the learning rate or resume with --resume_from_checkpoint."
+        )
+
+
+def training_schedule(args: argparse.Namespace, train_dataloader) -> tuple[int, int, int]:
+    """`(steps_per_epoch, max_train_steps, num_epochs)` of a prepared (sharded) dataloader."""
+    steps_per_epoch = -(-len(train_dataloader) // args.gradient_accumulation_steps)
+    if steps_per_epoch == 0:
+        raise SystemExit("the training set is smaller than one batch per process: lower --train_batch_size")
+    max_train_steps = args.max_train_steps or args.num_train_epochs * steps_per_epoch
+    return steps_per_epoch, max_train_steps, -(-max_train_steps // steps_per_epoch)
+
+
+def make_optimizer(args: argparse.Namespace, parameters, learning_rate: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(
+        [p for p in parameters if p.requires_grad], lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+        weight_decay=args.adam_weight_decay,
+    )  # fmt: skip
+
+
+def make_lr_scheduler(args: argparse.Namespace, optimizer, accelerator: Accelerator, max_train_steps: int):
+    """diffusers' `get_scheduler`, counted in the units Accelerate steps a prepared scheduler: once per process."""
+    from diffusers.optimization import get_scheduler
+
+    return get_scheduler(
+        args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+        num_training_steps=max_train_steps * accelerator.num_processes,
+    )  # fmt: skip
+
+
+def start_training(args: argparse.Namespace) -> Accelerator:
+    """The Accelerator of the flags (accumulation, precision, trackers, logs under `output_dir`), logging set up, the
+    seed set; each process says it started (the multi-process tests look for it)."""
+    import logging
+
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    output_dir = Path(args.output_dir)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+    )
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    print(f"[rank {accelerator.process_index}/{accelerator.num_processes}] started on {accelerator.device}", flush=True)
+    set_seed(args.seed)
+    return accelerator
+
+
+def make_ema(args: argparse.Namespace, model: torch.nn.Module, accelerator: Accelerator) -> EMAModel | None:
+    """diffusers' EMA of the prepared model's weights with `--use_ema` (saved in checkpoints), else None."""
+    if not args.use_ema:
+        return None
+    unwrapped = accelerator.unwrap_model(model)
+    ema_model = EMAModel(unwrapped.parameters(), decay=args.ema_decay, model_cls=type(unwrapped),
+                         model_config=unwrapped.config)  # fmt: skip
+    ema_model.to(accelerator.device)
+    accelerator.register_for_checkpointing(ema_model)
+    return ema_model
+
+
+def training_batches(accelerator: Accelerator, train_dataloader, first_epoch: int, num_epochs: int, skip_batches: int):
+    """Every batch from epoch `first_epoch` on, the first `skip_batches` of that epoch skipped (a resumed run sees the
+    batches an uninterrupted one would); the caller stops at its last step."""
+    for epoch in range(first_epoch, num_epochs):
+        train_dataloader.set_epoch(epoch)
+        loader = train_dataloader
+        if epoch == first_epoch and skip_batches:
+            loader = accelerator.skip_first_batches(train_dataloader, skip_batches)
+        yield from loader
+
+
+def apply_update(accelerator: Accelerator, loss: torch.Tensor, terms: dict, module: torch.nn.Module, optimizer,
+                 lr_scheduler, max_grad_norm: float, step: int, output_dir: Path) -> None:  # fmt: skip
+    """Backward, clip and step one module (Accelerate skips the step while accumulating); stop every process first
+    if the loss is not finite."""
+    stop_if_not_finite(accelerator, loss, terms, step, output_dir)
+    accelerator.backward(loss)
+    if accelerator.sync_gradients:
+        accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
+    optimizer.step()
+    lr_scheduler.step()
+    optimizer.zero_grad(set_to_none=True)

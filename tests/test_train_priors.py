@@ -1,0 +1,172 @@
+"""examples/encode_dataset.py, train_prior.py and train_diffusion.py end to end (subprocesses; tiny models, synthetic
+images)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from conftest import ROOT, TWO_PROCESS_LAUNCHER, run_script, tiny_vq_config
+from PIL import Image
+from safetensors.torch import load_file
+
+from vq_hub import VQAutoregressivePipeline, VQDiffusionPipeline, VQModel, VQPipeline
+from vq_hub.data import collate_codes, image_to_tensor, load_code_dataset, load_parquet_images
+
+def load_example(name: str):
+    """Import examples/<name>.py as a module (its folder on sys.path, as when it runs)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    return module
+
+
+TINY_PRIOR = [
+    "--hidden_size", "32", "--num_layers", "2", "--num_heads", "2", "--train_batch_size", "8", "--report_to", "none",
+    "--lr_warmup_steps", "0", "--images_per_class", "2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def encoded(synthetic_parquet, tmp_path_factory) -> Path:
+    """A random tiny tokenizer (16×16 → 8×8 codes of 32) and the synthetic images encoded with it."""
+    folder = tmp_path_factory.mktemp("encoded")
+    torch.manual_seed(0)
+    VQModel(**tiny_vq_config(sample_size=16)).save_pretrained(folder / "tokenizer")
+    run_script("encode_dataset.py", [
+        "--vqvae_name_or_path", str(folder / "tokenizer"), "--train_parquet", str(synthetic_parquet / "train.parquet"),
+        "--validation_parquet", str(synthetic_parquet / "test.parquet"), "--batch_size", "10",
+        "--output_dir", str(folder / "codes"),
+    ])  # fmt: skip
+    return folder
+
+
+@pytest.mark.slow
+def test_encoded_codes_are_the_tokenizers_codes_in_order(encoded, synthetic_parquet):
+    info = json.loads((encoded / "codes" / "encoding.json").read_text())
+    assert info["code_grid_size"] == [8, 8] and info["codebook_size"] == 32 and info["num_classes"] == 3
+    assert info["num_examples"] == {"train": 64, "validation": 16}
+    assert pq.read_schema(encoded / "codes" / "train.parquet").field("codes").type.value_type == "int16"
+
+    dataset, _ = load_code_dataset(encoded / "codes", "validation")
+    codes, labels = collate_codes([dataset[i] for i in range(len(dataset))])
+    images = load_parquet_images(synthetic_parquet / "test.parquet")
+    expected = VQModel.from_pretrained(encoded / "tokenizer").eval().tokenize(
+        torch.stack([image_to_tensor(image, 16, 3) for image in images["image"]]))  # fmt: skip
+    assert torch.equal(codes, expected.flatten(1))
+    assert labels.tolist() == images["label"]
+
+
+@pytest.mark.slow
+def test_two_processes_encode_the_same_codes(encoded, synthetic_parquet, tmp_path):
+    """Re-running gives identical codes, also when two processes share the work (an uneven last batch included)."""
+    result = run_script("encode_dataset.py", [
+        "--vqvae_name_or_path", str(encoded / "tokenizer"), "--train_parquet", str(synthetic_parquet / "train.parquet"),
+        "--validation_parquet", str(synthetic_parquet / "test.parquet"), "--batch_size", "7",
+        "--output_dir", str(tmp_path / "codes"),
+    ], launcher=TWO_PROCESS_LAUNCHER, env={"ACCELERATE_USE_CPU": "1"})  # fmt: skip
+    assert "wrote" in result.stdout
+    for split in ("train", "validation"):
+        assert pq.read_table(tmp_path / "codes" / f"{split}.parquet").equals(
+            pq.read_table(encoded / "codes" / f"{split}.parquet")
+        )
+
+
+@pytest.mark.slow
+def test_prior_training_lowers_the_loss_and_saves_a_loadable_pipeline(encoded, synthetic_parquet, tmp_path):
+    output = tmp_path / "prior"
+    run_script("train_prior.py", TINY_PRIOR + [
+        "--codes_dir", str(encoded / "codes"), "--output_dir", str(output), "--max_train_steps", "40",
+        "--learning_rate", "3e-3", "--log_steps", "5", "--validation_steps", "20", "--checkpointing_steps", "1000",
+        "--guidance_scale", "2",
+    ])  # fmt: skip
+    summary = json.loads((output / "training_summary.json").read_text())
+    losses = [entry["loss"] for entry in summary["history"]]
+    assert summary["steps"] == 40 and losses[-1] < 0.8 * losses[0], losses
+    assert summary["validation"]["num_examples"] == 16
+    assert abs(summary["validation"]["bits_per_code"] * 0.6931 - summary["validation"]["loss"]) < 1e-3
+    assert sorted(p.name for p in (output / "samples").iterdir()) == ["step-0000020.png", "step-0000040.png"]
+    assert "vq_hub" in (output / "README.md").read_text()
+
+    pipe = VQPipeline.from_pretrained(output)
+    assert type(pipe) is VQAutoregressivePipeline
+    pipe.set_progress_bar_config(disable=True)
+    result = pipe(batch_size=4, class_labels=[0, 1, 2, 0], guidance_scale=2.0)
+    assert len(result.images) == 4 and result.images[0].size == (16, 16)
+
+    make_figures = load_example("make_figures")
+    make_figures.main(["--autoregressive", str(output), "--images", str(synthetic_parquet / "test.parquet"),
+                       "--output_dir", str(tmp_path / "docs"), "--images_per_class", "2"])  # fmt: skip
+    with Image.open(tmp_path / "docs" / "samples_autoregressive_completions.png") as figure:
+        assert figure.size == (3 * 18 + 2, 4 * 18 + 2)  # one image per class; originals + 3 completions
+
+
+@pytest.mark.slow
+def test_resumed_prior_training_matches_uninterrupted(encoded, tmp_path):
+    common = TINY_PRIOR + [
+        "--codes_dir", str(encoded / "codes"), "--max_train_steps", "6", "--checkpointing_steps", "3",
+        "--validation_steps", "1000", "--use_ema", "--gradient_accumulation_steps", "2", "--train_batch_size", "4",
+    ]  # fmt: skip
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    run_script("train_prior.py", common + ["--output_dir", str(uninterrupted)])
+    resumed.mkdir()
+    shutil.copytree(uninterrupted / "checkpoint-3", resumed / "checkpoint-3")
+    result = run_script("train_prior.py", common + ["--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
+    assert "resumed from" in result.stderr + result.stdout
+    expected, actual = load_file(uninterrupted / "prior" / "model.safetensors"), load_file(resumed / "prior" / "model.safetensors")
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert torch.equal(expected[key], actual[key]), f"{key} differs after resuming"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("corruption", ["mask", "uniform"])
+def test_diffusion_training_lowers_the_loss_and_saves_a_pipeline(encoded, tmp_path, corruption):
+    output = tmp_path / corruption
+    run_script("train_diffusion.py", TINY_PRIOR + [
+        "--codes_dir", str(encoded / "codes"), "--output_dir", str(output), "--max_train_steps", "40",
+        "--learning_rate", "3e-3", "--log_steps", "5", "--validation_steps", "40", "--checkpointing_steps", "1000",
+        "--corruption", corruption, "--num_train_timesteps", "60", "--num_steps", "4",
+    ])  # fmt: skip
+    summary = json.loads((output / "training_summary.json").read_text())
+    losses = [entry["loss"] for entry in summary["history"]]
+    assert summary["steps"] == 40 and sum(losses[-3:]) / 3 < 0.85 * losses[0], losses
+    assert summary["validation"]["num_examples"] == 16
+    assert (output / "samples" / "step-0000040.png").is_file()
+
+    pipe = VQPipeline.from_pretrained(output)
+    assert type(pipe) is VQDiffusionPipeline and pipe.scheduler.config.corruption == corruption
+    assert pipe.scheduler.config.mask_token_id == pipe.vocabulary.mask_token_id
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(num_steps=50, class_labels=[0, 1, 2]).images
+    assert len(images) == 3 and images[0].size == (16, 16)
+    if corruption == "mask":
+        load_example("make_figures").main(["--diffusion", str(output), "--output_dir", str(tmp_path / "docs"),
+                                           "--diffusion_steps", "2", "4", "--images_per_class", "2"])  # fmt: skip
+        with Image.open(tmp_path / "docs" / "samples_diffusion_reverse.gif") as gif:
+            assert gif.n_frames == 4
+
+
+@pytest.mark.slow
+def test_two_processes_train_one_diffusion_prior(encoded, tmp_path):
+    output = tmp_path / "ddp"
+    result = run_script("train_diffusion.py", TINY_PRIOR + [
+        "--codes_dir", str(encoded / "codes"), "--output_dir", str(output), "--max_train_steps", "4",
+        "--log_steps", "2", "--validation_steps", "4", "--checkpointing_steps", "2", "--num_steps", "2",
+    ], launcher=TWO_PROCESS_LAUNCHER, env={"ACCELERATE_USE_CPU": "1"})  # fmt: skip
+    log = result.stdout + result.stderr
+    assert "[rank 0/2] started" in log and "[rank 1/2] started" in log, log[-3000:]
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["num_processes"] == 2 and summary["steps"] == 4
+    assert summary["validation"]["num_examples"] == 16, "validation covers the split once, across both ranks"
+    assert (output / "checkpoint-4" / "random_states_1.pkl").exists()
+    assert type(VQPipeline.from_pretrained(output)) is VQDiffusionPipeline
