@@ -1,4 +1,5 @@
-# One command each, on a fresh machine: `make demo` (install + main job) and `make test` (install + all tests).
+# One command each, on a fresh machine: `make demo` (install + generate images from the shipped checkpoints) and
+# `make test` (install + all tests). `make quickstart` trains a tiny tokenizer from scratch.
 # TORCH_SPEC picks the torch to install first (this project's machines have a local CPU build of torch==2.13.0);
 # elsewhere use e.g. `make test TORCH_SPEC=torch` or `TORCH_SPEC=` to keep the torch already in the venv.
 PYTHON ?= python3
@@ -6,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo quickstart test test-fast bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,10 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 demo: install
+	$(VENV)/bin/vq-hub generate --model checkpoints/fashion-mnist-diffusion --num-steps 16 --out outputs/diffusion_samples.png
+	$(VENV)/bin/vq-hub generate --model checkpoints/fashion-mnist-autoregressive --out outputs/autoregressive_samples.png
+
+quickstart: install
 	$(PY) examples/quickstart_tokenizer.py --output_dir outputs/quickstart
 
 test: install

@@ -72,3 +72,13 @@ def synthetic_parquet(tmp_path_factory) -> Path:
             str(folder / f"{split}.parquet")
         )
     return folder
+
+
+def saved_model_index(pipe, folder: Path) -> dict:
+    """Save `pipe` to `folder` and return its model_index.json without the diffusers version."""
+    import json
+
+    pipe.save_pretrained(folder)
+    index = json.loads((folder / "model_index.json").read_text())
+    index.pop("_diffusers_version")
+    return index

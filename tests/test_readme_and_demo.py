@@ -1,4 +1,5 @@
-"""The README's Python quickstart runs as written, and the demo script (the README's main job) runs end to end."""
+"""The README runs as written: its Python blocks, its `vq-hub` commands, the main job (`make demo`), and its script
+commands parse."""
 
 import re
 import subprocess
@@ -14,9 +15,58 @@ def test_readme_python_quickstart_runs(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
     assert blocks, "README.md should contain a Python quickstart"
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").symlink_to(ROOT / "checkpoints")  # the README's relative paths
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
     assert (tmp_path / "my-tokenizer" / "diffusion_pytorch_model.safetensors").is_file()
+
+
+def readme_bash_lines() -> list[list[str]]:
+    """The README's fenced bash commands, one list of words per command (continuation lines joined)."""
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line.split(" #")[0])
+            if words:
+                commands.append(words)
+    return commands
+
+
+def test_readme_vq_hub_commands_run(tmp_path, monkeypatch, capsys):
+    """Every `vq-hub` command of the README runs as written on the shipped checkpoints (cheap ones; the ones on a
+    user's own folders are parsed only), in a scratch folder."""
+    from vq_hub.cli import build_parser, main
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("checkpoints", "src"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    commands = [words[1:] for words in readme_bash_lines() if words[0] == "vq-hub"]
+    assert {argv[0] for argv in commands} == {"generate", "reconstruct", "tokenize", "detokenize", "info"}
+    for argv in commands:
+        if "my-diffusion" in argv:
+            build_parser().parse_args(argv)
+            continue
+        assert main(argv) == 0, (argv, capsys.readouterr().err)
+    assert (tmp_path / "reverse.gif").is_file() and (tmp_path / "decoded.png").is_file()
+
+
+def test_make_demo_generates_grids_from_the_shipped_checkpoints(tmp_path, monkeypatch, capsys):
+    """The main job: the `vq-hub` lines of the Makefile's demo recipe, run in a scratch folder."""
+    import shlex
+
+    from vq_hub.cli import main
+
+    recipe = re.search(r"^demo: install\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M).group(1)
+    commands = [shlex.split(line.strip())[1:] for line in recipe.splitlines() if "bin/vq-hub" in line]
+    assert len(commands) == 2
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").symlink_to(ROOT / "checkpoints")
+    for argv in commands:
+        assert main(argv) == 0
+        out = argv[argv.index("--out") + 1]
+        assert capsys.readouterr().out.strip() == f"wrote {out}" and (tmp_path / out).is_file()
 
 
 def test_readme_commands_are_make_targets():
@@ -44,15 +94,12 @@ def test_readme_script_commands_parse(monkeypatch):
     """Every `examples/` and `conversion/` script command in the README's bash blocks is accepted by that script's
     parser."""
     import importlib.util
-    import shlex
 
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S):
-        for line in block.replace("\\\n", " ").splitlines():
-            words = shlex.split(line.split("#")[0])
-            scripts = [word for word in words if re.fullmatch(r"(examples|conversion)/\w+\.py", word)]
-            if scripts:
-                commands.append((scripts[0], words[words.index(scripts[0]) + 1 :]))
+    for words in readme_bash_lines():
+        scripts = [word for word in words if re.fullmatch(r"(examples|conversion)/\w+\.py", word)]
+        if scripts:
+            commands.append((scripts[0], words[words.index(scripts[0]) + 1 :]))
     assert {"examples/train_vqgan.py", "examples/encode_dataset.py", "examples/train_prior.py",
             "examples/train_diffusion.py", "conversion/convert_diffusers_vqmodel.py",
             "conversion/convert_taming_vqgan.py"} <= {script for script, _ in commands}  # fmt: skip
