@@ -17,12 +17,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", required=True, help="The Lightning checkpoint (or a state-dict file).")
     parser.add_argument("--config", required=True, help="The YAML config it was trained with.")
     parser.add_argument("--dst", required=True, help="Output folder (loads with vq_hub.VQModel.from_pretrained).")
-    parser.add_argument("--legacy_beta", action="store_true",
-                        help="Keep taming's β on the codebook term for further training (default: on commitment).")
-    parser.add_argument("--save_discriminator", action="store_true",
-                        help="Also write the checkpoint's loss.* weights (discriminator, LPIPS) to taming_loss.safetensors.")
-    parser.add_argument("--allow_pickle", action="store_true",
-                        help="Load with weights_only=False: runs code pickled in the file. Only for files you trust.")
+    parser.add_argument(
+        "--legacy_beta",
+        action="store_true",
+        help="Keep taming's β on the codebook term for further training (default: on commitment).",
+    )
+    parser.add_argument(
+        "--save_discriminator",
+        action="store_true",
+        help="Also write the checkpoint's loss.* weights (discriminator, LPIPS) to taming_loss.safetensors.",
+    )
+    parser.add_argument(
+        "--allow_pickle",
+        action="store_true",
+        help="Load with weights_only=False: runs code pickled in the file. Only for files you trust.",
+    )
     return parser.parse_args(argv)
 
 
@@ -33,8 +42,10 @@ def main(argv: list[str] | None = None) -> None:
     save_converted(model, args.dst, str(args.ckpt), {"config": str(args.config)})
     if args.save_discriminator and loss:
         save_file({key: value.contiguous() for key, value in loss.items()}, Path(args.dst) / "taming_loss.safetensors")
-    print(f"wrote {args.dst}: {model.codebook_size} codes, downsampling ×{model.downsample_factor}; "
-          f"{len(loss)} loss.* tensors {'saved' if args.save_discriminator else 'left out'}")
+    print(
+        f"wrote {args.dst}: {model.codebook_size} codes, downsampling ×{model.downsample_factor}; "
+        f"{len(loss)} loss.* tensors {'saved' if args.save_discriminator else 'left out'}"
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     model.add_argument("--num_layers", type=int, default=8)
     model.add_argument("--num_heads", type=int, default=8)
     model.add_argument("--unconditional", action="store_true", help="Ignore the labels.")
-    model.add_argument("--class_dropout", type=float, default=0.1,
-                       help="Probability of training a row without its class (for classifier-free guidance).")
+    model.add_argument(
+        "--class_dropout",
+        type=float,
+        default=0.1,
+        help="Probability of training a row without its class (for classifier-free guidance).",
+    )
 
     add_optimization_arguments(parser, learning_rate=5e-4, betas=(0.9, 0.95), train_batch_size=64, weight_decay=0.01)
     output = add_output_arguments(parser, output_dir=output_dir)
@@ -60,10 +64,12 @@ def build_transformer(args: argparse.Namespace, vqvae: VQModel, info: dict, auto
         return auto_class.from_config(config)
     config = AutoConfig.from_pretrained(args.config_name_or_path)
     vocabulary = CodeVocabulary(vqvae.codebook_size, num_classes, with_mask_token)
-    if getattr(config, "vocab_size", None) != vocabulary.vocab_size or \
-            list(getattr(config, "code_grid_size", [])) != info["code_grid_size"]:  # fmt: skip
-        raise SystemExit(f"--config_name_or_path: vocab_size must be {vocabulary.vocab_size} and code_grid_size "
-                         f"{info['code_grid_size']} for these codes (build it with vq_hub.{config_helper.__name__})")  # fmt: skip
+    grid = list(getattr(config, "code_grid_size", []))
+    if getattr(config, "vocab_size", None) != vocabulary.vocab_size or grid != info["code_grid_size"]:
+        raise SystemExit(
+            f"--config_name_or_path: vocab_size must be {vocabulary.vocab_size} and code_grid_size "
+            f"{info['code_grid_size']} for these codes (build it with vq_hub.{config_helper.__name__})"
+        )
     return auto_class.from_config(config)
 
 
@@ -119,8 +125,12 @@ def train(
     model = build_model(vqvae, info)
 
     train_dataloader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=args.train_batch_size, sampler=EpochSeededSampler(len(train_dataset), args.seed),
-        collate_fn=collate_codes, drop_last=True, generator=torch.Generator().manual_seed(args.seed),
+        train_dataset,
+        batch_size=args.train_batch_size,
+        sampler=EpochSeededSampler(len(train_dataset), args.seed),
+        collate_fn=collate_codes,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),
     )  # fmt: skip  (a generator of its own: else each epoch's iterator draws a seed from the global RNG)
     train_dataloader = accelerator.prepare(train_dataloader)
     steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)

@@ -51,7 +51,9 @@ def diffusion_loss(args, denoiser, codes, labels, reduction: str = "mean", train
     noisy = scheduler.add_noise(codes, timesteps)
     conditions = condition_tokens(vocabulary, labels, args.class_dropout if training else 0.0)
     tokens = torch.cat([conditions[:, None], noisy], dim=1)
-    logits = denoiser(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits[:, 1:, : vocabulary.codebook_size]
+    logits = denoiser(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits[
+        :, 1:, : vocabulary.codebook_size
+    ]
     mask_token_id = vocabulary.mask_token_id if args.corruption == "mask" else None
     return denoising_loss(logits, codes, noisy, mask_token_id, reduction=reduction)
 

@@ -50,7 +50,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--cache_dir")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
 
-    model = parser.add_argument_group("model (ignored with --model_config_name_or_path / --pretrained_model_name_or_path)")
+    model = parser.add_argument_group(
+        "model (ignored with --model_config_name_or_path / --pretrained_model_name_or_path)"
+    )
     model.add_argument("--pretrained_model_name_or_path", help="Start from a saved VQModel (folder or Hub id).")
     model.add_argument("--model_config_name_or_path", help="A VQModel config.json (file or folder).")
     model.add_argument("--in_channels", type=int, default=3)
@@ -315,8 +317,9 @@ def main(argv: list[str] | None = None) -> dict:
             with ema_weights(ema_model, accelerator.unwrap_model(model)):
                 metrics = evaluate(model, validation_dataloader, accelerator)
                 if accelerator.is_main_process:
-                    save_validation_grid(model, validation_images,
-                                         output_dir / "validation" / f"step-{global_step:07d}.png", accelerator)
+                    save_validation_grid(
+                        model, validation_images, output_dir / "validation" / f"step-{global_step:07d}.png", accelerator
+                    )
             accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=global_step)
             logger.info(f"step {global_step} validation: {metrics}")
         if global_step >= max_train_steps:
@@ -338,8 +341,10 @@ def main(argv: list[str] | None = None) -> dict:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
             (output_dir / "training_summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
             repo_id = args.hub_model_id or output_dir.name
-            training = (f"`{training_command('train_vqgan.py', argv)}`\n\n{global_step} steps on {accelerator.num_processes} process(es) "
-                        f"({accelerator.device.type}), {summary['train_seconds']} s.")  # fmt: skip
+            training = (
+                f"`{training_command('train_vqgan.py', argv)}`\n\n{global_step} steps on "
+                f"{accelerator.num_processes} process(es) ({accelerator.device.type}), {summary['train_seconds']} s."
+            )
             write_tokenizer_card(output_dir, repo_id, training, summary.get("validation"))
             if args.push_to_hub:
                 url = push_to_hub(output_dir, repo_id, token=args.hub_token,

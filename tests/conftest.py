@@ -44,7 +44,9 @@ def run_script(script: str, args: list[str], launcher: list[str] | None = None, 
     command = (launcher or [sys.executable]) + [str(ROOT / "examples" / script), *args]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
-        raise AssertionError(f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(
+            f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
+        )
     return result
 
 

@@ -41,8 +41,9 @@ def test_shipped_checkpoints_load_and_generate_32px_images():
 
 
 def test_generate_writes_grids_for_both_pipelines(capsys, tmp_path):
+    outputs = ["--out", str(tmp_path / "d.png"), "--gif", str(tmp_path / "d.gif")]
     code, out, _ = run(capsys, "generate", "--model", DIFFUSION, "--num-steps", "4", "--class", "0", "7",
-                       "--num-images", "3", "--out", str(tmp_path / "d.png"), "--gif", str(tmp_path / "d.gif"))  # fmt: skip
+                       "--num-images", "3", *outputs)  # fmt: skip
     assert code == 0 and out.strip() == f"wrote {tmp_path / 'd.png'} and {tmp_path / 'd.gif'}"
     with Image.open(tmp_path / "d.png") as grid:
         assert grid.size == (3 * 34 + 2, 2 * 34 + 2)  # 3 images per class, 2 classes, 32 px + 2 px padding
@@ -58,8 +59,18 @@ def test_reconstruct_tokenize_detokenize_round_trip(capsys, tmp_path):
     code, out, _ = run(capsys, "reconstruct", "--model", TOKENIZER, "--images", images, "--num-images", "4",
                        "--out", str(tmp_path / "r.png"))  # fmt: skip
     assert code == 0 and float(out.split("PSNR ")[1].split(" dB")[0]) > 20
-    code, out, _ = run(capsys, "tokenize", "--model", AUTOREGRESSIVE, "--images", images, "--num-images", "4",
-                       "--out", str(tmp_path / "codes.npy"))  # a pipeline folder works: its tokenizer is used
+    code, out, _ = run(
+        capsys,
+        "tokenize",
+        "--model",
+        AUTOREGRESSIVE,
+        "--images",
+        images,
+        "--num-images",
+        "4",
+        "--out",
+        str(tmp_path / "codes.npy"),
+    )  # a pipeline folder works: its tokenizer is used
     codes = np.load(tmp_path / "codes.npy")
     assert code == 0 and codes.shape == (4, 8, 8) and codes.dtype == np.int16 and codes.max() < 256
     code, out, _ = run(capsys, "detokenize", "--model", TOKENIZER, "--codes", str(tmp_path / "codes.npy"), "--out",
@@ -71,7 +82,9 @@ def test_info_describes_tokenizers_and_pipelines(capsys):
     code, out, _ = run(capsys, "info", TOKENIZER)
     assert code == 0 and "codebook size: 256" in out and "codes 8×8" in out and "psnr 27.25" in out
     code, out, _ = run(capsys, "info", DIFFUSION)
-    assert code == 0 and "VQDiffusionPipeline" in out and "mask corruption, 100 timesteps" in out and "classes: 10" in out
+    assert (
+        code == 0 and "VQDiffusionPipeline" in out and "mask corruption, 100 timesteps" in out and "classes: 10" in out
+    )
 
 
 @pytest.mark.parametrize(

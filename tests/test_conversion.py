@@ -111,6 +111,7 @@ model:
         disc_start: 10000
 """
 
+
 def to_taming_key(key: str, num_levels: int) -> str:
     """The inverse map, written independently of the converter: our key → taming-transformers' key."""
     key = key.replace("conv_norm_out", "norm_out")
@@ -176,7 +177,9 @@ def test_taming_checkpoint_converts_back_to_identical_weights(taming_files):
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         assert torch.equal(converted.eval().tokenize(images), original.tokenize(images))
-        assert (converted.detokenize(original.tokenize(images)) - original.detokenize(original.tokenize(images))).abs().max() <= 1e-5
+        assert (
+            converted.detokenize(original.tokenize(images)) - original.detokenize(original.tokenize(images))
+        ).abs().max() <= 1e-5
 
 
 def test_unknown_or_missing_keys_are_errors(taming_files, tmp_path):

@@ -1,6 +1,5 @@
 """Discrete diffusion: the scheduler's corruption and respacing, the denoising loss, and VQDiffusionPipeline."""
 
-
 import pytest
 import torch
 from conftest import saved_model_index, tiny_vq_config
@@ -27,7 +26,9 @@ def tiny_pipeline(corruption: str = "mask", seed: int = 0, num_train_timesteps: 
     torch.manual_seed(seed)
     vqvae = VQModel(**tiny_vq_config(num_vq_embeddings=CODEBOOK, sample_size=8)).eval()
     config = denoiser_config(vqvae, CLASSES, hidden_size=32, num_layers=2, num_heads=2)
-    scheduler = DiscreteDiffusionScheduler(num_train_timesteps, CODEBOOK, corruption, mask_token_id=config.mask_token_id)
+    scheduler = DiscreteDiffusionScheduler(
+        num_train_timesteps, CODEBOOK, corruption, mask_token_id=config.mask_token_id
+    )
     pipe = VQDiffusionPipeline(vqvae, AutoModelForMaskedLM.from_config(config).eval(), scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
@@ -144,7 +145,9 @@ def test_denoiser_trained_on_one_grid_regenerates_it_from_noise(corruption):
         optimizer.step()
     denoiser.eval()
     for num_steps in (4, 16):
-        codes = pipe(num_steps=num_steps, class_labels=[0, 0], temperature=0, generator=seeded(0), output_type="codes").codes
+        codes = pipe(
+            num_steps=num_steps, class_labels=[0, 0], temperature=0, generator=seeded(0), output_type="codes"
+        ).codes
         assert torch.equal(codes.flatten(1), target.expand(2, -1)), (corruption, num_steps)
 
 

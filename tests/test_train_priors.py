@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 from vq_hub import VQAutoregressivePipeline, VQDiffusionPipeline, VQModel, VQPipeline
 from vq_hub.data import collate_codes, image_to_tensor, load_code_dataset, load_parquet_images
 
+
 def load_example(name: str):
     """Import examples/<name>.py as a module (its folder on sys.path, as when it runs)."""
     import importlib.util
@@ -122,7 +123,10 @@ def test_resumed_prior_training_matches_uninterrupted(encoded, tmp_path):
     shutil.copytree(uninterrupted / "checkpoint-3", resumed / "checkpoint-3")
     result = run_script("train_prior.py", common + ["--output_dir", str(resumed), "--resume_from_checkpoint", "latest"])
     assert "resumed from" in result.stderr + result.stdout
-    expected, actual = load_file(uninterrupted / "prior" / "model.safetensors"), load_file(resumed / "prior" / "model.safetensors")
+    expected, actual = (
+        load_file(uninterrupted / "prior" / "model.safetensors"),
+        load_file(resumed / "prior" / "model.safetensors"),
+    )
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), f"{key} differs after resuming"

@@ -8,7 +8,13 @@ from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
 from .models import PatchDiscriminator, VQModel, VQModelOutput
 from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
-from .pipelines import VQAutoregressivePipeline, VQDiffusionPipeline, VQDiffusionPipelineOutput, VQPipeline, VQPipelineOutput
+from .pipelines import (
+    VQAutoregressivePipeline,
+    VQDiffusionPipeline,
+    VQDiffusionPipelineOutput,
+    VQPipeline,
+    VQPipelineOutput,
+)
 from .schedulers import DiscreteDiffusionScheduler
 from .quantizers import FSQuantizer, GumbelQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
 

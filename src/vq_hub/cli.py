@@ -12,11 +12,15 @@ CLASSES_HELP = "Class label(s) for a class-conditional prior (default: one row p
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vq-hub", description="Discrete image tokenizers and priors over their codes.")
+    parser = argparse.ArgumentParser(
+        prog="vq-hub", description="Discrete image tokenizers and priors over their codes."
+    )
     parser.add_argument("--debug", action="store_true", help="Show the full traceback on errors.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    generate = commands.add_parser("generate", help="Sample images with a saved pipeline (autoregressive or diffusion).")
+    generate = commands.add_parser(
+        "generate", help="Sample images with a saved pipeline (autoregressive or diffusion)."
+    )
     generate.add_argument("--model", required=True, help="A saved pipeline folder or Hub repository.")
     generate.add_argument("--num-steps", type=int, help="Denoising steps (diffusion pipelines only).")
     generate.add_argument("--class", dest="class_labels", type=int, nargs="+", help=CLASSES_HELP)
@@ -122,8 +126,10 @@ def run_generate(args) -> str:
     message = f"wrote {args.out}"
     if args.gif:
         labels = args.class_labels or (list(range(num_classes)) if num_classes else None)
-        output = pipe(batch_size=len(labels) if labels else args.num_images, class_labels=labels,
-                      generator=torch.Generator().manual_seed(args.seed), return_intermediates=True, **options)  # fmt: skip
+        generator = torch.Generator().manual_seed(args.seed)
+        batch_size = len(labels) if labels else args.num_images
+        output = pipe(batch_size=batch_size, class_labels=labels, generator=generator, return_intermediates=True,
+                      **options)  # fmt: skip
         save_gif(output.intermediates, args.gif)
         message += f" and {args.gif}"
     return message

@@ -32,7 +32,9 @@ def _fill_from_fresh_model(model: VQModel, state_dict: dict[str, torch.Tensor], 
         raise ValueError(f"{source}: the checkpoint lacks {len(missing)} weight(s) of the model: {missing[:10]}")
     for key, value in state_dict.items():
         if ours[key].shape != value.shape:
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, the config implies {tuple(ours[key].shape)}")
+            raise ValueError(
+                f"{source}: {key} has shape {tuple(value.shape)}, the config implies {tuple(ours[key].shape)}"
+            )
     model.load_state_dict({**ours, **state_dict})
 
 

@@ -19,8 +19,13 @@ logger = get_logger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
-def add_optimization_arguments(parser: argparse.ArgumentParser, learning_rate: float, betas: tuple[float, float],
-                               train_batch_size: int, weight_decay: float = 0.0) -> argparse._ArgumentGroup:  # fmt: skip
+def add_optimization_arguments(
+    parser: argparse.ArgumentParser,
+    learning_rate: float,
+    betas: tuple[float, float],
+    train_batch_size: int,
+    weight_decay: float = 0.0,
+) -> argparse._ArgumentGroup:
     optim = parser.add_argument_group("optimization")
     optim.add_argument("--train_batch_size", type=int, default=train_batch_size, help="Per process.")
     optim.add_argument("--eval_batch_size", type=int, default=256, help="Per process.")
@@ -199,7 +204,9 @@ def start_training(args: argparse.Namespace) -> Accelerator:
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)),
+        project_config=ProjectConfiguration(
+            project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
+        ),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     print(f"[rank {accelerator.process_index}/{accelerator.num_processes}] started on {accelerator.device}", flush=True)

@@ -65,7 +65,9 @@ class CodeVocabulary:
     def check_class_labels(self, class_labels: torch.Tensor, allow_null: bool = False) -> torch.LongTensor:
         labels = torch.as_tensor(class_labels)
         if labels.dtype.is_floating_point or labels.dtype == torch.bool or labels.ndim != 1:
-            raise ValueError(f"`class_labels` must be a 1D integer tensor or list, got {labels.dtype} {tuple(labels.shape)}")
+            raise ValueError(
+                f"`class_labels` must be a 1D integer tensor or list, got {labels.dtype} {tuple(labels.shape)}"
+            )
         if self.num_classes == 0:
             raise ValueError("`class_labels` were given, but this prior is unconditional (num_classes=0)")
         low = -1 if allow_null else 0

@@ -159,7 +159,9 @@ class VQDiffusionPipeline(VQPipeline):
         images = torch.where(cells, torch.zeros_like(images), images)
         return self.postprocess(images, "pil" if output_type == "codes" else output_type)
 
-    def prepare_known_codes(self, image, mask, codes, keep_mask) -> tuple[torch.LongTensor | None, torch.BoolTensor | None]:
+    def prepare_known_codes(
+        self, image, mask, codes, keep_mask
+    ) -> tuple[torch.LongTensor | None, torch.BoolTensor | None]:
         """`(known codes (B, n), keep (B or 1, n))` for inpainting, or `(None, None)`."""
         height, width = self.code_grid_size
         if image is not None and codes is not None:

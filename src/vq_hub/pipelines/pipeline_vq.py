@@ -246,4 +246,3 @@ class VQPipeline(DiffusionPipeline):
         self.maybe_free_model_hooks()
         output = VQPipelineOutput(images=images, codes=codes)
         return output if return_dict else output.to_tuple()
-
