@@ -10,6 +10,7 @@ The result is a whole pipeline: `VQPipeline.from_pretrained("diffusion-fashion")
 """
 
 import argparse
+import functools
 from functools import partial
 
 import torch
@@ -35,12 +36,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def scheduler_for(args: argparse.Namespace, denoiser) -> DiscreteDiffusionScheduler:
-    """The scheduler of the flags, with the denoiser's codebook size and mask token."""
+    """The scheduler of the flags, with the denoiser's codebook size and mask token (built once, not every step)."""
     config = extract_model_from_parallel(denoiser).config
-    return DiscreteDiffusionScheduler(
-        num_train_timesteps=args.num_train_timesteps, codebook_size=config.codebook_size, corruption=args.corruption,
-        mask_token_id=config.mask_token_id, schedule=args.schedule,
-    )  # fmt: skip
+    return make_scheduler(args.num_train_timesteps, config.codebook_size, args.corruption, config.mask_token_id,
+                          args.schedule)  # fmt: skip
+
+
+@functools.cache
+def make_scheduler(num_train_timesteps: int, codebook_size: int, corruption: str, mask_token_id: int, schedule: str):
+    return DiscreteDiffusionScheduler(num_train_timesteps, codebook_size, corruption, mask_token_id, schedule)
 
 
 def diffusion_loss(args, denoiser, codes, labels, reduction: str = "mean", training: bool = True):

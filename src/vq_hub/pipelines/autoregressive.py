@@ -130,7 +130,7 @@ class VQAutoregressivePipeline(VQPipeline):
         codes = prefix
         cache = DynamicCache(config=self.prior.config)
         for step in self.progress_bar(range(num_codes - prefix.shape[1])):
-            logits = self.next_code_logits(step_input, cache, length)
+            logits = self.next_code_logits(step_input, cache, length, vocabulary.codebook_size)
             if guided:
                 conditional, unconditional = logits.chunk(2)
                 logits = unconditional + guidance_scale * (conditional - unconditional)
@@ -146,12 +146,14 @@ class VQAutoregressivePipeline(VQPipeline):
 
         return self.make_output(codes.reshape(batch_size, height, width), output_type, return_dict)
 
-    def next_code_logits(self, step_input: torch.LongTensor, cache: DynamicCache, length: int) -> torch.Tensor:
+    def next_code_logits(
+        self, step_input: torch.LongTensor, cache: DynamicCache, length: int, codebook_size: int
+    ) -> torch.Tensor:
         """Feed the new tokens through the prior with its KV cache; float32 logits over the K codes only (special
         tokens can never be sampled)."""
         attention_mask = torch.ones(step_input.shape[0], length, dtype=torch.long, device=step_input.device)
         output = self.prior(input_ids=step_input, attention_mask=attention_mask, past_key_values=cache, use_cache=True)
-        return output.logits[:, -1, : self.vocabulary.codebook_size].float()
+        return output.logits[:, -1, :codebook_size].float()
 
     def prepare_prefix(self, image, num_prefix_rows: int | None, prefix_codes) -> torch.LongTensor | None:
         """The known first codes `(B, L)` in raster order, from `image` + `num_prefix_rows` or `prefix_codes`."""
