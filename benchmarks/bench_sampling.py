@@ -4,7 +4,7 @@
    - `vq_hub`: `VQAutoregressivePipeline` (KV cache, top-k, the special tokens excluded);
    - `no cache`: the loop of taming-transformers' sampler, which re-runs the whole sequence for every new code;
    - `generate()`: transformers' `prior.generate(do_sample=True, top_k=…)` with the special tokens suppressed.
-2. Images/s (decoded to PIL) of that autoregressive pipeline beside `VQDiffusionPipeline` (a BERT denoiser of the
+2. Images/s (decoded to PIL) of that autoregressive pipeline beside `VQDiscreteDiffusionPipeline` (a BERT denoiser of the
    same size, mask corruption, T = 100) at 8, 16 and 50 steps, on the same tokenizer.
 
 The models are randomly initialised (speed does not depend on the weights).
@@ -20,16 +20,16 @@ from timing import median_seconds
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
 from vq_hub import (
-    DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiffusionPipeline, VQModel, autoregressive_prior_config,
+    DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, autoregressive_prior_config,
     denoiser_config,
 )  # fmt: skip
 
 DIFFUSION_STEPS = (8, 16, 50)
 
 
-def build_pipelines(args, device: torch.device) -> tuple[VQAutoregressivePipeline, VQDiffusionPipeline]:
+def build_pipelines(args, device: torch.device) -> tuple[VQAutoregressivePipeline, VQDiscreteDiffusionPipeline]:
     depth = 3  # 4× downsampling: a grid of g codes per side decodes to 4g pixels
-    vqvae = VQModel(
+    vqvae = VQVAEModel(
         in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * depth,
         up_block_types=("UpDecoderBlock2D",) * depth, block_out_channels=(32, 32, 32), latent_channels=4,
         norm_num_groups=8, num_vq_embeddings=args.codebook_size, sample_size=4 * args.grid,
@@ -39,7 +39,7 @@ def build_pipelines(args, device: torch.device) -> tuple[VQAutoregressivePipelin
     autoregressive = VQAutoregressivePipeline(vqvae=vqvae, prior=prior.eval()).to(device)
     config = denoiser_config(vqvae, **sizes)
     scheduler = DiscreteDiffusionScheduler(100, args.codebook_size, "mask", mask_token_id=config.mask_token_id)
-    diffusion = VQDiffusionPipeline(vqvae, AutoModelForMaskedLM.from_config(config).eval(), scheduler).to(device)
+    diffusion = VQDiscreteDiffusionPipeline(vqvae, AutoModelForMaskedLM.from_config(config).eval(), scheduler).to(device)
     for pipe in (autoregressive, diffusion):
         pipe.set_progress_bar_config(disable=True)
     return autoregressive, diffusion
@@ -99,7 +99,7 @@ def main() -> None:
     }  # fmt: skip
     image_runs = {"VQAutoregressivePipeline": lambda: pipe(class_labels=labels, top_k=args.top_k)}
     for steps in DIFFUSION_STEPS:
-        image_runs[f"VQDiffusionPipeline, {steps} steps"] = partial(diffusion, num_steps=steps, class_labels=labels)
+        image_runs[f"VQDiscreteDiffusionPipeline, {steps} steps"] = partial(diffusion, num_steps=steps, class_labels=labels)
     runs = {name: synchronized(run) for name, run in {**runs, **image_runs}.items()}
     for run in runs.values():  # warm-up (allocator, kernels)
         run()

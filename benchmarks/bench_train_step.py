@@ -1,4 +1,4 @@
-"""Images/s of one VQ-GAN training step (generator + discriminator) with vq_hub's VQModel and diffusers' VQModel.
+"""Images/s of one VQ-GAN training step (generator + discriminator) with vq_hub's VQVAEModel and diffusers' VQModel.
 
 Both models get the same encoder/decoder config and the same loss (vq_hub's VQGANLoss: L1 + feature matching +
 adaptively weighted hinge GAN + quantizer terms, PatchDiscriminator, AdamW on both); only the tokenizer differs.
@@ -13,7 +13,7 @@ import torch
 from diffusers import VQModel as DiffusersVQModel
 from timing import median_seconds
 
-from vq_hub import PatchDiscriminator, VQModel
+from vq_hub import PatchDiscriminator, VQVAEModel
 from vq_hub.losses import VQGANLoss
 
 
@@ -63,10 +63,10 @@ def main() -> None:
         norm_num_groups=32, sample_size=args.resolution,
     )  # fmt: skip
     images = torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device) * 2 - 1
-    ours = VQModel(**shared_config).to(device).train()
+    ours = VQVAEModel(**shared_config).to(device).train()
     theirs = DiffusersVQModel(**shared_config).to(device).train()
     runs = {
-        "vq_hub VQModel": make_step(ours, images, lambda output: output.quantizer_loss, device),
+        "vq_hub VQVAEModel": make_step(ours, images, lambda output: output.quantizer_loss, device),
         "diffusers VQModel": make_step(theirs, images, lambda output: output.commit_loss.mean(), device),
     }
     seconds = median_seconds(runs, args.repeats)
@@ -76,7 +76,7 @@ def main() -> None:
     print(f"{'tokenizer':<20} {'ms/step':>9} {'images/s':>9} {'ratio':>7}")
     for name, value in seconds.items():
         print(f"{name:<20} {value * 1e3:>9.1f} {args.batch_size / value:>9.1f} "
-              f"{seconds['vq_hub VQModel'] / value:>6.2f}x")  # fmt: skip
+              f"{seconds['vq_hub VQVAEModel'] / value:>6.2f}x")  # fmt: skip
     print("ratio: vq_hub's time over the row's (below 1 = the row is slower than vq_hub)")
 
 

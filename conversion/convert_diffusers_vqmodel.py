@@ -1,4 +1,4 @@
-"""Convert a diffusers `VQModel` (folder or Hub id) into a vq_hub `VQModel` folder.
+"""Convert a diffusers `VQModel` (folder or Hub id) into a vq_hub `VQVAEModel` folder.
 
 python conversion/convert_diffusers_vqmodel.py --src amused/amused-256 --subfolder vqvae --dst amused-vqvae
 """
@@ -11,9 +11,9 @@ from vq_hub.conversion import convert_diffusers_vqmodel, save_converted
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--src", required=True, help="A diffusers VQModel folder or Hub repository id.")
-    parser.add_argument("--subfolder", help="The VQModel's subfolder in a pipeline repository, e.g. vqvae.")
+    parser.add_argument("--subfolder", help="The VQVAEModel's subfolder in a pipeline repository, e.g. vqvae.")
     parser.add_argument("--revision")
-    parser.add_argument("--dst", required=True, help="Output folder (loads with vq_hub.VQModel.from_pretrained).")
+    parser.add_argument("--dst", required=True, help="Output folder (loads with vq_hub.VQVAEModel.from_pretrained).")
     parser.add_argument(
         "--legacy_beta",
         action="store_true",

@@ -1,4 +1,4 @@
-"""Convert a taming-transformers VQGAN checkpoint (`.ckpt` + YAML config) into a vq_hub `VQModel` folder.
+"""Convert a taming-transformers VQGAN checkpoint (`.ckpt` + YAML config) into a vq_hub `VQVAEModel` folder.
 
     python conversion/convert_taming_vqgan.py --ckpt vqgan_imagenet_f16_1024/ckpts/last.ckpt \
         --config vqgan_imagenet_f16_1024/configs/model.yaml --dst vqgan-imagenet-f16-1024
@@ -16,7 +16,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ckpt", required=True, help="The Lightning checkpoint (or a state-dict file).")
     parser.add_argument("--config", required=True, help="The YAML config it was trained with.")
-    parser.add_argument("--dst", required=True, help="Output folder (loads with vq_hub.VQModel.from_pretrained).")
+    parser.add_argument("--dst", required=True, help="Output folder (loads with vq_hub.VQVAEModel.from_pretrained).")
     parser.add_argument(
         "--legacy_beta",
         action="store_true",

@@ -13,7 +13,7 @@ from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
-from vq_hub import CodeVocabulary, VQModel, VQPipeline
+from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline
 from vq_hub.data import collate_codes, load_code_dataset
 from vq_hub.training_utils import (
     EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     output.add_argument("--temperature", type=float, default=1.0, help="For the sample grids.")
 
 
-def build_transformer(args: argparse.Namespace, vqvae: VQModel, info: dict, auto_class, config_helper,
+def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, auto_class, config_helper,
                       with_mask_token: bool = False):  # fmt: skip
     """`auto_class.from_config` of `--config_name_or_path` (checked against the codes) or of `config_helper` (one of
     vq_hub's `autoregressive_prior_config` / `denoiser_config`) with the size flags."""
@@ -102,9 +102,9 @@ def train(
     args: argparse.Namespace,
     argv: list[str] | None,
     script: str,
-    build_model: Callable[[VQModel, dict], torch.nn.Module],
+    build_model: Callable[[VQVAEModel, dict], torch.nn.Module],
     loss_fn: LossFunction,
-    make_pipeline: Callable[[VQModel, torch.nn.Module], VQPipeline],
+    make_pipeline: Callable[[VQVAEModel, torch.nn.Module], VQPipeline],
     sample_kwargs: dict,
     metrics: Callable[[dict], dict] = lambda figures: figures,
 ) -> dict:
@@ -118,7 +118,7 @@ def train(
     validation_dataset = None
     if (Path(args.codes_dir) / "validation.parquet").is_file():
         validation_dataset, _ = load_code_dataset(args.codes_dir, "validation")
-    vqvae = VQModel.from_pretrained(args.vqvae_name_or_path or info["tokenizer"]).eval().requires_grad_(False)
+    vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path or info["tokenizer"]).eval().requires_grad_(False)
     if vqvae.codebook_size != info["codebook_size"]:
         raise SystemExit(f"the tokenizer has {vqvae.codebook_size} codes but the codes were made with "
                          f"{info['codebook_size']}: pass the tokenizer that encoded {args.codes_dir}")  # fmt: skip

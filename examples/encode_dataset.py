@@ -19,14 +19,14 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from vq_hub import VQModel
+from vq_hub import VQVAEModel
 from vq_hub.data import ENCODING_INFO, image_transform, load_image_dataset
 from vq_hub.utils.io import atomic_directory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vqvae_name_or_path", required=True, help="A saved VQModel (folder or Hub id).")
+    parser.add_argument("--vqvae_name_or_path", required=True, help="A saved VQVAEModel (folder or Hub id).")
     parser.add_argument("--dataset_name", help="A dataset on the Hub (or a local dataset script/folder).")
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--train_data_dir", help="An imagefolder with the training images.")
@@ -72,7 +72,7 @@ def num_classes_of(dataset: datasets.Dataset, label_column: str) -> int:
 
 
 @torch.no_grad()
-def encode_split(vqvae: VQModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
+def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
     """`(codes (N, h·w), labels (N,))` of every image, each process encoding its shard, gathered in order."""
     has_labels = args.label_column in dataset.column_names
 
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = Accelerator()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    vqvae = VQModel.from_pretrained(args.vqvae_name_or_path).to(accelerator.device).eval()
+    vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path).to(accelerator.device).eval()
     args.resolution = args.resolution or vqvae.config.sample_size
     if args.resolution % vqvae.downsample_factor:
         raise SystemExit(f"--resolution {args.resolution} must be divisible by the tokenizer's downsampling factor "

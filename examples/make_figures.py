@@ -17,7 +17,7 @@ from vq_hub.data import image_grid, image_to_tensor, load_parquet_images, save_g
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--autoregressive", help="A saved VQAutoregressivePipeline.")
-    parser.add_argument("--diffusion", help="A saved VQDiffusionPipeline.")
+    parser.add_argument("--diffusion", help="A saved VQDiscreteDiffusionPipeline.")
     parser.add_argument("--images", help="Parquet file with `image` and `label` columns, for the completions.")
     parser.add_argument("--output_dir", default="docs")
     parser.add_argument("--prefix", default="samples", help="File name prefix.")

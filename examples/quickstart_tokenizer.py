@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from vq_hub import VQModel
+from vq_hub import VQVAEModel
 from vq_hub.data import image_grid, image_to_tensor, load_parquet_images, shipped_fashion_mnist
 from vq_hub.metrics import code_counts, codebook_usage, perplexity, psnr
 
@@ -36,7 +36,7 @@ def main() -> None:
     is_held_out = torch.arange(len(images)) % 10 == 0  # 100 test images, 10 per class
     train_images, test_images = images[~is_held_out], images[is_held_out]
 
-    model = VQModel(
+    model = VQVAEModel(
         in_channels=1,
         out_channels=1,
         down_block_types=("DownEncoderBlock2D",) * 3,

@@ -18,7 +18,7 @@ from accelerate.utils import extract_model_from_parallel
 from code_prior_training import add_arguments, build_transformer, condition_tokens, train
 from transformers import AutoModelForMaskedLM
 
-from vq_hub import CodeVocabulary, DiscreteDiffusionScheduler, VQDiffusionPipeline, denoiser_config
+from vq_hub import CodeVocabulary, DiscreteDiffusionScheduler, VQDiscreteDiffusionPipeline, denoiser_config
 from vq_hub.models.priors import denoising_loss
 from vq_hub.schedulers.scheduling_discrete_diffusion import CORRUPTIONS, SCHEDULES
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
         build_model=partial(build_transformer, args, auto_class=AutoModelForMaskedLM, config_helper=denoiser_config,
                             with_mask_token=True),
         loss_fn=partial(diffusion_loss, args),
-        make_pipeline=lambda vqvae, denoiser: VQDiffusionPipeline(vqvae, denoiser, scheduler_for(args, denoiser)),
+        make_pipeline=lambda vqvae, denoiser: VQDiscreteDiffusionPipeline(vqvae, denoiser, scheduler_for(args, denoiser)),
         sample_kwargs={"num_steps": args.num_steps},
     )  # fmt: skip
 

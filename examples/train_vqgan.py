@@ -4,7 +4,7 @@
         --train_parquet ../shared/data/cifar10/train.parquet --validation_parquet ../shared/data/cifar10/test.parquet \
         --resolution 32 --num_vq_embeddings 1024 --max_train_steps 2000 --output_dir vqgan-cifar10
 
-The result loads with `VQModel.from_pretrained(output_dir)`; the discriminator is saved in `output_dir/discriminator`.
+The result loads with `VQVAEModel.from_pretrained(output_dir)`; the discriminator is saved in `output_dir/discriminator`.
 Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss).
 """
 
@@ -18,7 +18,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
-from vq_hub import PatchDiscriminator, VQModel
+from vq_hub import PatchDiscriminator, VQVAEModel
 from vq_hub.data import image_grid, image_transform, load_image_dataset
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
@@ -53,8 +53,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model = parser.add_argument_group(
         "model (ignored with --model_config_name_or_path / --pretrained_model_name_or_path)"
     )
-    model.add_argument("--pretrained_model_name_or_path", help="Start from a saved VQModel (folder or Hub id).")
-    model.add_argument("--model_config_name_or_path", help="A VQModel config.json (file or folder).")
+    model.add_argument("--pretrained_model_name_or_path", help="Start from a saved VQVAEModel (folder or Hub id).")
+    model.add_argument("--model_config_name_or_path", help="A VQVAEModel config.json (file or folder).")
     model.add_argument("--in_channels", type=int, default=3)
     model.add_argument("--block_out_channels", type=int, nargs="+", default=[64, 128, 128])
     model.add_argument("--layers_per_block", type=int, default=1)
@@ -99,13 +99,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_model(args: argparse.Namespace) -> VQModel:
+def build_model(args: argparse.Namespace) -> VQVAEModel:
     if args.pretrained_model_name_or_path:
-        return VQModel.from_pretrained(args.pretrained_model_name_or_path)
+        return VQVAEModel.from_pretrained(args.pretrained_model_name_or_path)
     if args.model_config_name_or_path:
-        return VQModel.from_config(VQModel.load_config(args.model_config_name_or_path))
+        return VQVAEModel.from_config(VQVAEModel.load_config(args.model_config_name_or_path))
     depth = len(args.block_out_channels)
-    return VQModel(
+    return VQVAEModel(
         in_channels=args.in_channels,
         out_channels=args.in_channels,
         down_block_types=("DownEncoderBlock2D",) * depth,

@@ -22,7 +22,7 @@ def _seed():
 
 
 def tiny_vq_config(**overrides) -> dict:
-    """A VQModel config small enough for unit tests: 16×16 images → 8×8 codes."""
+    """A VQVAEModel config small enough for unit tests: 16×16 images → 8×8 codes."""
     config = dict(
         in_channels=3,
         out_channels=3,

@@ -9,7 +9,7 @@ from conftest import saved_model_index, tiny_vq_config
 from PIL import Image
 from transformers import AutoModelForCausalLM, GPT2LMHeadModel
 
-from vq_hub import CodeVocabulary, VQAutoregressivePipeline, VQModel, VQPipeline, autoregressive_prior_config
+from vq_hub import CodeVocabulary, VQAutoregressivePipeline, VQVAEModel, VQPipeline, autoregressive_prior_config
 from vq_hub.models.priors import next_code_loss
 
 CODEBOOK, CLASSES = 16, 3
@@ -18,7 +18,7 @@ CODEBOOK, CLASSES = 16, 3
 def tiny_pipeline(num_classes: int = CLASSES, model_type: str = "gpt2", seed: int = 0) -> VQAutoregressivePipeline:
     """8×8 images → 4×4 grids of 16 codes; a 2-layer prior."""
     torch.manual_seed(seed)
-    vqvae = VQModel(**tiny_vq_config(num_vq_embeddings=CODEBOOK, sample_size=8)).eval()
+    vqvae = VQVAEModel(**tiny_vq_config(num_vq_embeddings=CODEBOOK, sample_size=8)).eval()
     config = autoregressive_prior_config(vqvae, num_classes, model_type=model_type, hidden_size=32, num_layers=2,
                                          num_heads=2)  # fmt: skip
     pipe = VQAutoregressivePipeline(vqvae=vqvae, prior=AutoModelForCausalLM.from_config(config).eval())
@@ -49,7 +49,7 @@ def test_vocabulary_layout_and_config():
     assert vocabulary.condition_tokens(torch.tensor([0, 2, -1]), 3).tolist() == [17, 19, 16]
     assert vocabulary.condition_tokens(None, 2).tolist() == [16, 16]
 
-    vqvae = VQModel(**tiny_vq_config(num_vq_embeddings=16, sample_size=8))
+    vqvae = VQVAEModel(**tiny_vq_config(num_vq_embeddings=16, sample_size=8))
     config = autoregressive_prior_config(vqvae, num_classes=3, hidden_size=32, num_layers=2, num_heads=2)
     assert (config.vocab_size, config.n_positions, config.code_grid_size) == (20, 17, [4, 4])
     assert config.bos_token_id == config.eos_token_id == config.pad_token_id == 16
@@ -177,8 +177,8 @@ def test_bad_input_raises_clearly(pipe):
         (dict(prefix_codes=torch.zeros(1, 2, 3, dtype=torch.long)), ValueError, "4 codes wide"),
         (dict(image=torch.zeros(1, 3, 16, 16)), ValueError, "8×8 pixels"),
         (dict(image=torch.zeros(1, 3, 8, 8), num_prefix_rows=5), ValueError, "num_prefix_rows"),
-        (dict(num_steps=50), TypeError, "VQDiffusionPipeline"),
-        (dict(num_inference_steps=50), TypeError, "VQDiffusionPipeline"),
+        (dict(num_steps=50), TypeError, "VQDiscreteDiffusionPipeline"),
+        (dict(num_inference_steps=50), TypeError, "VQDiscreteDiffusionPipeline"),
         (dict(output_type="latent"), ValueError, "output_type"),
         (dict(temperature=-1), ValueError, "temperature"),
         (dict(top_p=0), ValueError, "top_p"),
@@ -198,7 +198,7 @@ def test_save_and_load_round_trip_pins_model_index(pipe, tmp_path):
     assert saved_model_index(pipe, tmp_path / "pipe") == {
         "_class_name": "VQAutoregressivePipeline",
         "prior": ["transformers", "GPT2LMHeadModel"],
-        "vqvae": ["vq_hub", "VQModel"],
+        "vqvae": ["vq_hub", "VQVAEModel"],
     }
     card = (tmp_path / "pipe" / "README.md").read_text()
     assert "library_name: vq_hub" in card and "VQPipeline.from_pretrained" in card

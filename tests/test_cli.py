@@ -10,7 +10,7 @@ import torch
 from conftest import ROOT
 from PIL import Image
 
-from vq_hub import VQAutoregressivePipeline, VQDiffusionPipeline, VQModel, VQPipeline
+from vq_hub import VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, VQPipeline
 from vq_hub.cli import build_parser, main
 from vq_hub.data import shipped_fashion_mnist
 
@@ -28,9 +28,9 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_shipped_checkpoints_load_and_generate_32px_images():
     assert sum(p.stat().st_size for p in CHECKPOINTS.rglob("*") if p.is_file()) <= 20 * 2**20
-    assert VQModel.from_pretrained(TOKENIZER).config.sample_size == 32
+    assert VQVAEModel.from_pretrained(TOKENIZER).config.sample_size == 32
     for path, cls, kwargs in [(AUTOREGRESSIVE, VQAutoregressivePipeline, {}),
-                              (DIFFUSION, VQDiffusionPipeline, {"num_steps": 4})]:  # fmt: skip
+                              (DIFFUSION, VQDiscreteDiffusionPipeline, {"num_steps": 4})]:  # fmt: skip
         pipe = VQPipeline.from_pretrained(path)
         pipe.set_progress_bar_config(disable=True)
         assert type(pipe) is cls
@@ -83,7 +83,7 @@ def test_info_describes_tokenizers_and_pipelines(capsys):
     assert code == 0 and "codebook size: 256" in out and "codes 8×8" in out and "psnr 27.25" in out
     code, out, _ = run(capsys, "info", DIFFUSION)
     assert (
-        code == 0 and "VQDiffusionPipeline" in out and "mask corruption, 100 timesteps" in out and "classes: 10" in out
+        code == 0 and "VQDiscreteDiffusionPipeline" in out and "mask corruption, 100 timesteps" in out and "classes: 10" in out
     )
 
 

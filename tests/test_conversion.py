@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT
 from diffusers import VQModel as DiffusersVQModel
 
-from vq_hub import VQModel
+from vq_hub import VQVAEModel
 from vq_hub.conversion import (
     convert_diffusers_vqmodel, convert_taming_vqgan, load_taming_config, taming_state_dict_to_vq, taming_to_vq_config,
 )  # fmt: skip
@@ -55,7 +55,7 @@ def test_diffusers_vqmodel_converts_with_identical_outputs(diffusers_folder, tmp
     assert ours.config.legacy_beta is False and "lookup_from_codebook" not in ours.config
 
     ours.save_pretrained(tmp_path / "converted")
-    reloaded = VQModel.from_pretrained(tmp_path / "converted").eval()
+    reloaded = VQVAEModel.from_pretrained(tmp_path / "converted").eval()
     assert torch.equal(reloaded.tokenize(images), ours.tokenize(images))
 
 
@@ -90,7 +90,7 @@ def test_legacy_beta_reproduces_diffusers_quantizer_gradients(diffusers_folder):
 TAMING_YAML = """
 model:
   base_learning_rate: 4.5e-06
-  target: taming.models.vqgan.VQModel
+  target: taming.models.vqgan.VQVAEModel
   params:
     embed_dim: 4
     n_embed: 64
@@ -128,7 +128,7 @@ def to_taming_key(key: str, num_levels: int) -> str:
     return key
 
 
-def taming_checkpoint(model: VQModel, folder, extra: dict | None = None, **payload_extra):
+def taming_checkpoint(model: VQVAEModel, folder, extra: dict | None = None, **payload_extra):
     """A Lightning-style .ckpt with taming's key names (attention projections as 1×1 convs) and loss.* weights."""
     state_dict = {}
     for key, value in model.state_dict().items():
@@ -148,7 +148,7 @@ def taming_checkpoint(model: VQModel, folder, extra: dict | None = None, **paylo
 def taming_files(tmp_path):
     config = tmp_path / "model.yaml"
     config.write_text(TAMING_YAML)
-    model = randomized(VQModel(**taming_to_vq_config(load_taming_config(config))))
+    model = randomized(VQVAEModel(**taming_to_vq_config(load_taming_config(config))))
     return model, config, taming_checkpoint(model, tmp_path)
 
 
@@ -191,7 +191,7 @@ def test_unknown_or_missing_keys_are_errors(taming_files, tmp_path):
     from vq_hub.conversion import _fill_from_fresh_model
 
     with pytest.raises(ValueError, match="lacks 1 weight.*decoder.conv_out.bias"):
-        _fill_from_fresh_model(VQModel(**original.config), state_dict, "test")
+        _fill_from_fresh_model(VQVAEModel(**original.config), state_dict, "test")
 
 
 def test_pickled_objects_are_refused_unless_allowed(taming_files, tmp_path):
@@ -216,7 +216,7 @@ def test_conversion_scripts_write_tokenizers_the_priors_can_use(diffusers_folder
          "--dst", str(tmp_path / "b"), "--legacy_beta", "--save_discriminator"],
     ):  # fmt: skip
         subprocess.run([sys.executable, str(ROOT / command[0]), *command[1:]], check=True, capture_output=True)
-    assert VQModel.from_pretrained(tmp_path / "b").config.legacy_beta is True
+    assert VQVAEModel.from_pretrained(tmp_path / "b").config.legacy_beta is True
     assert json.loads((tmp_path / "b" / "conversion.json").read_text())["converted_from"].endswith("last.ckpt")
     assert (tmp_path / "b" / "taming_loss.safetensors").is_file()
 

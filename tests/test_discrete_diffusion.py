@@ -1,4 +1,4 @@
-"""Discrete diffusion: the scheduler's corruption and respacing, the denoising loss, and VQDiffusionPipeline."""
+"""Discrete diffusion: the scheduler's corruption and respacing, the denoising loss, and VQDiscreteDiffusionPipeline."""
 
 import pytest
 import torch
@@ -7,7 +7,7 @@ from PIL import Image
 from transformers import AutoModelForMaskedLM, BertForMaskedLM
 
 from vq_hub import (
-    DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiffusionPipeline, VQModel, VQPipeline, denoiser_config,
+    DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, VQPipeline, denoiser_config,
 )  # fmt: skip
 from vq_hub.data import save_gif
 from vq_hub.models.priors import denoising_loss
@@ -21,21 +21,21 @@ def make_scheduler(corruption: str, num_train_timesteps: int = 100, codebook_siz
     return DiscreteDiffusionScheduler(num_train_timesteps, codebook_size, corruption, mask_token_id=mask_id, **kwargs)
 
 
-def tiny_pipeline(corruption: str = "mask", seed: int = 0, num_train_timesteps: int = 100) -> VQDiffusionPipeline:
+def tiny_pipeline(corruption: str = "mask", seed: int = 0, num_train_timesteps: int = 100) -> VQDiscreteDiffusionPipeline:
     """8×8 images → 4×4 grids of 16 codes; a 2-layer BERT denoiser."""
     torch.manual_seed(seed)
-    vqvae = VQModel(**tiny_vq_config(num_vq_embeddings=CODEBOOK, sample_size=8)).eval()
+    vqvae = VQVAEModel(**tiny_vq_config(num_vq_embeddings=CODEBOOK, sample_size=8)).eval()
     config = denoiser_config(vqvae, CLASSES, hidden_size=32, num_layers=2, num_heads=2)
     scheduler = DiscreteDiffusionScheduler(
         num_train_timesteps, CODEBOOK, corruption, mask_token_id=config.mask_token_id
     )
-    pipe = VQDiffusionPipeline(vqvae, AutoModelForMaskedLM.from_config(config).eval(), scheduler)
+    pipe = VQDiscreteDiffusionPipeline(vqvae, AutoModelForMaskedLM.from_config(config).eval(), scheduler)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 
 
 @pytest.fixture(scope="module")
-def pipe() -> VQDiffusionPipeline:
+def pipe() -> VQDiscreteDiffusionPipeline:
     return tiny_pipeline()
 
 
@@ -208,14 +208,14 @@ def test_bad_input_raises_clearly(pipe):
 
 def test_round_trip_and_the_headline_call(pipe, tmp_path):
     assert saved_model_index(pipe, tmp_path / "diffusion") == {
-        "_class_name": "VQDiffusionPipeline",
+        "_class_name": "VQDiscreteDiffusionPipeline",
         "denoiser": ["transformers", "BertForMaskedLM"],
         "scheduler": ["vq_hub", "DiscreteDiffusionScheduler"],
-        "vqvae": ["vq_hub", "VQModel"],
+        "vqvae": ["vq_hub", "VQVAEModel"],
     }
     assert "num_steps=50" in (tmp_path / "diffusion" / "README.md").read_text()
     loaded = VQPipeline.from_pretrained(tmp_path / "diffusion")
-    assert type(loaded) is VQDiffusionPipeline and isinstance(loaded.denoiser, BertForMaskedLM)
+    assert type(loaded) is VQDiscreteDiffusionPipeline and isinstance(loaded.denoiser, BertForMaskedLM)
     assert {k: v for k, v in loaded.scheduler.config.items() if not k.startswith("_")} == {
         k: v for k, v in pipe.scheduler.config.items() if not k.startswith("_")}  # fmt: skip
     expected, actual = pipe.denoiser.state_dict(), loaded.denoiser.state_dict()
@@ -223,5 +223,5 @@ def test_round_trip_and_the_headline_call(pipe, tmp_path):
     loaded.set_progress_bar_config(disable=True)
     images = loaded(num_steps=50).images
     assert len(images) == 1 and images[0].size == (8, 8)
-    with pytest.raises(ValueError, match="holds a VQDiffusionPipeline"):
+    with pytest.raises(ValueError, match="holds a VQDiscreteDiffusionPipeline"):
         VQAutoregressivePipeline.from_pretrained(tmp_path / "diffusion")

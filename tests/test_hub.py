@@ -1,7 +1,7 @@
 import pytest
 from conftest import tiny_vq_config
 
-from vq_hub import VQModel
+from vq_hub import VQVAEModel
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 
 
@@ -20,17 +20,17 @@ class RecordingHfApi:
 
 
 def test_model_card_describes_the_tokenizer(tmp_path):
-    VQModel(**tiny_vq_config(sample_size=16)).save_pretrained(tmp_path)
+    VQVAEModel(**tiny_vq_config(sample_size=16)).save_pretrained(tmp_path)
     card = write_tokenizer_card(tmp_path, "me/tiny-vq", training="`accelerate launch ...`",
                                 evaluation={"psnr": 21.234, "num_images": 100}).read_text()  # fmt: skip
     assert card.startswith("---\nlibrary_name: vq_hub")
-    assert 'VQModel.from_pretrained("me/tiny-vq")' in card and "(1, 8, 8)" in card
+    assert 'VQVAEModel.from_pretrained("me/tiny-vq")' in card and "(1, 8, 8)" in card
     assert "| psnr | 21.23 |" in card and "| num_images | 100 |" in card
     assert "DiffusionPipeline" not in card
 
 
 def test_push_to_hub_creates_repo_and_uploads_folder(tmp_path):
-    VQModel(**tiny_vq_config()).save_pretrained(tmp_path)
+    VQVAEModel(**tiny_vq_config()).save_pretrained(tmp_path)
     api = RecordingHfApi()
     url = push_to_hub(tmp_path, "me/tiny-vq", private=True, ignore_patterns=["checkpoint-*"], api=api)
     assert api.calls == [

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import tiny_vq_config
 
-from vq_hub import PatchDiscriminator, VQModel
+from vq_hub import PatchDiscriminator, VQVAEModel
 from vq_hub.losses import (
     VQGANLoss,
     adaptive_generator_weight,
@@ -89,7 +89,7 @@ def test_lpips_is_reported_unavailable_without_local_weights(monkeypatch, tmp_pa
 
 
 def _vqgan_setup(step_start=0, **loss_kwargs):
-    model = VQModel(**tiny_vq_config())
+    model = VQVAEModel(**tiny_vq_config())
     discriminator = PatchDiscriminator(in_channels=3, base_channels=8, num_layers=1)
     loss_fn = VQGANLoss(discriminator=discriminator, discriminator_start=step_start, **loss_kwargs)
     return model, discriminator, loss_fn
@@ -124,7 +124,7 @@ def test_gan_waits_for_discriminator_start():
 
 
 def test_vqvae_mode_is_reconstruction_plus_quantizer():
-    model = VQModel(**tiny_vq_config())
+    model = VQVAEModel(**tiny_vq_config())
     loss_fn = VQGANLoss(discriminator=None, perceptual_weight=0.0, reconstruction="l2")
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     output = model(images)

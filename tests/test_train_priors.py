@@ -12,7 +12,7 @@ from conftest import ROOT, TWO_PROCESS_LAUNCHER, run_script, tiny_vq_config
 from PIL import Image
 from safetensors.torch import load_file
 
-from vq_hub import VQAutoregressivePipeline, VQDiffusionPipeline, VQModel, VQPipeline
+from vq_hub import VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, VQPipeline
 from vq_hub.data import collate_codes, image_to_tensor, load_code_dataset, load_parquet_images
 
 
@@ -42,7 +42,7 @@ def encoded(synthetic_parquet, tmp_path_factory) -> Path:
     """A random tiny tokenizer (16×16 → 8×8 codes of 32) and the synthetic images encoded with it."""
     folder = tmp_path_factory.mktemp("encoded")
     torch.manual_seed(0)
-    VQModel(**tiny_vq_config(sample_size=16)).save_pretrained(folder / "tokenizer")
+    VQVAEModel(**tiny_vq_config(sample_size=16)).save_pretrained(folder / "tokenizer")
     run_script("encode_dataset.py", [
         "--vqvae_name_or_path", str(folder / "tokenizer"), "--train_parquet", str(synthetic_parquet / "train.parquet"),
         "--validation_parquet", str(synthetic_parquet / "test.parquet"), "--batch_size", "10",
@@ -61,7 +61,7 @@ def test_encoded_codes_are_the_tokenizers_codes_in_order(encoded, synthetic_parq
     dataset, _ = load_code_dataset(encoded / "codes", "validation")
     codes, labels = collate_codes([dataset[i] for i in range(len(dataset))])
     images = load_parquet_images(synthetic_parquet / "test.parquet")
-    expected = VQModel.from_pretrained(encoded / "tokenizer").eval().tokenize(
+    expected = VQVAEModel.from_pretrained(encoded / "tokenizer").eval().tokenize(
         torch.stack([image_to_tensor(image, 16, 3) for image in images["image"]]))  # fmt: skip
     assert torch.equal(codes, expected.flatten(1))
     assert labels.tolist() == images["label"]
@@ -148,7 +148,7 @@ def test_diffusion_training_lowers_the_loss_and_saves_a_pipeline(encoded, tmp_pa
     assert (output / "samples" / "step-0000040.png").is_file()
 
     pipe = VQPipeline.from_pretrained(output)
-    assert type(pipe) is VQDiffusionPipeline and pipe.scheduler.config.corruption == corruption
+    assert type(pipe) is VQDiscreteDiffusionPipeline and pipe.scheduler.config.corruption == corruption
     assert pipe.scheduler.config.mask_token_id == pipe.vocabulary.mask_token_id
     pipe.set_progress_bar_config(disable=True)
     images = pipe(num_steps=50, class_labels=[0, 1, 2]).images
@@ -173,4 +173,4 @@ def test_two_processes_train_one_diffusion_prior(encoded, tmp_path):
     assert summary["num_processes"] == 2 and summary["steps"] == 4
     assert summary["validation"]["num_examples"] == 16, "validation covers the split once, across both ranks"
     assert (output / "checkpoint-4" / "random_states_1.pkl").exists()
-    assert type(VQPipeline.from_pretrained(output)) is VQDiffusionPipeline
+    assert type(VQPipeline.from_pretrained(output)) is VQDiscreteDiffusionPipeline

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from conftest import TWO_PROCESS_LAUNCHER, run_script
 
-from vq_hub import PatchDiscriminator, VQModel
+from vq_hub import PatchDiscriminator, VQVAEModel
 
 TINY_MODEL = [
     "--resolution", "16", "--block_out_channels", "16", "32", "--latent_channels", "4", "--norm_num_groups", "8",
@@ -43,7 +43,7 @@ def test_training_reduces_reconstruction_loss_and_saves_loadable_models(syntheti
     assert summary["history"][-1]["adaptive_weight"] > 0, "the GAN should be on after --discriminator_start"
     assert summary["validation"]["num_images"] == 16 and summary["validation"]["psnr"] > 10
 
-    model = VQModel.from_pretrained(output)
+    model = VQVAEModel.from_pretrained(output)
     assert model.tokenize(torch.zeros(1, 3, 16, 16)).shape == (1, 8, 8)
     PatchDiscriminator.from_pretrained(output / "discriminator")
     assert sorted(p.name for p in (output / "validation").iterdir()) == ["step-0000030.png", "step-0000060.png"]
@@ -108,4 +108,4 @@ def test_two_cpu_processes_train_one_model(synthetic_parquet, tmp_path):
     assert summary["num_processes"] == 2 and summary["steps"] == 4
     assert summary["validation"]["num_images"] == 16, "evaluation covers the whole split once, across both ranks"
     assert (output / "checkpoint-4" / "random_states_1.pkl").exists(), "each rank saved its RNG state"
-    VQModel.from_pretrained(output)
+    VQVAEModel.from_pretrained(output)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from conftest import tiny_vq_config
 from safetensors.torch import load_file
 
-from vq_hub import VQModel
+from vq_hub import VQVAEModel
 
 QUANTIZER_CONFIGS = {
     "vector": {},
@@ -19,7 +19,7 @@ QUANTIZER_CONFIGS = {
 
 @pytest.mark.parametrize("name", QUANTIZER_CONFIGS)
 def test_forward_shapes_and_gradients_reach_encoder(name):
-    model = VQModel(**tiny_vq_config(**QUANTIZER_CONFIGS[name])).train()
+    model = VQVAEModel(**tiny_vq_config(**QUANTIZER_CONFIGS[name])).train()
     images = torch.rand(2, 3, 16, 12) * 2 - 1
     output = model(images)
     assert output.sample.shape == images.shape
@@ -32,7 +32,7 @@ def test_forward_shapes_and_gradients_reach_encoder(name):
 
 @pytest.mark.parametrize("name", QUANTIZER_CONFIGS)
 def test_tokenize_detokenize_equals_forward_at_eval(name):
-    model = VQModel(**tiny_vq_config(**QUANTIZER_CONFIGS[name]))
+    model = VQVAEModel(**tiny_vq_config(**QUANTIZER_CONFIGS[name]))
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     model.train()(images)  # one training step's state changes (k-means init, EMA) before evaluating
     model.eval()
@@ -47,7 +47,7 @@ def test_tokenize_detokenize_equals_forward_at_eval(name):
 
 
 def test_decode_accepts_codes_and_unquantized_latents():
-    model = VQModel(**tiny_vq_config()).eval()
+    model = VQVAEModel(**tiny_vq_config()).eval()
     images = torch.rand(1, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         codes = model.tokenize(images)
@@ -59,7 +59,7 @@ def test_decode_accepts_codes_and_unquantized_latents():
 
 
 def test_save_and_reload_is_bit_identical_including_ema_buffers(tmp_path):
-    model = VQModel(**tiny_vq_config(use_ema=True, dead_code_threshold=0.5)).train()
+    model = VQVAEModel(**tiny_vq_config(use_ema=True, dead_code_threshold=0.5)).train()
     images = torch.rand(4, 3, 16, 16) * 2 - 1
     for _ in range(3):
         model(images)
@@ -71,9 +71,9 @@ def test_save_and_reload_is_bit_identical_including_ema_buffers(tmp_path):
     for key in ("quantize.ema_cluster_size", "quantize.ema_embed_sum", "quantize.num_restarts"):
         assert torch.equal(saved[key], model.state_dict()[key])
     config = json.loads((tmp_path / "tokenizer" / "config.json").read_text())
-    assert config["_class_name"] == "VQModel" and config["use_ema"] is True
+    assert config["_class_name"] == "VQVAEModel" and config["use_ema"] is True
 
-    reloaded = VQModel.from_pretrained(tmp_path / "tokenizer").eval()
+    reloaded = VQVAEModel.from_pretrained(tmp_path / "tokenizer").eval()
     for key, value in model.state_dict().items():
         assert torch.equal(value, reloaded.state_dict()[key]), key
     with torch.no_grad():
@@ -83,7 +83,7 @@ def test_save_and_reload_is_bit_identical_including_ema_buffers(tmp_path):
 
 
 def test_save_replaces_existing_folder_atomically(tmp_path, monkeypatch):
-    model = VQModel(**tiny_vq_config())
+    model = VQVAEModel(**tiny_vq_config())
     target = tmp_path / "tokenizer"
     model.save_pretrained(target)
     before = (target / "diffusion_pytorch_model.safetensors").read_bytes()
@@ -93,7 +93,7 @@ def test_save_replaces_existing_folder_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch.nn.Module, "state_dict", failing_save)
     with pytest.raises(RuntimeError, match="disk full"):
-        VQModel(**tiny_vq_config()).save_pretrained(target)
+        VQVAEModel(**tiny_vq_config()).save_pretrained(target)
     monkeypatch.undo()
     assert (target / "diffusion_pytorch_model.safetensors").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tokenizer"]
@@ -103,16 +103,16 @@ def test_save_into_existing_folder_keeps_unrelated_files(tmp_path):
     target = tmp_path / "run"
     (target / "checkpoint-10").mkdir(parents=True)
     (target / "notes.txt").write_text("keep me")
-    VQModel(**tiny_vq_config()).save_pretrained(target)
-    model = VQModel(**tiny_vq_config(num_vq_embeddings=16))
+    VQVAEModel(**tiny_vq_config()).save_pretrained(target)
+    model = VQVAEModel(**tiny_vq_config(num_vq_embeddings=16))
     model.save_pretrained(target)  # overwrites the first save
     assert (target / "notes.txt").read_text() == "keep me" and (target / "checkpoint-10").is_dir()
-    assert VQModel.from_pretrained(target).config.num_vq_embeddings == 16
+    assert VQVAEModel.from_pretrained(target).config.num_vq_embeddings == 16
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
 
 
 def test_mixed_precision_forward_keeps_codes():
-    model = VQModel(**tiny_vq_config()).eval()
+    model = VQVAEModel(**tiny_vq_config()).eval()
     images = torch.rand(2, 3, 16, 16) * 2 - 1
     with torch.no_grad():
         latents = model.encode(images).latents
@@ -123,7 +123,7 @@ def test_mixed_precision_forward_keeps_codes():
 
 
 def test_model_cast_to_bfloat16_runs():
-    model = VQModel(**tiny_vq_config(codebook_dim=2)).to(torch.bfloat16).eval()
+    model = VQVAEModel(**tiny_vq_config(codebook_dim=2)).to(torch.bfloat16).eval()
     images = (torch.rand(1, 3, 16, 16) * 2 - 1).to(torch.bfloat16)
     with torch.no_grad():
         output = model(images)
@@ -140,7 +140,7 @@ def test_model_cast_to_bfloat16_runs():
     ],
 )
 def test_bad_images_rejected(images, message):
-    model = VQModel(**tiny_vq_config())
+    model = VQVAEModel(**tiny_vq_config())
     with pytest.raises(ValueError, match=message):
         model.tokenize(images)
     with pytest.raises(ValueError, match=message):
@@ -156,7 +156,7 @@ def test_bad_images_rejected(images, message):
     ],
 )
 def test_bad_codes_rejected(codes, error, message):
-    model = VQModel(**tiny_vq_config())
+    model = VQVAEModel(**tiny_vq_config())
     with pytest.raises(error, match=message):
         model.detokenize(codes)
 
@@ -172,20 +172,20 @@ def test_bad_codes_rejected(codes, error, message):
 )
 def test_bad_config_rejected(overrides, message):
     with pytest.raises(ValueError, match=message):
-        VQModel(**tiny_vq_config(**overrides))
+        VQVAEModel(**tiny_vq_config(**overrides))
 
 
 def test_folder_without_weights_rejected(tmp_path):
-    VQModel(**tiny_vq_config()).save_config(tmp_path)
+    VQVAEModel(**tiny_vq_config()).save_config(tmp_path)
     with pytest.raises(FileNotFoundError, match="holds no weights"):
-        VQModel.from_pretrained(tmp_path)
+        VQVAEModel.from_pretrained(tmp_path)
 
 
 def test_keeps_diffusers_weight_keys():
     from diffusers import VQModel as DiffusersVQModel
 
     config = tiny_vq_config()
-    ours = set(VQModel(**config).state_dict())
+    ours = set(VQVAEModel(**config).state_dict())
     theirs = set(DiffusersVQModel(**config).state_dict())
     assert theirs <= ours
     assert ours - theirs == {"quantize.ema_cluster_size", "quantize.initialized", "quantize.num_restarts"}

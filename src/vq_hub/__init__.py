@@ -1,17 +1,19 @@
 """vq_hub: discrete image tokenizers and the generative priors built on them, as Hugging Face citizens."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+import warnings
 
 # diffusers' pipeline loader finds a component's load method through the base classes (ModelMixin, SchedulerMixin)
-# it looks up on the library the component is recorded under — ["vq_hub", "VQModel"] needs them in this namespace.
+# it looks up on the library the component is recorded under — ["vq_hub", "VQVAEModel"] needs them in this namespace.
 from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
-from .models import PatchDiscriminator, VQModel, VQModelOutput
+from .models import PatchDiscriminator, VQVAEModel, VQVAEModelOutput
 from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
 from .pipelines import (
     VQAutoregressivePipeline,
-    VQDiffusionPipeline,
-    VQDiffusionPipelineOutput,
+    VQDiscreteDiffusionPipeline,
+    VQDiscreteDiffusionPipelineOutput,
     VQPipeline,
     VQPipelineOutput,
 )
@@ -27,13 +29,36 @@ __all__ = [
     "Quantizer",
     "QuantizerOutput",
     "VQAutoregressivePipeline",
-    "VQDiffusionPipeline",
-    "VQDiffusionPipelineOutput",
-    "VQModel",
-    "VQModelOutput",
+    "VQDiscreteDiffusionPipeline",
+    "VQDiscreteDiffusionPipelineOutput",
+    "VQVAEModel",
+    "VQVAEModelOutput",
     "VQPipeline",
     "VQPipelineOutput",
     "VectorQuantizer",
     "autoregressive_prior_config",
     "denoiser_config",
 ]
+
+# The 0.1 names collided with diffusers' own classes (diffusers.VQModel, diffusers.VQDiffusionPipeline); they stay
+# importable, with a FutureWarning, for one release so that saved folders and user code keep working.
+DEPRECATED_NAMES = {
+    "VQModel": "VQVAEModel",
+    "VQModelOutput": "VQVAEModelOutput",
+    "VQDiffusionPipeline": "VQDiscreteDiffusionPipeline",
+    "VQDiffusionPipelineOutput": "VQDiscreteDiffusionPipelineOutput",
+}
+
+
+def __getattr__(name: str):
+    if name in DEPRECATED_NAMES:
+        new_name = DEPRECATED_NAMES[name]
+        warnings.warn(
+            f"`vq_hub.{name}` is deprecated and will be removed in vq_hub 0.3: use `vq_hub.{new_name}` (the old name "
+            f"collided with diffusers' own `{name}`). Folders saved with the old name still load; re-save them to "
+            "record the new one.",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return globals()[new_name]
+    raise AttributeError(f"module 'vq_hub' has no attribute {name!r}")

@@ -58,8 +58,8 @@ class CommandError(Exception):
 
 
 def load_tokenizer(path: str):
-    """A `VQModel` from a tokenizer folder, or the `vqvae` of a pipeline folder."""
-    from .models.vq_model import VQModel
+    """A `VQVAEModel` from a tokenizer folder, or the `vqvae` of a pipeline folder."""
+    from .models.vq_model import VQVAEModel
 
     folder = Path(path)
     if not folder.exists():
@@ -67,7 +67,7 @@ def load_tokenizer(path: str):
     subfolder = "vqvae" if (folder / "model_index.json").is_file() else None
     if not (folder / (subfolder or "") / "config.json").is_file():
         raise CommandError(f"--model {path}: not a tokenizer folder (no config.json) or a pipeline folder")
-    return VQModel.from_pretrained(folder, subfolder=subfolder).eval()
+    return VQVAEModel.from_pretrained(folder, subfolder=subfolder).eval()
 
 
 def load_images(source: str, resolution: int, channels: int, limit: int | None):
@@ -98,13 +98,13 @@ def run_generate(args) -> str:
     import torch
 
     from .data import save_gif
-    from .pipelines import VQDiffusionPipeline, VQPipeline
+    from .pipelines import VQDiscreteDiffusionPipeline, VQPipeline
 
     if not Path(args.model).exists() and args.model.count("/") != 1:
         raise CommandError(f"--model {args.model}: no such folder (nor a Hub id of the form owner/name)")
     pipe = VQPipeline.from_pretrained(args.model)
     pipe.set_progress_bar_config(disable=True)
-    is_diffusion = isinstance(pipe, VQDiffusionPipeline)
+    is_diffusion = isinstance(pipe, VQDiscreteDiffusionPipeline)
     if args.num_steps is not None and not is_diffusion:
         raise CommandError(f"--num-steps applies to diffusion pipelines; {args.model} holds a {type(pipe).__name__}")
     if args.gif and not is_diffusion:
@@ -208,7 +208,7 @@ def run_info(args) -> str:
     size = tokenizer.config.sample_size
     grid = tokenizer.code_grid_size(size, size)
     lines += [
-        f"tokenizer: VQModel ({tokenizer.config.quantizer_type} quantizer), "
+        f"tokenizer: VQVAEModel ({tokenizer.config.quantizer_type} quantizer), "
         f"{sum(p.numel() for p in tokenizer.parameters()):,} parameters",
         f"codebook size: {tokenizer.codebook_size}",
         f"images: {tokenizer.config.in_channels}×{size}×{size} → codes {grid[0]}×{grid[1]}",

@@ -12,21 +12,21 @@ from pathlib import Path
 
 import torch
 
-from .models.vq_model import VQModel
+from .models.vq_model import VQVAEModel
 
 # diffusers' VQModel config entries that have no behaviour in ours: `lookup_from_codebook` (ours always decodes integer
 # codes through the codebook) and `force_upcast` (ours computes distances in float32 anyway).
 DIFFUSERS_ONLY_CONFIG = ("lookup_from_codebook", "force_upcast")
-TAMING_VQ_TARGETS = ("taming.models.vqgan.VQModel",)
+TAMING_VQ_TARGETS = ("taming.models.vqgan.VQVAEModel",)
 
 
-def _fill_from_fresh_model(model: VQModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
+def _fill_from_fresh_model(model: VQVAEModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
     """Load `state_dict` into `model`: every converted key must exist in ours; our own statistics buffers (EMA usage,
     k-means flag, restart count), which other libraries do not have, keep their fresh values."""
     ours = model.state_dict()
     unexpected = sorted(set(state_dict) - set(ours))
     if unexpected:
-        raise ValueError(f"{source}: {len(unexpected)} key(s) have no place in vq_hub's VQModel: {unexpected[:10]}")
+        raise ValueError(f"{source}: {len(unexpected)} key(s) have no place in vq_hub's VQVAEModel: {unexpected[:10]}")
     missing = sorted(key for key in set(ours) - set(state_dict) if not key.startswith("quantize."))
     if missing:
         raise ValueError(f"{source}: the checkpoint lacks {len(missing)} weight(s) of the model: {missing[:10]}")
@@ -43,8 +43,8 @@ def _fill_from_fresh_model(model: VQModel, state_dict: dict[str, torch.Tensor], 
 
 def convert_diffusers_vqmodel(
     pretrained_model_name_or_path: str | os.PathLike, legacy_beta: bool = False, **kwargs
-) -> VQModel:
-    """A diffusers `VQModel` (folder or Hub id, e.g. the aMUSEd or LDM VQ autoencoders) as a vq_hub `VQModel`.
+) -> VQVAEModel:
+    """A diffusers `VQModel` (folder or Hub id, e.g. the aMUSEd or LDM VQ autoencoders) as a vq_hub `VQVAEModel`.
 
     The shared config entries and weight keys are the same; `legacy_beta=True` keeps diffusers' (and taming's) β on the
     codebook term for further training, the default puts it on the commitment term. `kwargs` go to diffusers'
@@ -56,7 +56,7 @@ def convert_diffusers_vqmodel(
     config = {key: value for key, value in source.config.items() if not key.startswith("_")}
     for key in DIFFUSERS_ONLY_CONFIG:
         config.pop(key, None)
-    model = VQModel(**config, legacy_beta=legacy_beta)
+    model = VQVAEModel(**config, legacy_beta=legacy_beta)
     _fill_from_fresh_model(model, source.state_dict(), f"diffusers VQModel {pretrained_model_name_or_path}")
     return model if source.dtype == torch.float32 else model.to(source.dtype)
 
@@ -84,7 +84,7 @@ def load_taming_config(path: str | os.PathLike) -> dict:
 
 
 def taming_to_vq_config(params: dict, legacy_beta: bool = False) -> dict:
-    """taming's `ddconfig` + `embed_dim` + `n_embed` → a vq_hub `VQModel` config."""
+    """taming's `ddconfig` + `embed_dim` + `n_embed` → a vq_hub `VQVAEModel` config."""
     dd = params["ddconfig"]
     if dd.get("double_z", False):
         raise ValueError("ddconfig.double_z is true: that is a KL autoencoder, not a VQGAN")
@@ -216,19 +216,19 @@ def convert_taming_vqgan(
     config: str | os.PathLike,
     legacy_beta: bool = False,
     allow_pickle: bool = False,
-) -> tuple[VQModel, dict[str, torch.Tensor]]:
-    """A taming-transformers VQGAN (`.ckpt` + YAML) as a vq_hub `VQModel`, and the `loss.*` weights (discriminator,
+) -> tuple[VQVAEModel, dict[str, torch.Tensor]]:
+    """A taming-transformers VQGAN (`.ckpt` + YAML) as a vq_hub `VQVAEModel`, and the `loss.*` weights (discriminator,
     LPIPS) it carried, for who wants them."""
     params = load_taming_config(config)
     vq_config = taming_to_vq_config(params, legacy_beta=legacy_beta)
     weights, loss = taming_state_dict_to_vq(load_taming_state_dict(checkpoint, allow_pickle),
                                             len(vq_config["block_out_channels"]))  # fmt: skip
-    model = VQModel(**vq_config)
+    model = VQVAEModel(**vq_config)
     _fill_from_fresh_model(model, weights, f"taming checkpoint {checkpoint}")
     return model, loss
 
 
-def save_converted(model: VQModel, destination: str | os.PathLike, source: str, extra: dict | None = None) -> Path:
+def save_converted(model: VQVAEModel, destination: str | os.PathLike, source: str, extra: dict | None = None) -> Path:
     """`save_pretrained` (atomic) plus `conversion.json` saying where the weights came from."""
     model.save_pretrained(destination)
     record = {"converted_from": source, **(extra or {})}

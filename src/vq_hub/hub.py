@@ -22,9 +22,9 @@ codes from a codebook of {codebook_size}.
 
 ```python
 import torch
-from vq_hub import VQModel
+from vq_hub import VQVAEModel
 
-model = VQModel.from_pretrained("{repo_id}").eval()
+model = VQVAEModel.from_pretrained("{repo_id}").eval()
 images = torch.rand(1, {channels}, {resolution}, {resolution}) * 2 - 1   # pixels in [-1, 1]
 codes = model.tokenize(images)                  # LongTensor (1, {grid}, {grid})
 reconstruction = model.detokenize(codes)
@@ -46,7 +46,7 @@ def write_tokenizer_card(
     training: str = "Not recorded.",
     evaluation: dict | None = None,
 ) -> Path:
-    """Write `README.md` for the `VQModel` saved in `folder` (its config.json is read for the facts)."""
+    """Write `README.md` for the `VQVAEModel` saved in `folder` (its config.json is read for the facts)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     factor = 2 ** (len(config["block_out_channels"]) - 1)

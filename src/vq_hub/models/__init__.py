@@ -1,4 +1,4 @@
 from .discriminator import PatchDiscriminator
-from .vq_model import VQModel, VQModelOutput
+from .vq_model import VQVAEModel, VQVAEModelOutput
 
-__all__ = ["PatchDiscriminator", "VQModel", "VQModelOutput"]
+__all__ = ["PatchDiscriminator", "VQVAEModel", "VQVAEModelOutput"]

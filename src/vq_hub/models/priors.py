@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, PretrainedConfig
 
-from .vq_model import VQModel
+from .vq_model import VQVAEModel
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ class CodeVocabulary:
         return codes.long()
 
 
-def tokenizer_grid_size(vqvae: VQModel, resolution: int | None = None) -> tuple[int, int]:
+def tokenizer_grid_size(vqvae: VQVAEModel, resolution: int | None = None) -> tuple[int, int]:
     """The code grid of the tokenizer's images (`resolution`, else its `sample_size`)."""
     size = resolution or vqvae.config.sample_size
     return vqvae.code_grid_size(size, size)
@@ -120,7 +120,7 @@ def _transformer_config(
 
 
 def autoregressive_prior_config(
-    vqvae: VQModel,
+    vqvae: VQVAEModel,
     num_classes: int = 0,
     model_type: str = "gpt2",
     resolution: int | None = None,
@@ -137,7 +137,7 @@ def autoregressive_prior_config(
 
 
 def denoiser_config(
-    vqvae: VQModel,
+    vqvae: VQVAEModel,
     num_classes: int = 0,
     model_type: str = "bert",
     resolution: int | None = None,

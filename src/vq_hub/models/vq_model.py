@@ -18,9 +18,9 @@ QUANTIZER_TYPES = ("vector", "gumbel", "fsq")
 
 
 @dataclass
-class VQModelOutput(BaseOutput):
+class VQVAEModelOutput(BaseOutput):
     """
-    Output of [`VQModel.forward`].
+    Output of [`VQVAEModel.forward`].
 
     Args:
         sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`): The reconstruction, in [-1, 1].
@@ -46,7 +46,7 @@ class VQModelOutput(BaseOutput):
         return self.codebook_loss + self.commitment_loss + self.auxiliary_loss
 
 
-class VQModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
+class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
     r"""
     A VQ-VAE / VQ-GAN tokenizer: images in [-1, 1] ↔ grids of discrete codes.
 
@@ -236,12 +236,12 @@ class VQModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
             return sample, commit_loss
         return DecoderOutput(sample=sample, commit_loss=commit_loss)
 
-    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> VQModelOutput | tuple:
+    def forward(self, sample: torch.Tensor, return_dict: bool = True) -> VQVAEModelOutput | tuple:
         """Reconstruct `sample` and report the quantizer's losses and codebook statistics."""
         latents = self.encode(sample).latents
         quantizer_output = self.quantize(latents)
         reconstruction = self._decode_quantized(quantizer_output.quantized)
-        output = VQModelOutput(
+        output = VQVAEModelOutput(
             sample=reconstruction,
             codes=quantizer_output.codes,
             codebook_loss=quantizer_output.codebook_loss,

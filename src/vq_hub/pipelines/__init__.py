@@ -1,11 +1,11 @@
 from .autoregressive import VQAutoregressivePipeline
-from .discrete_diffusion import VQDiffusionPipeline, VQDiffusionPipelineOutput
+from .discrete_diffusion import VQDiscreteDiffusionPipeline, VQDiscreteDiffusionPipelineOutput
 from .pipeline_vq import VQPipeline, VQPipelineOutput
 
 __all__ = [
     "VQAutoregressivePipeline",
-    "VQDiffusionPipeline",
-    "VQDiffusionPipelineOutput",
+    "VQDiscreteDiffusionPipeline",
+    "VQDiscreteDiffusionPipelineOutput",
     "VQPipeline",
     "VQPipelineOutput",
 ]

@@ -6,7 +6,7 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.generation.logits_process import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
-from ..models.vq_model import VQModel
+from ..models.vq_model import VQVAEModel
 from .pipeline_vq import VQPipeline, VQPipelineOutput
 
 GeneratorType = torch.Generator | list[torch.Generator] | None
@@ -26,7 +26,7 @@ class VQAutoregressivePipeline(VQPipeline):
     Sample images with an autoregressive prior over codes (taming-transformers / LlamaGen style).
 
     Components:
-        vqvae ([`VQModel`]): Decodes code grids to images (and encodes images for completion).
+        vqvae ([`VQVAEModel`]): Decodes code grids to images (and encodes images for completion).
         prior ([`~transformers.PreTrainedModel`]): A causal LM over the vocabulary of
             [`~vq_hub.models.priors.CodeVocabulary`] (`GPT2LMHeadModel` by default; any `AutoModelForCausalLM`).
     """
@@ -34,7 +34,7 @@ class VQAutoregressivePipeline(VQPipeline):
     model_cpu_offload_seq = "prior->vqvae"
     card_description = "an autoregressive transformer over discrete image codes"
 
-    def __init__(self, vqvae: VQModel, prior: PreTrainedModel):
+    def __init__(self, vqvae: VQVAEModel, prior: PreTrainedModel):
         super().__init__()
         self.register_modules(vqvae=vqvae, prior=prior)
 
@@ -87,7 +87,7 @@ class VQAutoregressivePipeline(VQPipeline):
             if name in kwargs:
                 raise TypeError(
                     f"`{name}` does not apply to VQAutoregressivePipeline, which samples one code per step; "
-                    "denoising steps belong to VQDiffusionPipeline (a discrete-diffusion prior)"
+                    "denoising steps belong to VQDiscreteDiffusionPipeline (a discrete-diffusion prior)"
                 )
         if kwargs:
             raise TypeError(f"VQAutoregressivePipeline got unexpected arguments {sorted(kwargs)}")

@@ -1,4 +1,4 @@
-"""`VQDiffusionPipeline`: a bidirectional transformer denoises a whole code grid over a few steps, the tokenizer
+"""`VQDiscreteDiffusionPipeline`: a bidirectional transformer denoises a whole code grid over a few steps, the tokenizer
 decodes it."""
 
 from collections.abc import Callable
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from ..models.vq_model import VQModel
+from ..models.vq_model import VQVAEModel
 from ..schedulers import DiscreteDiffusionScheduler
 from .pipeline_vq import VQPipeline, VQPipelineOutput
 
@@ -18,9 +18,9 @@ DEFAULT_NUM_STEPS = 50
 
 
 @dataclass
-class VQDiffusionPipelineOutput(VQPipelineOutput):
+class VQDiscreteDiffusionPipelineOutput(VQPipelineOutput):
     """
-    Output of [`VQDiffusionPipeline`]: `images` and `codes` as [`VQPipelineOutput`], and
+    Output of [`VQDiscreteDiffusionPipeline`]: `images` and `codes` as [`VQPipelineOutput`], and
 
     Args:
         intermediates (`list`, *optional*): With `return_intermediates=True`, the decoded grid after every step (in
@@ -31,23 +31,24 @@ class VQDiffusionPipelineOutput(VQPipelineOutput):
     intermediates: list | None = None
 
 
-class VQDiffusionPipeline(VQPipeline):
+class VQDiscreteDiffusionPipeline(VQPipeline):
     r"""
     Sample images with a discrete-diffusion prior over codes (uniform noise or MaskGIT-style masking).
 
     Components:
-        vqvae ([`VQModel`]): Decodes code grids to images (and encodes images for inpainting).
+        vqvae ([`VQVAEModel`]): Decodes code grids to images (and encodes images for inpainting).
         denoiser ([`~transformers.PreTrainedModel`]): A bidirectional masked-LM (`BertForMaskedLM` by default) over
             the vocabulary of [`~vq_hub.models.priors.CodeVocabulary`] with a mask token, predicting the clean codes.
         scheduler ([`DiscreteDiffusionScheduler`]): The corruption and the reverse step.
     """
 
+    legacy_class_names = ("VQDiffusionPipeline",)  # vq_hub 0.1, renamed: it collided with diffusers' own
     model_cpu_offload_seq = "denoiser->vqvae"
     prior_component = "denoiser"
     card_snippet_call = "num_steps=50"
     card_description = "a discrete-diffusion transformer that denoises whole grids of image codes"
 
-    def __init__(self, vqvae: VQModel, denoiser: PreTrainedModel, scheduler: DiscreteDiffusionScheduler):
+    def __init__(self, vqvae: VQVAEModel, denoiser: PreTrainedModel, scheduler: DiscreteDiffusionScheduler):
         super().__init__()
         self.register_modules(vqvae=vqvae, denoiser=denoiser, scheduler=scheduler)
 
@@ -69,7 +70,7 @@ class VQDiffusionPipeline(VQPipeline):
         callback_on_step_end: Callable | None = None,
         return_intermediates: bool = False,
         num_inference_steps: int | None = None,
-    ) -> VQDiffusionPipelineOutput | tuple:
+    ) -> VQDiscreteDiffusionPipelineOutput | tuple:
         r"""
         Denoise code grids from full corruption in `num_steps` steps and decode them.
 
@@ -88,7 +89,7 @@ class VQDiffusionPipeline(VQPipeline):
             codes (`torch.LongTensor` `(B, h, w)`) and keep_mask (`torch.BoolTensor` `(B, h, w)` or `(h, w)`, True =
                 keep), *optional*: The same in code space.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"codes"`.
-            return_dict (`bool`, defaults to `True`): Return a [`VQDiffusionPipelineOutput`] rather than a tuple.
+            return_dict (`bool`, defaults to `True`): Return a [`VQDiscreteDiffusionPipelineOutput`] rather than a tuple.
             callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, timestep,
                 {"codes": codes (B, h, w) after the step, "pred_original_sample": the predicted clean codes})`.
             return_intermediates (`bool`): Also return the decoded images after every step.
@@ -139,7 +140,7 @@ class VQDiffusionPipeline(VQPipeline):
         grids = sample.reshape(batch_size, height, width)
         images = None if output_type == "codes" else self.decode_codes(grids, output_type)
         self.maybe_free_model_hooks()
-        result = VQDiffusionPipelineOutput(images=images, codes=grids, intermediates=intermediates)
+        result = VQDiscreteDiffusionPipelineOutput(images=images, codes=grids, intermediates=intermediates)
         return result if return_dict else result.to_tuple()
 
     def code_logits(self, conditions: torch.LongTensor, codes: torch.LongTensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from ..utils.io import atomic_directory
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
 
 # diffusers records a component by its library and loads only libraries it knows; registering vq_hub makes
-# model_index.json say ["vq_hub", "VQModel"] (stable when files move) and lets Hub downloads accept it (diffusers#6563).
+# model_index.json say ["vq_hub", "VQVAEModel"] (stable when files move) and lets Hub downloads accept it (diffusers#6563).
 pipeline_loading_utils.LOADABLE_CLASSES.setdefault(
     "vq_hub",
     {"ModelMixin": ["save_pretrained", "from_pretrained"], "SchedulerMixin": ["save_pretrained", "from_pretrained"]},
@@ -48,20 +48,22 @@ class VQPipelineOutput(BaseOutput):
 
 class VQPipeline(DiffusionPipeline):
     r"""
-    Base of the pipelines that sample code grids with a prior and decode them with a [`VQModel`] (`vqvae`).
+    Base of the pipelines that sample code grids with a prior and decode them with a [`VQVAEModel`] (`vqvae`).
 
     `VQPipeline.from_pretrained(path_or_repo)` returns the pipeline class named in the folder's `model_index.json`
-    (`VQAutoregressivePipeline` or `VQDiffusionPipeline`).
+    (`VQAutoregressivePipeline` or `VQDiscreteDiffusionPipeline`).
     """
 
     _pipelines: dict[str, type["VQPipeline"]] = {}
+    legacy_class_names: tuple[str, ...] = ()  # names older releases wrote into model_index.json
     prior_component = "prior"
     card_snippet_call = ""  # the sampling arguments a model card's snippet shows before batch_size
     card_description = "a prior over discrete image codes"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        VQPipeline._pipelines[cls.__name__] = cls
+        for name in (cls.__name__, *cls.__dict__.get("legacy_class_names", ())):
+            VQPipeline._pipelines[name] = cls
 
     # ----------------------------------------------------------------------------------------------- loading
 
@@ -74,7 +76,7 @@ class VQPipeline(DiffusionPipeline):
         if not index_file.is_file():
             raise FileNotFoundError(
                 f"`pretrained_model_name_or_path` {str(pretrained_model_name_or_path)!r} holds no model_index.json: "
-                "it is not a saved pipeline (a tokenizer alone loads with `VQModel.from_pretrained`)"
+                "it is not a saved pipeline (a tokenizer alone loads with `VQVAEModel.from_pretrained`)"
             )
         class_name = json.loads(index_file.read_text()).get("_class_name")
         pipeline_class = VQPipeline._pipelines.get(class_name)
