@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test reaches the network
 # A real two-process CPU run (`accelerate launch --cpu --num_processes 2` silently runs one): set ACCELERATE_USE_CPU=1.
 TWO_PROCESS_LAUNCHER = [
     sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",

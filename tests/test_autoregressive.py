@@ -222,7 +222,7 @@ def test_loading_errors(tmp_path):
     (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
     with pytest.raises(ValueError, match="not a vq_hub pipeline"):
         VQPipeline.from_pretrained(tmp_path)
-    with pytest.raises(FileNotFoundError, match="not a folder"):
+    with pytest.raises(FileNotFoundError, match="no such folder"):
         VQPipeline.from_pretrained(tmp_path / "missing" / "folder")
 
 

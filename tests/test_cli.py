@@ -96,10 +96,12 @@ def test_info_describes_tokenizers_and_pipelines(capsys):
         (["generate", "--model", AUTOREGRESSIVE, "--gif", "x.gif"], "--gif"),
         (["generate", "--model", DIFFUSION, "--class", "10"], r"--class 10: labels of this prior lie in [0, 9]"),
         (["generate", "--model", DIFFUSION, "--num-steps", "500"], "num_steps` must be an integer in [1, 100]"),
-        (["reconstruct", "--model", "nowhere", "--images", "x"], "--model nowhere: no such folder"),
+        (["reconstruct", "--model", "nowhere", "--images", "x"], "`--model` 'nowhere': no such folder"),
+        (["reconstruct", "--model", "./no_such_dir", "--images", "x"], "`--model` './no_such_dir': no such folder"),
+        (["info", "owner/not-cached"], "could not be fetched or found in the cache"),
         (["tokenize", "--model", TOKENIZER, "--images", "nothing.txt"], "a folder of images or a .parquet file"),
         (["detokenize", "--model", TOKENIZER, "--codes", "missing.npy"], "--codes missing.npy: no such file"),
-        (["info", "nowhere"], "nowhere: no such folder"),
+        (["info", "nowhere"], "'nowhere': no such folder"),
     ],
 )
 def test_errors_are_one_line_with_a_nonzero_exit(capsys, tmp_path, monkeypatch, argv, message):

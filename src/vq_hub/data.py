@@ -146,6 +146,12 @@ def collate_codes(examples: list[dict]) -> tuple[torch.LongTensor, torch.LongTen
     return codes, labels
 
 
+def square_grid(images: torch.Tensor, padding: int = 2) -> Image.Image:
+    """A batch `(B, C, H, W)` in [-1, 1] as one square-ish picture: ⌈√B⌉ images per row."""
+    columns = max(1, int(np.ceil(np.sqrt(len(images)))))
+    return image_grid([images[start : start + columns] for start in range(0, len(images), columns)], padding)
+
+
 def tile_images(images: list[Image.Image], padding: int = 2) -> Image.Image:
     """PIL images of one size side by side in one row."""
     width, height = images[0].size

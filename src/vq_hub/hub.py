@@ -6,6 +6,39 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+HUB_OPTIONS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
+
+
+def resolve_folder(
+    name_or_path: str | os.PathLike, argument: str = "pretrained_model_name_or_path", **hub_options
+) -> Path:
+    """A local folder as is; a Hub repository id (`owner/name`) is fetched whole into the HF cache with
+    `snapshot_download` (which honours `HF_HUB_OFFLINE` and the cache). Anything else is a FileNotFoundError naming
+    `argument` — a path such as `./missing` never reaches the Hub as a malformed id."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise NotADirectoryError(f"`{argument}` {str(name_or_path)!r} is a file, not a folder")
+    try:
+        validate_repo_id(str(name_or_path))
+        is_repo_id = str(name_or_path).count("/") == 1
+    except HFValidationError:
+        is_repo_id = False
+    if not is_repo_id:
+        raise FileNotFoundError(f"`{argument}` {str(name_or_path)!r}: no such folder (nor a Hub id `owner/name`)")
+    try:
+        return Path(snapshot_download(str(name_or_path), **hub_options))
+    except Exception as error:  # not found, offline without a cached copy, no access, …
+        raise FileNotFoundError(
+            f"`{argument}` {str(name_or_path)!r} is not a local folder, and as a Hub repository it could not be fetched "
+            f"or found in the cache: {type(error).__name__}: {error}"
+        ) from error
+
+
 TOKENIZER_CARD = """---
 library_name: vq_hub
 tags:

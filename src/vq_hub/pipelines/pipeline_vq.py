@@ -16,10 +16,10 @@ from diffusers.pipelines import pipeline_loading_utils
 from diffusers.utils import BaseOutput
 
 from ..data import image_grid, image_to_tensor
+from ..hub import HUB_OPTIONS, resolve_folder, write_pipeline_card
 from ..hub import push_to_hub as upload_folder_to_hub
-from ..hub import write_pipeline_card
 from ..models.priors import CodeVocabulary
-from ..utils.io import atomic_directory
+from ..utils.io import atomic_directory, check_safetensors_files
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
 
@@ -44,6 +44,15 @@ class VQPipelineOutput(BaseOutput):
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None
     codes: torch.LongTensor
+
+
+def component_folders(folder: str | os.PathLike) -> list[str]:
+    """The component subfolders a saved pipeline's `model_index.json` names (none when there is no such file)."""
+    index_file = Path(folder) / "model_index.json"
+    if not index_file.is_file():
+        return []
+    index = json.loads(index_file.read_text())
+    return [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
 
 
 class VQPipeline(DiffusionPipeline):
@@ -71,7 +80,8 @@ class VQPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "VQPipeline":
         """Load a saved pipeline from a folder or a Hub repository (downloaded with `huggingface_hub`, which honours
         `HF_HUB_OFFLINE` and the cache), as the class its `model_index.json` names."""
-        folder = cls._resolve_folder(pretrained_model_name_or_path, kwargs)
+        hub_options = {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
+        folder = resolve_folder(pretrained_model_name_or_path, **hub_options)
         index_file = folder / "model_index.json"
         if not index_file.is_file():
             raise FileNotFoundError(
@@ -90,27 +100,9 @@ class VQPipeline(DiffusionPipeline):
                 f"{str(pretrained_model_name_or_path)!r} holds a {class_name}, not a {cls.__name__}: load it with "
                 f"`VQPipeline.from_pretrained` or `{class_name}.from_pretrained`"
             )
+        for component in component_folders(folder):
+            check_safetensors_files(folder / component)
         return super(VQPipeline, pipeline_class).from_pretrained(folder, **kwargs)
-
-    @staticmethod
-    def _resolve_folder(name_or_path: str | os.PathLike, kwargs: dict) -> Path:
-        """A local folder as is; anything else is a Hub repo id, fetched whole into the HF cache."""
-        hub_options = {key: kwargs.pop(key) for key in ("cache_dir", "revision", "token", "local_files_only",
-                                                        "force_download") if key in kwargs}  # fmt: skip
-        path = Path(name_or_path)
-        if path.is_dir():
-            return path
-        if path.exists() or str(name_or_path).count("/") > 1 or os.path.isabs(str(name_or_path)):
-            raise FileNotFoundError(f"`pretrained_model_name_or_path` {str(name_or_path)!r} is not a folder")
-        from huggingface_hub import snapshot_download
-
-        try:
-            return Path(snapshot_download(str(name_or_path), **hub_options))
-        except Exception as error:  # not found, offline without a cached copy, no access, …
-            raise FileNotFoundError(
-                f"`pretrained_model_name_or_path` {str(name_or_path)!r} is not a local folder, and as a Hub repository "
-                f"it could not be fetched or found in the cache: {type(error).__name__}: {error}"
-            ) from error
 
     # ----------------------------------------------------------------------------------------------- saving
 
@@ -128,7 +120,10 @@ class VQPipeline(DiffusionPipeline):
         `private`, `commit_message` as in diffusers)."""
         repo_id = kwargs.pop("repo_id", None) or Path(save_directory).absolute().name
         hub_options = {key: kwargs.pop(key) for key in ("token", "private", "commit_message") if key in kwargs}
-        with atomic_directory(save_directory) as staging:
+        # The components of an older save in this folder go with it (a diffusion pipeline saved over an autoregressive
+        # one leaves no stale prior/); other entries (checkpoints, logs) stay.
+        replaces = ["model_index.json", *component_folders(save_directory)]
+        with atomic_directory(save_directory, replaces=replaces) as staging:
             super().save_pretrained(staging, safe_serialization=safe_serialization, **kwargs)
             write_pipeline_card(staging, repo_id, type(self), training=training, evaluation=evaluation)
         if push_to_hub:
