@@ -15,10 +15,11 @@ from transformers import AutoConfig
 
 from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline
 from vq_hub.data import collate_codes, load_code_dataset
+from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
     EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
-    make_ema, make_lr_scheduler, make_optimizer, resume_from_checkpoint, save_checkpoint, start_training,
-    training_batches, training_command, training_schedule,
+    finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
+    start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
 
 logger = get_logger(__name__)
@@ -63,12 +64,16 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
         )  # fmt: skip
         return auto_class.from_config(config)
     config = AutoConfig.from_pretrained(args.config_name_or_path)
-    vocabulary = CodeVocabulary(vqvae.codebook_size, num_classes, with_mask_token)
-    grid = list(getattr(config, "code_grid_size", []))
-    if getattr(config, "vocab_size", None) != vocabulary.vocab_size or grid != info["code_grid_size"]:
+    try:
+        vocabulary = CodeVocabulary.from_config(config)
+    except ValueError as error:
+        raise SystemExit(f"--config_name_or_path: {error}") from None
+    expected = (vqvae.codebook_size, num_classes, with_mask_token, info["code_grid_size"])
+    found = (vocabulary.codebook_size, vocabulary.num_classes, vocabulary.with_mask_token, list(config.code_grid_size))
+    if found != expected:
         raise SystemExit(
-            f"--config_name_or_path: vocab_size must be {vocabulary.vocab_size} and code_grid_size "
-            f"{info['code_grid_size']} for these codes (build it with vq_hub.{config_helper.__name__})"
+            f"--config_name_or_path: (codebook_size, num_classes, mask token, code_grid_size) are {found}, these codes "
+            f"need {expected} (build the config with vq_hub.{config_helper.__name__})"
         )
     return auto_class.from_config(config)
 
@@ -134,7 +139,7 @@ def train(
     )  # fmt: skip  (a generator of its own: else each epoch's iterator draws a seed from the global RNG)
     train_dataloader = accelerator.prepare(train_dataloader)
     steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
-    optimizer = make_optimizer(args, model.parameters(), args.learning_rate)
+    optimizer = make_optimizer(args, model, args.learning_rate)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     validation_dataloader = None
@@ -144,10 +149,13 @@ def train(
     vqvae.to(accelerator.device)
     ema_model = make_ema(args, model, accelerator)
 
-    global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
+    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
+        accelerator.end_training()
+        return done
     first_epoch = global_step // steps_per_epoch
     skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
-    accelerator.init_trackers(Path(script).stem, config={k: str(v) for k, v in vars(args).items()})
+    accelerator.init_trackers(Path(script).stem, config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(
         f"{len(train_dataset)} code grids of {info['code_grid_size']}, "
         f"{CodeVocabulary.from_config(accelerator.unwrap_model(model).config)}; "
@@ -176,6 +184,8 @@ def train(
     start_time, history = time.perf_counter(), []
     model.train()
     for codes, labels in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
+        if global_step >= max_train_steps:  # checked first: a run resumed at its last step trains nothing more
+            break
         with accelerator.accumulate(model):
             loss = loss_fn(model, codes, labels)
             apply_update(accelerator, loss, {"loss": loss}, model, optimizer, lr_scheduler, args.max_grad_norm,
@@ -204,8 +214,6 @@ def train(
                 if accelerator.is_main_process:
                     write_samples(global_step)
             accelerator.wait_for_everyone()
-        if global_step >= max_train_steps:
-            break
     progress.close()
 
     summary = {"steps": global_step, "num_processes": accelerator.num_processes,
@@ -224,7 +232,7 @@ def train(
             pipe.save_pretrained(output_dir, training=training, evaluation=summary.get("validation"),
                                  repo_id=args.hub_model_id or output_dir.name)  # fmt: skip
             write_samples(global_step)
-            (output_dir / "training_summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
+            write_text_atomically(output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2))
             if args.push_to_hub:
                 url = pipe.push_to_hub(args.hub_model_id or output_dir.name, token=args.hub_token,
                                        training=training, evaluation=summary.get("validation"))  # fmt: skip

@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
         "num_examples": {name: len(codes) for name, (codes, _) in encoded.items()},
     }
     if accelerator.is_main_process:
-        with atomic_directory(args.output_dir) as staging:
+        with atomic_directory(args.output_dir, replaces=["*"]) as staging:  # the folder as a whole: no stale split
             for name, (codes, labels) in encoded.items():
                 table = datasets.Dataset.from_dict(
                     {"codes": codes.numpy().astype(dtype), "label": labels.numpy()},

@@ -23,10 +23,11 @@ from vq_hub.data import image_grid, image_transform, load_image_dataset
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
 from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
+from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
     EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
-    make_ema, make_lr_scheduler, make_optimizer, resume_from_checkpoint, save_checkpoint, start_training,
-    training_batches, training_command, training_schedule,
+    finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
+    start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
 
 logger = get_logger(__name__)
@@ -230,11 +231,11 @@ def main(argv: list[str] | None = None) -> dict:
     # The step count is known only once the dataloader is sharded: prepare it before building the LR schedulers.
     train_dataloader = accelerator.prepare(train_dataloader)
     steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
-    optimizer = make_optimizer(args, model.parameters(), args.learning_rate)
+    optimizer = make_optimizer(args, model, args.learning_rate)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if discriminator is not None:
-        d_optimizer = make_optimizer(args, discriminator.parameters(), args.discriminator_learning_rate)
+        d_optimizer = make_optimizer(args, discriminator, args.discriminator_learning_rate)
         d_scheduler = make_lr_scheduler(args, d_optimizer, accelerator, max_train_steps)
         discriminator, d_optimizer, d_scheduler = accelerator.prepare(discriminator, d_optimizer, d_scheduler)
     if validation_dataloader is not None:
@@ -252,11 +253,14 @@ def main(argv: list[str] | None = None) -> dict:
     )
     last_layer = accelerator.unwrap_model(model).decoder.conv_out.weight
 
-    global_step = resume_from_checkpoint(accelerator, output_dir, args.resume_from_checkpoint)
+    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
+        accelerator.end_training()
+        return done
     first_epoch = global_step // steps_per_epoch
     skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
 
-    accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in vars(args).items()})
+    accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(
         f"{len(train_dataset)} training images, {accelerator.num_processes} process(es) × {args.train_batch_size} × "
         f"{args.gradient_accumulation_steps} accumulation; {max_train_steps} steps; "
@@ -277,6 +281,8 @@ def main(argv: list[str] | None = None) -> dict:
     start_time, history = time.perf_counter(), []
     model.train()
     for images in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
+        if global_step >= max_train_steps:  # checked first: a run resumed at its last step trains nothing more
+            break
         if args.random_flip:
             images = random_flip(images)
         with accelerator.accumulate(*(m for m in (model, discriminator) if m is not None)):
@@ -322,8 +328,6 @@ def main(argv: list[str] | None = None) -> dict:
                     )
             accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=global_step)
             logger.info(f"step {global_step} validation: {metrics}")
-        if global_step >= max_train_steps:
-            break
     progress.close()
 
     # Final evaluation and export (EMA weights when EMA is on).
@@ -339,7 +343,7 @@ def main(argv: list[str] | None = None) -> dict:
             unwrapped.save_pretrained(output_dir)
             if discriminator is not None:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
-            (output_dir / "training_summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))
+            write_text_atomically(output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2))
             repo_id = args.hub_model_id or output_dir.name
             training = (
                 f"`{training_command('train_vqgan.py', argv)}`\n\n{global_step} steps on "

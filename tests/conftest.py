@@ -85,3 +85,70 @@ def saved_model_index(pipe, folder: Path) -> dict:
     index = json.loads((folder / "model_index.json").read_text())
     index.pop("_diffusers_version")
     return index
+
+
+def put_in_hub_cache(folder: Path, repo_id: str, cache: Path) -> Path:
+    """Copy `folder` into `cache` laid out as a downloaded Hub snapshot of `repo_id` (models--owner--name/
+    snapshots/<commit> and refs/main), as `snapshot_download` leaves it; returns the snapshot folder."""
+    import shutil
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(folder, snapshot)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+@pytest.fixture
+def offline_hub_cache(tmp_path, monkeypatch) -> Path:
+    """An empty HF cache that `snapshot_download` uses, offline."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub-cache"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def load_example(name: str):
+    """Import examples/<name>.py as a module (its folder on sys.path, as when it runs)."""
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples"))
+    try:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "examples"))
+    return module
+
+
+class CapturingHfApi:
+    """Stands in for `huggingface_hub.HfApi` (no Hub is reachable in tests): keeps a copy of every uploaded folder
+    under `CapturingHfApi.root`, so tests can read exactly what would have been published."""
+
+    root: Path | None = None
+    tokens: list = []
+
+    def __init__(self, token=None):
+        CapturingHfApi.tokens.append(token)
+
+    def create_repo(self, repo_id, private=False, exist_ok=False):
+        pass
+
+    def upload_folder(self, repo_id, folder_path, commit_message, ignore_patterns=None):
+        import shutil
+
+        shutil.copytree(folder_path, CapturingHfApi.root / repo_id.replace("/", "--"), dirs_exist_ok=True)
+        return type("CommitInfo", (), {"commit_url": f"https://hub.invalid/{repo_id}/commit/1"})()
+
+
+def files_containing(folder: Path, secret: str) -> list[str]:
+    """Every file under `folder` whose bytes contain `secret` (event files and pickles included)."""
+    return [str(p) for p in Path(folder).rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import saved_model_index, tiny_vq_config
 from PIL import Image
-from transformers import AutoModelForCausalLM, GPT2LMHeadModel
+from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel
 
 from vq_hub import CodeVocabulary, VQAutoregressivePipeline, VQVAEModel, VQPipeline, autoregressive_prior_config
 from vq_hub.models.priors import next_code_loss
@@ -45,15 +45,49 @@ def seeded(seed: int = 0) -> torch.Generator:
 def test_vocabulary_layout_and_config():
     vocabulary = CodeVocabulary(codebook_size=16, num_classes=3, with_mask_token=True)
     assert (vocabulary.bos_token_id, vocabulary.null_class_token_id, vocabulary.mask_token_id) == (16, 16, 20)
-    assert vocabulary.vocab_size == 21
+    assert (vocabulary.pad_token_id, vocabulary.vocab_size) == (21, 22)
     assert vocabulary.condition_tokens(torch.tensor([0, 2, -1]), 3).tolist() == [17, 19, 16]
     assert vocabulary.condition_tokens(None, 2).tolist() == [16, 16]
 
     vqvae = VQVAEModel(**tiny_vq_config(num_vq_embeddings=16, sample_size=8))
     config = autoregressive_prior_config(vqvae, num_classes=3, hidden_size=32, num_layers=2, num_heads=2)
-    assert (config.vocab_size, config.n_positions, config.code_grid_size) == (20, 17, [4, 4])
-    assert config.bos_token_id == config.eos_token_id == config.pad_token_id == 16
+    assert (config.vocab_size, config.n_positions, config.code_grid_size) == (21, 17, [4, 4])
+    assert config.bos_token_id == config.eos_token_id == 16 and config.pad_token_id == 20
     assert CodeVocabulary.from_config(config) == CodeVocabulary(16, 3)
+
+    # vq_hub 0.1 configs made the pad BOS (and had no pad row): they load as they were saved.
+    legacy = autoregressive_prior_config(vqvae, num_classes=3, hidden_size=32, num_layers=2, num_heads=2,
+                                         vocab_size=20, pad_token_id=16)  # fmt: skip
+    assert CodeVocabulary.from_config(legacy) == CodeVocabulary(16, 3, with_pad_token=False)
+    with pytest.raises(ValueError, match="vocab_size 25"):
+        CodeVocabulary.from_config(autoregressive_prior_config(vqvae, 3, hidden_size=32, vocab_size=25))
+    with pytest.raises(ValueError, match="autoregressive_prior_config"):
+        CodeVocabulary.from_config(GPT2Config(n_embd=32, n_layer=1, n_head=2))
+
+
+@pytest.mark.parametrize("model_type", ["gpt2", "llama"])
+def test_prior_learns_a_fixed_first_code_after_bos_and_every_class(model_type):
+    """Every training grid starts with code 5, unconditional (BOS) or not. A pad id equal to BOS (vq_hub 0.1) kept
+    Llama's BOS embedding at zero, its logits after BOS exactly 0: a uniform first code for every unguided row."""
+    pipe = tiny_pipeline(num_classes=2, model_type=model_type)
+    vocabulary = pipe.vocabulary
+    assert vocabulary.pad_token_id not in (vocabulary.bos_token_id, *range(17, 19))
+    codes = torch.randint(0, CODEBOOK, (24, 16), generator=seeded(3))
+    codes[:, 0] = 5
+    conditions = torch.tensor([16, 17, 18] * 8)
+    tokens = torch.cat([conditions[:, None], codes], dim=1)
+    prior = pipe.prior.train()
+    optimizer = torch.optim.Adam(prior.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = next_code_loss(prior(input_ids=tokens).logits, tokens, CODEBOOK)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    prior.eval()
+    with torch.no_grad():
+        first = prior(input_ids=torch.tensor([[16], [17], [18]])).logits[:, -1, :CODEBOOK].softmax(-1)
+    assert first[:, 5].min() > 0.9, first[:, 5]
+    assert codes_of(pipe, class_labels=[-1, 0, 1], temperature=0)[:, 0, 0].tolist() == [5, 5, 5]
 
 
 def test_next_code_loss_pairs_each_logit_with_the_following_token():
@@ -183,12 +217,39 @@ def test_bad_input_raises_clearly(pipe):
         (dict(temperature=-1), ValueError, "temperature"),
         (dict(top_p=0), ValueError, "top_p"),
         (dict(guidnce_scale=2), TypeError, "guidnce_scale"),
+        (dict(temperature=float("nan")), ValueError, "`temperature` must be a finite number"),
+        (dict(guidance_scale=float("inf"), class_labels=[0]), ValueError, "`guidance_scale` must be a finite"),
+        (dict(top_k=1.5), TypeError, "`top_k` must be an integer"),
+        (dict(top_p=float("nan")), ValueError, "top_p"),
+        (dict(batch_size=True), TypeError, "`batch_size` must be an integer"),
+        (dict(batch_size=0), ValueError, "`batch_size` must be ≥ 1"),
+        (dict(prefix_codes=torch.zeros(0, 3, dtype=torch.long)), ValueError, "empty batch"),
+        (dict(prefix_codes=[[1, 2]]), TypeError, "prefix_codes"),
+        (dict(prefix_codes=torch.zeros(1, 4, dtype=torch.long), num_prefix_rows=1), ValueError,
+         "`num_prefix_rows` applies to `image`"),
+        (dict(batch_size=2, generator=[seeded(0)]), ValueError, "list of 1 generators"),
+        (dict(generator=0), TypeError, "generator"),
+        (dict(class_labels="cat"), TypeError, "class_labels"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
             pipe(**kwargs)
     with pytest.raises(ValueError, match="unconditional"):
         unconditional(class_labels=[0])
+
+
+def test_a_stock_transformers_prior_is_refused_with_the_helper_to_use(pipe):
+    stock = AutoModelForCausalLM.from_config(GPT2Config(vocab_size=20, n_embd=32, n_layer=1, n_head=2))
+    with pytest.raises(ValueError, match="autoregressive_prior_config"):
+        VQAutoregressivePipeline(vqvae=pipe.vqvae, prior=stock)
+
+
+def test_a_prior_with_nan_weights_is_an_error_not_code_zero(tmp_path):
+    broken = tiny_pipeline()
+    with torch.no_grad():
+        broken.prior.lm_head.weight.fill_(float("nan"))
+    with pytest.raises(ValueError, match="NaN or infinite logits"):
+        broken(batch_size=2, temperature=0)
 
 
 # ------------------------------------------------------------------------------------------------- round trips

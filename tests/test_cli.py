@@ -1,5 +1,6 @@
 """The `vq-hub` command on the shipped checkpoints: every subcommand, its help and its one-line errors."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, put_in_hub_cache
 from PIL import Image
 
 from vq_hub import VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, VQPipeline
@@ -109,6 +110,83 @@ def test_errors_are_one_line_with_a_nonzero_exit(capsys, tmp_path, monkeypatch, 
     code, out, err = run(capsys, *argv)
     assert code != 0 and out == ""
     assert err.count("\n") == 1 and err.startswith(f"vq-hub {argv[0]}: error:") and message in err, err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "--model", DIFFUSION, "--num-images", "0"], "argument --num-images: expected a positive integer"),
+        (["tokenize", "--model", TOKENIZER, "--images", "x", "--num-images", "-1"], "--num-images: expected a positive"),
+        (["generate", "--model", DIFFUSION, "--temperature", "nan"], "--temperature: expected a finite number"),
+        (["generate", "--model", DIFFUSION, "--guidance-scale", "inf"], "--guidance-scale: expected a finite"),
+        (["generate", "--model", DIFFUSION, "--top-k", "5"], "--top-k applies to autoregressive pipelines"),
+        (["generate", "--model", DIFFUSION, "--out", "grid.txt"], "--out grid.txt: give an image file name"),
+    ],
+)
+def test_bad_flags_are_named_in_one_line(capsys, argv, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+        raise SystemExit(1)  # errors found after parsing return 1 instead of raising
+    captured = capsys.readouterr()
+    assert exit_info.value.code != 0
+    assert captured.err.count("\n") == 1 and message in captured.err, captured.err
+
+
+def test_every_flag_shows_help_and_its_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    help_text = capsys.readouterr().out.split("options:", 1)[1]
+    for flag, default in [("--guidance-scale", "2.0"), ("--temperature", "1.0"), ("--seed", "0"), ("--num-images", "8")]:
+        section = help_text.split(flag, 1)[1].split("\n  --", 1)[0]
+        assert f"(default: {default})" in " ".join(section.split()), section
+
+
+def test_outputs_are_written_exactly_where_asked(capsys, tmp_path):
+    images = str(shipped_fashion_mnist())
+    code, out, _ = run(capsys, "tokenize", "--model", TOKENIZER, "--images", images, "--num-images", "10", "--out",
+                       str(tmp_path / "c"))  # fmt: skip
+    assert code == 0 and out.startswith(f"wrote {tmp_path / 'c'}:") and sorted(os.listdir(tmp_path)) == ["c"]
+    codes = np.load(tmp_path / "c")
+    assert codes.shape == (10, 8, 8)
+    code, out, _ = run(capsys, "detokenize", "--model", TOKENIZER, "--codes", str(tmp_path / "c"), "--out",
+                       str(tmp_path / "d.png"))  # fmt: skip
+    with Image.open(tmp_path / "d.png") as grid:
+        assert grid.size == (4 * 34 + 2, 3 * 34 + 2), "10 images in a square-ish grid: 4 columns, 3 rows"
+
+
+def test_images_are_drawn_across_classes_and_colour_conversion_is_said(capsys, tmp_path):
+    from vq_hub.cli._common import read_images
+
+    _, labels = read_images(str(shipped_fashion_mnist()), 10, seed=0)
+    assert sorted(labels) == list(range(10)), "the mini file is sorted by class; a draw of 10 shows every class"
+    for index in range(3):
+        Image.new("RGB", (28, 28), (200, 30, 30)).save(tmp_path / f"{index}.png")
+    code, _, err = run(capsys, "reconstruct", "--model", TOKENIZER, "--images", str(tmp_path), "--out",
+                       str(tmp_path / "r.png"))  # fmt: skip
+    assert code == 0 and "note: converted 3 colour image(s) from --images to grayscale" in err
+
+
+def test_a_truncated_weights_file_names_its_cause(capsys, tmp_path):
+    import shutil
+
+    shutil.copytree(TOKENIZER, tmp_path / "tokenizer")
+    weights = tmp_path / "tokenizer" / "diffusion_pytorch_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-5000])
+    code, _, err = run(capsys, "info", str(tmp_path / "tokenizer"))
+    assert code == 1 and err.count("\n") == 1
+    assert "diffusion_pytorch_model.safetensors: the weights file is damaged or truncated" in err
+    assert err.count("diffusion_pytorch_model.safetensors") == 1
+
+
+def test_every_model_flag_takes_a_hub_id(capsys, tmp_path, offline_hub_cache):
+    put_in_hub_cache(Path(TOKENIZER), "vq-hub/fashion-vqvae", offline_hub_cache)
+    put_in_hub_cache(Path(DIFFUSION), "vq-hub/fashion-diffusion", offline_hub_cache)
+    images = str(shipped_fashion_mnist())
+    code, out, err = run(capsys, "reconstruct", "--model", "vq-hub/fashion-vqvae", "--images", images,
+                         "--num-images", "2", "--out", str(tmp_path / "r.png"))  # fmt: skip
+    assert code == 0, err
+    code, out, err = run(capsys, "info", "vq-hub/fashion-diffusion")
+    assert code == 0 and "VQDiscreteDiffusionPipeline" in out, err
 
 
 def test_out_of_range_codes_and_debug_traceback(capsys, tmp_path):

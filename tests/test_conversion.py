@@ -194,6 +194,16 @@ def test_unknown_or_missing_keys_are_errors(taming_files, tmp_path):
         _fill_from_fresh_model(VQVAEModel(**original.config), state_dict, "test")
 
 
+def test_a_checkpoint_without_its_codebook_is_refused(taming_files, tmp_path):
+    """Only vq_hub's own statistics buffers may be absent; a missing codebook would leave a random one in place."""
+    original, config, _ = taming_files
+    checkpoint = torch.load(taming_checkpoint(original, tmp_path))
+    del checkpoint["state_dict"]["quantize.embedding.weight"]
+    torch.save(checkpoint, tmp_path / "no_codebook.ckpt")
+    with pytest.raises(ValueError, match=r"lacks 1 weight.*quantize\.embedding\.weight"):
+        convert_taming_vqgan(tmp_path / "no_codebook.ckpt", config)
+
+
 def test_pickled_objects_are_refused_unless_allowed(taming_files, tmp_path):
     original, config, _ = taming_files
     checkpoint = taming_checkpoint(original, tmp_path, hyper_parameters=argparse.Namespace(lr=1e-4))

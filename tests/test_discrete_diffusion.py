@@ -1,5 +1,6 @@
 """Discrete diffusion: the scheduler's corruption and respacing, the denoising loss, and VQDiscreteDiffusionPipeline."""
 
+import numpy as np
 import pytest
 import torch
 from conftest import saved_model_index, tiny_vq_config
@@ -93,9 +94,17 @@ def test_any_number_of_steps_walks_the_training_corruption_levels(corruption, nu
 
 def test_set_timesteps_validates_num_steps():
     scheduler = make_scheduler("mask", num_train_timesteps=20)
-    for bad in (0, 21, -1, 2.5):
+    for bad in (0, 21, -1):
         with pytest.raises(ValueError, match=r"`num_steps` must be an integer in \[1, 20\]"):
             scheduler.set_timesteps(bad)
+    for bad in (2.5, True, "4"):
+        with pytest.raises(TypeError, match="`num_steps` must be an integer"):
+            scheduler.set_timesteps(bad)
+    scheduler.set_timesteps(np.int64(4))  # numpy and 0-d tensor integers are integers
+    scheduler.set_timesteps(torch.tensor(5))
+    assert scheduler.timesteps.tolist() == [20, 16, 12, 8, 4]
+    with pytest.raises(ValueError, match=r"`timestep` 7 is not in the current schedule \[20, 16, 12, 8, 4\]"):
+        scheduler.step(torch.zeros(1, 4, 16), 7, torch.full((1, 4), 20))
     with pytest.raises(ValueError, match="mask_token_id"):
         DiscreteDiffusionScheduler(100, 16, "mask", mask_token_id=None)
     with pytest.raises(ValueError, match="corruption"):
@@ -200,10 +209,28 @@ def test_bad_input_raises_clearly(pipe):
          r"`codes` must lie in \[0, 15\]"),
         (dict(class_labels=[5]), r"class_labels.*\[0, 2\]"),
         (dict(output_type="latent"), "output_type"),
+        (dict(temperature=float("nan")), "`temperature` must be a finite number"),
+        (dict(guidance_scale=float("nan"), class_labels=[0]), "`guidance_scale` must be a finite number"),
+        (dict(batch_size=2, generator=[seeded(0)] * 3), "list of 3 generators"),
+        (dict(codes=torch.zeros(0, GRID, GRID, dtype=torch.long), keep_mask=torch.ones(GRID, GRID, dtype=torch.bool)),
+         "empty batch"),
     ]  # fmt: skip
     for kwargs, message in cases:
         with pytest.raises(ValueError, match=message):
             pipe(**kwargs)
+    for kwargs, message in [(dict(batch_size=True), "`batch_size` must be an integer"),
+                            (dict(num_steps=2.0), "`num_steps` must be an integer"),
+                            (dict(generator="seed"), "generator")]:  # fmt: skip
+        with pytest.raises(TypeError, match=message):
+            pipe(**kwargs)
+
+
+def test_one_generator_per_image_and_numpy_step_counts(pipe):
+    """As in diffusers: a list of generators, one per image, and each image's noise comes from its own."""
+    first = pipe(num_steps=np.int64(4), batch_size=2, generator=[seeded(1), seeded(2)], output_type="codes").codes
+    again = pipe(num_steps=4, batch_size=2, generator=[seeded(1), seeded(2)], output_type="codes").codes
+    other = pipe(num_steps=4, batch_size=2, generator=[seeded(1), seeded(3)], output_type="codes").codes
+    assert torch.equal(first, again) and torch.equal(first[0], other[0]) and not torch.equal(first[1], other[1])
 
 
 def test_round_trip_and_the_headline_call(pipe, tmp_path):

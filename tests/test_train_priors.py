@@ -8,27 +8,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import ROOT, TWO_PROCESS_LAUNCHER, run_script, tiny_vq_config
+from conftest import (
+    ROOT, TWO_PROCESS_LAUNCHER, CapturingHfApi, files_containing, load_example, run_script, tiny_vq_config,
+)  # fmt: skip
 from PIL import Image
 from safetensors.torch import load_file
 
 from vq_hub import VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, VQPipeline
 from vq_hub.data import collate_codes, image_to_tensor, load_code_dataset, load_parquet_images
-
-
-def load_example(name: str):
-    """Import examples/<name>.py as a module (its folder on sys.path, as when it runs)."""
-    import importlib.util
-    import sys
-
-    sys.path.insert(0, str(ROOT / "examples"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "examples" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "examples"))
-    return module
 
 
 TINY_PRIOR = [
@@ -174,3 +161,34 @@ def test_two_processes_train_one_diffusion_prior(encoded, tmp_path):
     assert summary["validation"]["num_examples"] == 16, "validation covers the split once, across both ranks"
     assert (output / "checkpoint-4" / "random_states_1.pkl").exists()
     assert type(VQPipeline.from_pretrained(output)) is VQDiscreteDiffusionPipeline
+
+
+@pytest.mark.slow
+def test_encoding_again_leaves_no_stale_split(encoded, synthetic_parquet):
+    """The output folder is written as a whole: a validation split from an earlier run (maybe another tokenizer) must
+    not survive a run that has none."""
+    codes = encoded / "codes-again"
+    arguments = ["--vqvae_name_or_path", str(encoded / "tokenizer"), "--train_parquet",
+                 str(synthetic_parquet / "train.parquet"), "--output_dir", str(codes)]  # fmt: skip
+    run_script("encode_dataset.py", arguments + ["--validation_parquet", str(synthetic_parquet / "test.parquet")])
+    assert (codes / "validation.parquet").is_file()
+    run_script("encode_dataset.py", arguments)
+    assert sorted(p.name for p in codes.iterdir()) == ["encoding.json", "train.parquet"]
+
+
+@pytest.mark.slow
+def test_the_hub_token_reaches_no_file_of_a_prior_run(encoded, tmp_path, monkeypatch):
+    import vq_hub.hub
+
+    secret = "hf_NEVERwriteME0123456789"
+    CapturingHfApi.root, CapturingHfApi.tokens = tmp_path / "uploaded", []
+    monkeypatch.setattr(vq_hub.hub, "HfApi", CapturingHfApi)
+    output = tmp_path / "prior"
+    load_example("train_prior").main(TINY_PRIOR + [
+        "--codes_dir", str(encoded / "codes"), "--output_dir", str(output), "--max_train_steps", "2",
+        "--validation_steps", "2", "--checkpointing_steps", "2", "--report_to", "tensorboard", "--push_to_hub",
+        "--hub_model_id", "me/tiny-prior", "--hub_token", secret,
+    ])  # fmt: skip
+    assert CapturingHfApi.tokens == [secret]
+    assert (CapturingHfApi.root / "me--tiny-prior" / "model_index.json").is_file()
+    assert files_containing(output, secret) == [] and files_containing(CapturingHfApi.root, secret) == []

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TWO_PROCESS_LAUNCHER, run_script
+from conftest import TWO_PROCESS_LAUNCHER, CapturingHfApi, files_containing, load_example, run_script
 
 from vq_hub import PatchDiscriminator, VQVAEModel
 
@@ -109,3 +109,40 @@ def test_two_cpu_processes_train_one_model(synthetic_parquet, tmp_path):
     assert summary["validation"]["num_images"] == 16, "evaluation covers the whole split once, across both ranks"
     assert (output / "checkpoint-4" / "random_states_1.pkl").exists(), "each rank saved its RNG state"
     VQVAEModel.from_pretrained(output)
+
+
+@pytest.mark.slow
+def test_the_hub_token_reaches_no_file_that_is_written_or_uploaded(synthetic_parquet, tmp_path, monkeypatch):
+    """The token authenticates the upload and nothing else: not the card's command, not training_summary.json, not
+    the TensorBoard config."""
+    import vq_hub.hub
+
+    secret = "hf_NEVERwriteME0123456789"
+    CapturingHfApi.root, CapturingHfApi.tokens = tmp_path / "uploaded", []
+    monkeypatch.setattr(vq_hub.hub, "HfApi", CapturingHfApi)
+    output = tmp_path / "run"
+    load_example("train_vqgan").main(data_args(synthetic_parquet) + TINY_MODEL + [
+        "--output_dir", str(output), "--max_train_steps", "2", "--checkpointing_steps", "2", "--vqvae",
+        "--report_to", "tensorboard", "--push_to_hub", "--hub_model_id", "me/tiny", "--hub_token", secret,
+    ])  # fmt: skip
+    assert CapturingHfApi.tokens == [secret], "the token is still used to authenticate"
+    assert (CapturingHfApi.root / "me--tiny" / "training_summary.json").is_file()
+    assert list((output / "logs").rglob("events.out.tfevents*")), "the tracker wrote its config"
+    assert files_containing(output, secret) == [] and files_containing(CapturingHfApi.root, secret) == []
+    assert "--hub_token REDACTED" in (output / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_resuming_a_finished_run_changes_nothing(synthetic_parquet, tmp_path):
+    """It used to train one step past --max_train_steps and overwrite the saved model."""
+    output = tmp_path / "run"
+    common = data_args(synthetic_parquet) + TINY_MODEL + [
+        "--output_dir", str(output), "--max_train_steps", "4", "--checkpointing_steps", "2", "--vqvae",
+        "--validation_steps", "1000",
+    ]  # fmt: skip
+    run_training(common)
+    before = {p: p.read_bytes() for p in output.rglob("*") if p.is_file() and "logs" not in p.parts}
+    result = run_training(common + ["--resume_from_checkpoint", "latest"])
+    assert "nothing to train or save" in result.stdout + result.stderr
+    after = {p: p.read_bytes() for p in output.rglob("*") if p.is_file() and "logs" not in p.parts}
+    assert after == before

@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -135,7 +136,7 @@ def test_model_cast_to_bfloat16_runs():
     "images, message",
     [
         (torch.zeros(1, 1, 16, 16), "3 channels"),
-        (torch.zeros(1, 3, 15, 16), "divisible by the downsampling factor 2"),
+        (torch.zeros(1, 3, 15, 16), "multiples of the downsampling factor 2"),
         (torch.zeros(3, 16, 16), "4D tensor"),
     ],
 )
@@ -159,6 +160,58 @@ def test_bad_codes_rejected(codes, error, message):
     model = VQVAEModel(**tiny_vq_config())
     with pytest.raises(error, match=message):
         model.detokenize(codes)
+
+
+@pytest.mark.parametrize(
+    "images, error, message",
+    [
+        (torch.full((1, 3, 16, 16), float("nan")), ValueError, "finite pixels in \\[-1, 1\\]"),
+        (torch.full((1, 3, 16, 16), float("inf")), ValueError, "finite pixels"),
+        (torch.full((1, 3, 16, 16), 255.0), ValueError, "uint8 images in \\[0, 255\\] are converted"),
+        (torch.zeros(1, 3, 16, 16, dtype=torch.long), TypeError, "integer code grids go to `detokenize`"),
+        (torch.zeros(1, 3, 16, 16, dtype=torch.bool), TypeError, "floating point"),
+        (torch.zeros(0, 3, 16, 16), ValueError, "empty batch"),
+        (np.zeros((1, 3, 16, 16), dtype=np.float32), TypeError, "torch.Tensor"),
+    ],
+)
+def test_images_that_would_give_a_silent_wrong_answer_are_refused(images, error, message):
+    """NaN pixels once tokenized to code 0; [0, 255] floats were quantized as if they were [-1, 1]."""
+    model = VQVAEModel(**tiny_vq_config()).eval()
+    with pytest.raises(error, match=message):
+        model.tokenize(images)
+    with pytest.raises(error, match=message):
+        model(images)
+
+
+def test_unambiguous_image_dtypes_are_converted():
+    model = VQVAEModel(**tiny_vq_config()).eval()
+    pixels = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    as_float = pixels.float() / 127.5 - 1
+    codes = model.tokenize(as_float)
+    assert torch.equal(model.tokenize(pixels), codes)  # uint8 is [0, 255]
+    assert torch.equal(model.tokenize(as_float.double()), codes)  # float64 is cast
+    bf16 = VQVAEModel(**tiny_vq_config()).to(torch.bfloat16).eval()
+    assert bf16.tokenize(as_float).shape == (2, 8, 8)  # float32 images into a bf16 model
+    assert bf16(as_float).sample.dtype == torch.bfloat16
+
+
+def test_codes_and_latents_that_cannot_be_decoded_or_quantized_are_refused():
+    model = VQVAEModel(**tiny_vq_config()).eval()
+    with pytest.raises(ValueError, match="empty"):
+        model.detokenize(torch.zeros(0, 8, 8, dtype=torch.long))
+    with pytest.raises(ValueError, match="NaN"):
+        model.quantize.latents_to_codes(torch.full((1, 4, 8, 8), float("nan")))
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        model.detokenize([[[0]]])
+
+
+def test_gumbel_temperature_must_be_positive():
+    with pytest.raises(ValueError, match="temperature.*> 0"):
+        VQVAEModel(**tiny_vq_config(quantizer_type="gumbel", gumbel_temperature=0.0))
+    model = VQVAEModel(**tiny_vq_config(quantizer_type="gumbel")).train()
+    model.quantize.temperature = 0.0  # annealed too far by a script
+    with pytest.raises(ValueError, match="temperature.*> 0"):
+        model(torch.zeros(1, 3, 16, 16))
 
 
 @pytest.mark.parametrize(

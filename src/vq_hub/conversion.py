@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .models.vq_model import VQVAEModel
+from .quantizers import VectorQuantizer
 
 # diffusers' VQModel config entries that have no behaviour in ours: `lookup_from_codebook` (ours always decodes integer
 # codes through the codebook) and `force_upcast` (ours computes distances in float32 anyway).
@@ -21,13 +22,15 @@ TAMING_VQ_TARGETS = ("taming.models.vqgan.VQVAEModel",)
 
 
 def _fill_from_fresh_model(model: VQVAEModel, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """Load `state_dict` into `model`: every converted key must exist in ours; our own statistics buffers (EMA usage,
-    k-means flag, restart count), which other libraries do not have, keep their fresh values."""
+    """Load `state_dict` into `model`: every converted key must exist in ours and every weight of ours must be given;
+    only our own statistics buffers (EMA usage, k-means flag, restart count), which other libraries do not have, keep
+    their fresh values."""
     ours = model.state_dict()
     unexpected = sorted(set(state_dict) - set(ours))
     if unexpected:
         raise ValueError(f"{source}: {len(unexpected)} key(s) have no place in vq_hub's VQVAEModel: {unexpected[:10]}")
-    missing = sorted(key for key in set(ours) - set(state_dict) if not key.startswith("quantize."))
+    statistics = {f"quantize.{name}" for name in VectorQuantizer.statistics_buffers}
+    missing = sorted(set(ours) - set(state_dict) - statistics)  # a codebook is never optional
     if missing:
         raise ValueError(f"{source}: the checkpoint lacks {len(missing)} weight(s) of the model: {missing[:10]}")
     for key, value in state_dict.items():

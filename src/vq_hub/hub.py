@@ -6,6 +6,8 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from .utils.io import write_text_atomically
+
 HUB_OPTIONS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
 
 
@@ -98,9 +100,7 @@ def write_tokenizer_card(
         training=training,
         evaluation=_evaluation_table(evaluation),
     )
-    path = folder / "README.md"
-    path.write_text(card)
-    return path
+    return write_text_atomically(folder / "README.md", card)
 
 
 PIPELINE_CARD = """---
@@ -176,9 +176,7 @@ def write_pipeline_card(
         training=training or "Not recorded.",
         evaluation=_evaluation_table(evaluation),
     )
-    path = folder / "README.md"
-    path.write_text(card)
-    return path
+    return write_text_atomically(folder / "README.md", card)
 
 
 def push_to_hub(

@@ -3,6 +3,7 @@ EMA weight swaps and the NaN guard. The loops themselves stay in the scripts."""
 
 import argparse
 import contextlib
+import json
 import os
 import re
 import shlex
@@ -14,6 +15,8 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from diffusers.training_utils import EMAModel
+
+from .utils.io import atomic_directory
 
 logger = get_logger(__name__)
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
@@ -62,9 +65,28 @@ def add_output_arguments(parser: argparse.ArgumentParser, output_dir: str) -> ar
     return output
 
 
+# Flags whose values never go into a card, a summary, a tracker or a log.
+SECRET_ARGUMENTS = ("hub_token",)
+REDACTED = "REDACTED"
+
+
+def public_arguments(args: argparse.Namespace) -> dict:
+    """The run's arguments as recorded in `training_summary.json` and tracker configs, secrets redacted."""
+    return {name: REDACTED if name in SECRET_ARGUMENTS and value is not None else value
+            for name, value in vars(args).items()}  # fmt: skip
+
+
 def training_command(script: str, argv: list[str] | None) -> str:
-    """The command line that reproduces this run, for model cards."""
-    return f"accelerate launch examples/{script} " + shlex.join(argv if argv is not None else sys.argv[1:])
+    """The command line that reproduces this run, for model cards, with the values of secret flags redacted."""
+    words = list(argv if argv is not None else sys.argv[1:])
+    secret_flags = {f"--{name}" for name in SECRET_ARGUMENTS}
+    for index, word in enumerate(words):
+        flag = word.split("=", 1)[0]
+        if flag in secret_flags and "=" in word:
+            words[index] = f"{flag}={REDACTED}"
+        elif index > 0 and words[index - 1] in secret_flags:
+            words[index] = REDACTED
+    return f"accelerate launch examples/{script} " + shlex.join(words)
 
 
 class EpochSeededSampler(torch.utils.data.Sampler):
@@ -117,7 +139,8 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
-    """`accelerator.save_state` into a temporary folder, renamed when every process has written its part."""
+    """`accelerator.save_state` into a temporary folder, renamed when every process has written its part (an older
+    checkpoint of the same step is swapped out whole, never deleted before the new one is in place)."""
     final, staging = output_dir / f"checkpoint-{step}", output_dir / f".checkpoint-{step}.tmp"
     if accelerator.is_main_process and staging.exists():
         shutil.rmtree(staging)
@@ -125,14 +148,26 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
+        with atomic_directory(final, replaces=["*"]) as new:
+            for entry in staging.iterdir():
+                os.replace(entry, new / entry.name)
+        staging.rmdir()
         if total_limit is not None:
             for old in list_checkpoints(output_dir)[:-total_limit]:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final
+
+
+def resume_or_seed(accelerator: Accelerator, output_dir: Path, checkpoint: str | None, seed: int) -> int:
+    """Call once every model is built and prepared, just before the loop: resume from `checkpoint` (which restores
+    each process's random state) or seed each process differently, so data-parallel ranks draw their own flips,
+    timesteps, masks and class dropout (model initialisation, done earlier under the shared seed, agrees across ranks).
+    Returns the step to start from."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed + accelerator.process_index)
+    return resume_from_checkpoint(accelerator, output_dir, checkpoint)
 
 
 def resume_from_checkpoint(accelerator: Accelerator, output_dir: Path, checkpoint: str | None) -> int:
@@ -151,6 +186,17 @@ def resume_from_checkpoint(accelerator: Accelerator, output_dir: Path, checkpoin
     accelerator.load_state(str(path))
     logger.info(f"resumed from {path}", main_process_only=True)
     return int(CHECKPOINT_PATTERN.match(path.name).group(1))
+
+
+def finished_summary(output_dir: Path, global_step: int, max_train_steps: int) -> dict | None:
+    """The saved summary of a run resumed at (or past) its last step whose final model is already in `output_dir`:
+    there is nothing left to train or save, and the saved model must not be overwritten. None otherwise."""
+    summary_file = Path(output_dir) / "training_summary.json"
+    if global_step < max_train_steps or not summary_file.is_file():
+        return None
+    logger.info(f"resumed at step {global_step}, which reaches --max_train_steps {max_train_steps}, and {output_dir} "
+                "holds the final model: nothing to train or save", main_process_only=True)  # fmt: skip
+    return json.loads(summary_file.read_text())
 
 
 def stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict, step: int, output_dir: Path):
@@ -175,11 +221,27 @@ def training_schedule(args: argparse.Namespace, train_dataloader) -> tuple[int, 
     return steps_per_epoch, max_train_steps, -(-max_train_steps // steps_per_epoch)
 
 
-def make_optimizer(args: argparse.Namespace, parameters, learning_rate: float) -> torch.optim.AdamW:
-    return torch.optim.AdamW(
-        [p for p in parameters if p.requires_grad], lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2),
-        weight_decay=args.adam_weight_decay,
-    )  # fmt: skip
+def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW parameter groups: decay only the weights of linear and convolution layers (transformers' GPT-2 `Conv1D`
+    included); codebooks, embeddings (also when tied to an output layer), norms and biases are not decayed — decay
+    would shrink codes and embeddings towards zero and fight the normalisation layers."""
+    from transformers.pytorch_utils import Conv1D
+
+    decayed_types = (torch.nn.Linear, torch.nn.modules.conv._ConvNd, Conv1D)
+    embedding_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    decay_ids = {id(module.weight) for module in model.modules()
+                 if isinstance(module, decayed_types) and id(module.weight) not in embedding_ids}  # fmt: skip
+    trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
+    return [
+        {"params": [p for p in trainable if id(p) in decay_ids], "weight_decay": weight_decay},
+        {"params": [p for p in trainable if id(p) not in decay_ids], "weight_decay": 0.0},
+    ]
+
+
+def make_optimizer(args: argparse.Namespace, model: torch.nn.Module, learning_rate: float) -> torch.optim.AdamW:
+    """AdamW over `model`'s trainable parameters with `weight_decay_groups` (the rule is in the README)."""
+    return torch.optim.AdamW(weight_decay_groups(model, args.adam_weight_decay), lr=learning_rate,
+                             betas=(args.adam_beta1, args.adam_beta2))  # fmt: skip
 
 
 def make_lr_scheduler(args: argparse.Namespace, optimizer, accelerator: Accelerator, max_train_steps: int):
@@ -190,6 +252,21 @@ def make_lr_scheduler(args: argparse.Namespace, optimizer, accelerator: Accelera
         args.lr_scheduler, optimizer, num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
         num_training_steps=max_train_steps * accelerator.num_processes,
     )  # fmt: skip
+
+
+def reset_restarted_codes(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> None:
+    """Zero the optimizer state (Adam's moments) of the codebook rows a `VectorQuantizer` restarted since the last
+    call, so a new code is not pushed by the momentum of the dead code it replaced. Call before `optimizer.step()`."""
+    from .quantizers import VectorQuantizer
+
+    for quantizer in model.modules():
+        if not isinstance(quantizer, VectorQuantizer):
+            continue
+        rows = quantizer.pop_restarted_codes()
+        state = optimizer.state.get(quantizer.embedding.weight) if rows is not None else None
+        for value in (state or {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == quantizer.embedding.weight.shape:
+                value[rows] = 0
 
 
 def start_training(args: argparse.Namespace) -> Accelerator:
@@ -210,7 +287,7 @@ def start_training(args: argparse.Namespace) -> Accelerator:
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     print(f"[rank {accelerator.process_index}/{accelerator.num_processes}] started on {accelerator.device}", flush=True)
-    set_seed(args.seed)
+    set_seed(args.seed)  # the same on every rank: models are initialised identically (see `resume_or_seed`)
     return accelerator
 
 
@@ -240,11 +317,12 @@ def training_batches(accelerator: Accelerator, train_dataloader, first_epoch: in
 def apply_update(accelerator: Accelerator, loss: torch.Tensor, terms: dict, module: torch.nn.Module, optimizer,
                  lr_scheduler, max_grad_norm: float, step: int, output_dir: Path) -> None:  # fmt: skip
     """Backward, clip and step one module (Accelerate skips the step while accumulating); stop every process first
-    if the loss is not finite."""
+    if the loss is not finite. Codes restarted in this step's forward start with fresh optimizer moments."""
     stop_if_not_finite(accelerator, loss, terms, step, output_dir)
     accelerator.backward(loss)
     if accelerator.sync_gradients:
         accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)
+        reset_restarted_codes(optimizer, module)
     optimizer.step()
     lr_scheduler.step()
     optimizer.zero_grad(set_to_none=True)

@@ -7,6 +7,10 @@ Vocabulary of a prior over a codebook of K codes with C classes:
                          guidance (a dropped label means "no class", which is exactly an unconditional sequence)
     ids K+1 … K+C        one token per class
     id  K+C+1            MASK (denoisers only): the absorbing state of mask diffusion
+    last id              PAD: never a real input. Models whose embedding honours `padding_idx` (Llama, BERT, …) keep
+                         that row at zero and untrained, so the pad must not be BOS or a class (vq_hub 0.1 made it BOS:
+                         a Llama prior then saw a zero vector after BOS and started every unconditional row from a
+                         uniform first code). Configs saved that way load unchanged (`with_pad_token=False`).
 
 An autoregressive sequence is `[condition token, c_1, …, c_n]` with n = h·w codes in raster order; a denoiser sees the
 same sequence with some codes corrupted. Samplers only ever pick among the first K logits.
@@ -28,6 +32,7 @@ class CodeVocabulary:
     codebook_size: int
     num_classes: int = 0
     with_mask_token: bool = False
+    with_pad_token: bool = True
 
     @property
     def bos_token_id(self) -> int:
@@ -44,16 +49,30 @@ class CodeVocabulary:
         return self.codebook_size + 1 + self.num_classes
 
     @property
+    def pad_token_id(self) -> int | None:
+        return self.vocab_size - 1 if self.with_pad_token else None
+
+    @property
     def vocab_size(self) -> int:
-        return self.codebook_size + 1 + self.num_classes + int(self.with_mask_token)
+        return self.codebook_size + 1 + self.num_classes + int(self.with_mask_token) + int(self.with_pad_token)
 
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> "CodeVocabulary":
         """The vocabulary recorded in a prior's config by `autoregressive_prior_config` / `denoiser_config`."""
-        missing = [name for name in ("codebook_size", "num_classes") if not hasattr(config, name)]
+        missing = [name for name in ("codebook_size", "num_classes", "code_grid_size") if not hasattr(config, name)]
         if missing:
-            raise ValueError(f"the prior's config has no {missing}: build it with vq_hub's config helpers")
-        return cls(config.codebook_size, config.num_classes, getattr(config, "mask_token_id", None) is not None)
+            raise ValueError(
+                f"the prior's config ({type(config).__name__}) has no {missing}: a stock transformers config does not "
+                "know vq_hub's code vocabulary; build it with `vq_hub.autoregressive_prior_config(vqvae, …)` or "
+                "`vq_hub.denoiser_config(vqvae, …)`"
+            )
+        with_mask = getattr(config, "mask_token_id", None) is not None
+        with_pad = getattr(config, "pad_token_id", None) != config.codebook_size  # 0.1 configs: pad = BOS
+        vocabulary = cls(config.codebook_size, config.num_classes, with_mask, with_pad)
+        if getattr(config, "vocab_size", vocabulary.vocab_size) != vocabulary.vocab_size:
+            raise ValueError(f"the prior's config has vocab_size {config.vocab_size}, but its code vocabulary "
+                             f"{vocabulary} needs {vocabulary.vocab_size}")  # fmt: skip
+        return vocabulary
 
     def condition_tokens(self, class_labels: torch.Tensor | None, batch_size: int, device=None) -> torch.LongTensor:
         """`(B,)` first tokens: the class token of each label, BOS (= null class) for label -1 or no labels."""
@@ -105,7 +124,7 @@ def _transformer_config(
         vocab_size=vocabulary.vocab_size,
         bos_token_id=vocabulary.bos_token_id,
         eos_token_id=vocabulary.bos_token_id,
-        pad_token_id=vocabulary.bos_token_id,
+        pad_token_id=vocabulary.pad_token_id,
         codebook_size=vocabulary.codebook_size,
         num_classes=vocabulary.num_classes,
         code_grid_size=list(grid),

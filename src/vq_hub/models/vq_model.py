@@ -207,7 +207,7 @@ class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
     @apply_forward_hook
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> VQEncoderOutput | tuple[torch.Tensor]:
         """Images → pre-quantization latents `(B, vq_embed_dim, h, w)`, as diffusers' `VQModel.encode`."""
-        self._check_images(x)
+        x = self.prepare_images(x)
         latents = self.quant_conv(self.encoder(x))
         if not return_dict:
             return (latents,)
@@ -270,18 +270,37 @@ class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         hidden = self.post_quant_conv(quantized)
         return self.decoder(hidden, quantized if self.config.norm_type == "spatial" else None)
 
-    def _check_images(self, images: torch.Tensor) -> None:
-        if not isinstance(images, torch.Tensor) or images.ndim != 4:
-            shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-            raise ValueError(f"`images` must be a 4D tensor (batch, channels, height, width), got {shape}")
+    # Images a little outside [-1, 1] (an unclamped reconstruction) are fine; [0, 255] floats are a mistake.
+    pixel_bound = 1.5
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Check `images` `(B, in_channels, H, W)` and convert what is unambiguous: floating point is cast to the
+        model's dtype, uint8 is taken as [0, 255] pixels and mapped to [-1, 1]; other dtypes are refused. Out of
+        training, NaN/inf or values far outside [-1, 1] are an error too (while training, the scripts' guard on a
+        non-finite loss covers it without a device sync per step)."""
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"`images` must be a torch.Tensor (batch, channels, height, width), got {type(images).__name__}")
+        if images.ndim != 4:
+            raise ValueError(f"`images` must be a 4D tensor (batch, channels, height, width), got {tuple(images.shape)}")
+        if images.shape[0] == 0:
+            raise ValueError("`images` is an empty batch: give at least one image")
         if images.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"`images` must have {self.config.in_channels} channels (config `in_channels`), got {images.shape[1]}"
             )
         height, width = images.shape[-2:]
         factor = self.downsample_factor
-        if height % factor or width % factor:
-            raise ValueError(
-                f"`images` height and width must be divisible by the downsampling factor {factor}, "
-                f"got {height}×{width}"
-            )
+        if height % factor or width % factor or height == 0 or width == 0:
+            raise ValueError(f"`images` height and width must be positive multiples of the downsampling factor "
+                             f"{factor}, got {height}×{width}")  # fmt: skip
+        if images.dtype == torch.uint8:
+            images = images.float() / 127.5 - 1
+        elif not images.dtype.is_floating_point:
+            raise TypeError(f"`images` must be floating point in [-1, 1] (or uint8 in [0, 255]), got {images.dtype}; "
+                            "integer code grids go to `detokenize`")  # fmt: skip
+        if not self.training:
+            low, high = torch.aminmax(images.detach())
+            if not (-self.pixel_bound <= float(low) and float(high) <= self.pixel_bound):
+                raise ValueError(f"`images` must hold finite pixels in [-1, 1], got values in [{float(low):.4g}, "
+                                 f"{float(high):.4g}] (uint8 images in [0, 255] are converted)")  # fmt: skip
+        return images.to(self.dtype)

@@ -7,6 +7,7 @@ from transformers import DynamicCache, PreTrainedModel
 from transformers.generation.logits_process import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
 from ..models.vq_model import VQVAEModel
+from ..utils.checks import check_float, check_generator, check_int
 from .pipeline_vq import VQPipeline, VQPipelineOutput
 
 GeneratorType = torch.Generator | list[torch.Generator] | None
@@ -37,6 +38,7 @@ class VQAutoregressivePipeline(VQPipeline):
     def __init__(self, vqvae: VQVAEModel, prior: PreTrainedModel):
         super().__init__()
         self.register_modules(vqvae=vqvae, prior=prior)
+        self.check_prior_config()
 
     @torch.no_grad()
     def __call__(
@@ -92,12 +94,9 @@ class VQAutoregressivePipeline(VQPipeline):
         if kwargs:
             raise TypeError(f"VQAutoregressivePipeline got unexpected arguments {sorted(kwargs)}")
         self.check_output_type(output_type)
-        if temperature < 0:
-            raise ValueError(f"`temperature` must be ≥ 0 (0 = greedy), got {temperature}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"`top_k` must be ≥ 1, got {top_k}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"`top_p` must lie in (0, 1], got {top_p}")
+        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
+        top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
+        top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
 
         device = self._execution_device
         height, width = self.code_grid_size
@@ -107,8 +106,7 @@ class VQAutoregressivePipeline(VQPipeline):
         if prefix is None:
             prefix = torch.empty(batch_size, 0, dtype=torch.long, device=device)
         labels = self.check_class_labels(class_labels, batch_size)
-        if isinstance(generator, list) and len(generator) != batch_size:
-            raise ValueError(f"`generator` is a list of {len(generator)}, but batch_size is {batch_size}")
+        generator = check_generator(generator, batch_size)
 
         # Prefill with [condition token, prefix codes]; guided sampling adds the unconditional rows below.
         vocabulary = self.vocabulary
@@ -129,8 +127,10 @@ class VQAutoregressivePipeline(VQPipeline):
 
         codes = prefix
         cache = DynamicCache(config=self.prior.config)
+        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per code
         for step in self.progress_bar(range(num_codes - prefix.shape[1])):
             logits = self.next_code_logits(step_input, cache, length, vocabulary.codebook_size)
+            finite &= torch.isfinite(logits).all()
             if guided:
                 conditional, unconditional = logits.chunk(2)
                 logits = unconditional + guidance_scale * (conditional - unconditional)
@@ -144,6 +144,9 @@ class VQAutoregressivePipeline(VQPipeline):
             if callback_on_step_end is not None:
                 callback_on_step_end(self, step, codes.shape[1] - 1, {"codes": codes})
 
+        if not bool(finite):
+            raise ValueError("the prior produced NaN or infinite logits: its weights are damaged (or it was trained "
+                             "into divergence); no codes were returned")  # fmt: skip
         return self.make_output(codes.reshape(batch_size, height, width), output_type, return_dict)
 
     def next_code_logits(
@@ -165,12 +168,19 @@ class VQAutoregressivePipeline(VQPipeline):
                 raise ValueError("`num_prefix_rows` needs an `image` to take the rows from")
             return None
         if image is not None:
-            rows = height // 2 if num_prefix_rows is None else num_prefix_rows
+            rows = height // 2 if num_prefix_rows is None else check_int(num_prefix_rows, "num_prefix_rows")
             if not 0 <= rows <= height:
                 raise ValueError(f"`num_prefix_rows` must lie in [0, {height}] (the grid has {height} rows), "
                                  f"got {rows}")  # fmt: skip
             return self.encode_images(image)[:, :rows].reshape(-1, rows * width)
-        prefix = torch.as_tensor(prefix_codes)
+        if num_prefix_rows is not None:
+            raise ValueError("`num_prefix_rows` applies to `image`; with `prefix_codes` the prefix is what is given: "
+                             "pass its first rows, e.g. `prefix_codes=codes[:, :rows]`")  # fmt: skip
+        if not isinstance(prefix_codes, torch.Tensor):
+            raise TypeError(f"`prefix_codes` must be an integer torch.Tensor, got {type(prefix_codes).__name__}")
+        prefix = prefix_codes
+        if prefix.shape[0] == 0:
+            raise ValueError("`prefix_codes` is an empty batch: give at least one row of codes")
         if prefix.ndim == 3:
             if prefix.shape[2] != width:
                 raise ValueError(f"`prefix_codes` rows must be {width} codes wide, got shape {tuple(prefix.shape)}")

@@ -12,6 +12,7 @@ from transformers import PreTrainedModel
 
 from ..models.vq_model import VQVAEModel
 from ..schedulers import DiscreteDiffusionScheduler
+from ..utils.checks import check_generator, check_int
 from .pipeline_vq import VQPipeline, VQPipelineOutput
 
 DEFAULT_NUM_STEPS = 50
@@ -51,6 +52,7 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
     def __init__(self, vqvae: VQVAEModel, denoiser: PreTrainedModel, scheduler: DiscreteDiffusionScheduler):
         super().__init__()
         self.register_modules(vqvae=vqvae, denoiser=denoiser, scheduler=scheduler)
+        self.check_prior_config()
 
     @torch.no_grad()
     def __call__(
@@ -60,7 +62,7 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         class_labels: int | list[int] | torch.Tensor | None = None,
         guidance_scale: float = 1.0,
         temperature: float = 1.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         image=None,
         mask=None,
         codes: torch.LongTensor | None = None,
@@ -82,7 +84,8 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
                 unconditional), and classifier-free guidance on the logits with both rows in one batch.
             temperature (`float`, defaults to 1.0): Sampling temperature (0 = argmax); for masking also the scale of
                 the confidence noise, annealed to zero over the steps.
-            generator (`torch.Generator`, *optional*): For reproducible sampling.
+            generator (`torch.Generator` or a list, one per image, *optional*): For reproducible sampling; with one
+                generator per image, each image's noise comes from its own generator.
             image (PIL image(s) or `torch.Tensor` in [-1, 1], *optional*) and mask (PIL image(s) or tensor
                 `(B, 1, H, W)` / `(H, W)`, 1 = regenerate): Inpainting; a code is regenerated when any pixel of its
                 cell is masked, every other code is kept exactly.
@@ -100,9 +103,9 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         num_steps = num_steps if num_steps is not None else num_inference_steps
         if num_steps is None:
             num_steps = min(DEFAULT_NUM_STEPS, self.scheduler.config.num_train_timesteps)
+        num_steps = check_int(num_steps, "num_steps")  # the scheduler checks the range
         self.check_output_type(output_type)
-        if temperature < 0:
-            raise ValueError(f"`temperature` must be ≥ 0 (0 = argmax), got {temperature}")
+        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
 
         device = self._execution_device
         height, width = self.code_grid_size
@@ -111,6 +114,7 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         if keep is not None and keep.shape[0] == 1 and batch_size > 1:
             keep = keep.expand(batch_size, -1)
         labels = self.check_class_labels(class_labels, batch_size)
+        generator = check_generator(generator, batch_size)
         vocabulary = self.vocabulary
         conditions = vocabulary.condition_tokens(labels, batch_size, device)
         guided = labels is not None and guidance_scale != 1.0

@@ -19,6 +19,7 @@ from ..data import image_grid, image_to_tensor
 from ..hub import HUB_OPTIONS, resolve_folder, write_pipeline_card
 from ..hub import push_to_hub as upload_folder_to_hub
 from ..models.priors import CodeVocabulary
+from ..utils.checks import check_float, check_int
 from ..utils.io import atomic_directory, check_safetensors_files
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
@@ -44,6 +45,14 @@ class VQPipelineOutput(BaseOutput):
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None
     codes: torch.LongTensor
+
+
+def label_tensor(class_labels) -> torch.Tensor:
+    """`class_labels` (an int, a list, an array or a tensor) as a tensor; anything else is a TypeError."""
+    try:
+        return torch.as_tensor(class_labels)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(f"`class_labels` must be an int or a 1D list/tensor of ints, got {class_labels!r}") from error
 
 
 def component_folders(folder: str | os.PathLike) -> list[str]:
@@ -187,27 +196,39 @@ class VQPipeline(DiffusionPipeline):
     def check_batch_size(batch_size: int | None, known: torch.Tensor | None, class_labels=None) -> int:
         """`batch_size`, or the batch of the known codes / images (`known`), or the number of class labels."""
         if known is not None:
-            if batch_size not in (None, known.shape[0]):
+            if known.shape[0] == 0:
+                raise ValueError("the images or codes given are an empty batch: give at least one")
+            if batch_size is not None and check_int(batch_size, "batch_size", minimum=1) != known.shape[0]:
                 raise ValueError(f"`batch_size` {batch_size} does not match the {known.shape[0]} images/codes given")
             return known.shape[0]
         if batch_size is None:
-            labels = torch.as_tensor(class_labels) if class_labels is not None else None
+            labels = label_tensor(class_labels) if class_labels is not None else None
             batch_size = labels.numel() if labels is not None and labels.ndim == 1 else 1
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
-        return batch_size
+        return check_int(batch_size, "batch_size", minimum=1)
 
     def check_class_labels(self, class_labels, batch_size: int) -> torch.LongTensor | None:
         """`None`, one label for the whole batch, or `batch_size` labels (-1 = unconditional row)."""
         if class_labels is None:
             return None
-        labels = torch.as_tensor(class_labels)
+        labels = label_tensor(class_labels)
         if labels.ndim == 0:
             labels = labels.expand(batch_size)
         if labels.shape != (batch_size,):
             raise ValueError(f"`class_labels` must be one label or {batch_size} labels (batch_size), "
                              f"got shape {tuple(labels.shape)}")  # fmt: skip
         return self.vocabulary.check_class_labels(labels, allow_null=True).to(self._execution_device)
+
+    @staticmethod
+    def check_sampling_arguments(guidance_scale, temperature) -> tuple[float, float]:
+        """`guidance_scale` (any finite number) and `temperature` (finite, ≥ 0; 0 = greedy) as floats."""
+        return check_float(guidance_scale, "guidance_scale"), check_float(temperature, "temperature", minimum=0.0)
+
+    def check_prior_config(self) -> None:
+        """A prior built from a stock transformers config lacks vq_hub's code vocabulary: say so when the pipeline
+        is built, not as an AttributeError at the first call."""
+        prior = getattr(self, self.prior_component, None)
+        if prior is not None:
+            CodeVocabulary.from_config(prior.config)
 
     @staticmethod
     def check_output_type(output_type: str) -> None:

@@ -65,20 +65,31 @@ class Quantizer(nn.Module, ABC):
     def codes_to_latents(self, codes: torch.LongTensor) -> torch.Tensor:
         """The quantized latents `(B, C, H, W)` of codes `(B, H, W)`."""
 
-    def check_latents(self, latents: torch.Tensor) -> None:
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 4:
-            raise ValueError(f"`latents` must be a 4D tensor (batch, channels, height, width), got {_describe(latents)}")
+    def check_latents(self, latents: torch.Tensor, finite: bool = False) -> None:
+        """Shape and channels; with `finite`, also no NaN/inf (a sync: done on the inference path only, where a NaN
+        latent would otherwise silently become code 0)."""
+        if not isinstance(latents, torch.Tensor):
+            raise TypeError(f"`latents` must be a torch.Tensor, got {_describe(latents)}")
+        if latents.ndim != 4 or latents.numel() == 0:
+            raise ValueError(f"`latents` must be a non-empty 4D tensor (batch, channels, height, width), got "
+                             f"{_describe(latents)}")  # fmt: skip
         if latents.shape[1] != self.embedding_dim:
             raise ValueError(
                 f"`latents` must have {self.embedding_dim} channels for this quantizer, got {latents.shape[1]}"
             )
+        if not latents.dtype.is_floating_point:
+            raise TypeError(f"`latents` must be floating point, got {latents.dtype} (codes go to `codes_to_latents`)")
+        if finite and not bool(torch.isfinite(latents).all()):
+            raise ValueError("`latents` hold NaN or infinite values: no code is nearest to them")
 
     def check_codes(self, codes: torch.Tensor) -> None:
-        if not isinstance(codes, torch.Tensor) or codes.ndim != 3:
-            raise ValueError(f"`codes` must be a 3D tensor (batch, height, width), got {_describe(codes)}")
+        if not isinstance(codes, torch.Tensor):
+            raise TypeError(f"`codes` must be an integer torch.Tensor (batch, height, width), got {_describe(codes)}")
+        if codes.ndim != 3 or codes.numel() == 0:
+            raise ValueError(f"`codes` must be a non-empty 3D tensor (batch, height, width), got {_describe(codes)}")
         if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
             raise TypeError(f"`codes` must be an integer tensor (e.g. torch.long), got dtype {codes.dtype}")
-        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size):
+        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
             raise ValueError(
                 f"`codes` must lie in [0, {self.codebook_size - 1}] for a codebook of {self.codebook_size} codes, "
                 f"got values in [{int(codes.min())}, {int(codes.max())}]"

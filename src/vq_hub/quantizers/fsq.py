@@ -59,7 +59,7 @@ class FSQuantizer(Quantizer):
 
     @torch.no_grad()
     def latents_to_codes(self, latents: torch.Tensor) -> torch.LongTensor:
-        self.check_latents(latents)
+        self.check_latents(latents, finite=True)
         batch, channels, height, width = latents.shape
         vectors = apply_projection(self.project_in, latents.permute(0, 2, 3, 1).reshape(-1, channels)).float()
         codes = self._levels_to_index(self._bound(vectors).round() + (self.levels // 2))

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..utils.checks import check_float
 from .base import Quantizer, QuantizerOutput
 
 
@@ -35,7 +36,7 @@ class GumbelQuantizer(Quantizer):
         super().__init__()
         self.codebook_size = num_embeddings
         self.embedding_dim = embedding_dim
-        self.temperature = temperature
+        self.temperature = check_float(temperature, "temperature", minimum=0.0, exclusive_minimum=True)
         self.kl_weight = kl_weight
         self.straight_through = straight_through
         self.to_logits = nn.Conv2d(embedding_dim, num_embeddings, kernel_size=1)
@@ -45,6 +46,8 @@ class GumbelQuantizer(Quantizer):
         self.check_latents(latents)
         logits = self.to_logits(latents).float()
         if self.training:
+            # An attribute, so a script can anneal it: checked where it is used (0 would divide the logits by zero).
+            check_float(self.temperature, "temperature", minimum=0.0, exclusive_minimum=True)
             weights = F.gumbel_softmax(logits, tau=self.temperature, hard=self.straight_through, dim=1)
             codes = weights.argmax(dim=1)
         else:
@@ -68,7 +71,7 @@ class GumbelQuantizer(Quantizer):
 
     @torch.no_grad()
     def latents_to_codes(self, latents: torch.Tensor) -> torch.LongTensor:
-        self.check_latents(latents)
+        self.check_latents(latents, finite=True)
         return self.to_logits(latents).argmax(dim=1)
 
     def codes_to_latents(self, codes: torch.LongTensor) -> torch.Tensor:

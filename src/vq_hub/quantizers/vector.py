@@ -89,6 +89,8 @@ class VectorQuantizer(Quantizer):
     """
 
     distance_chunk_elements: int = DEFAULT_DISTANCE_CHUNK_ELEMENTS
+    # vq_hub's own bookkeeping, which checkpoints of other libraries lack (converters keep their fresh values).
+    statistics_buffers = ("ema_cluster_size", "initialized", "num_restarts")
 
     def __init__(
         self,
@@ -139,6 +141,7 @@ class VectorQuantizer(Quantizer):
             self.register_buffer("ema_embed_sum", self.embedding.weight.detach().clone())
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("num_restarts", torch.tensor(0, dtype=torch.long))
+        self._restarted: torch.BoolTensor | None = None  # rows restarted since `pop_restarted_codes`
 
     # ----------------------------------------------------------------------------------------------- public API
 
@@ -153,8 +156,11 @@ class VectorQuantizer(Quantizer):
         batch, channels, height, width = latents.shape
         with torch.autocast(device_type=latents.device.type, enabled=False):
             vectors = self._to_codebook_space(latents)
-            if self.training and not bool(self.initialized):
-                self._initialize_by_kmeans(vectors.detach())
+            if self.training:
+                if not bool(self.initialized):
+                    self._initialize_by_kmeans(vectors.detach())
+                # Before the lookup: a restarted code is then chosen, and receives gradient, only for what it is now.
+                self._restart_dead_codes(vectors.detach())
             codebook = self.codebook.float()
             codes = nearest_codes(vectors, codebook, self.distance_chunk_elements)
             quantized = F.embedding(codes, codebook)
@@ -178,7 +184,7 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def latents_to_codes(self, latents: torch.Tensor) -> torch.LongTensor:
-        self.check_latents(latents)
+        self.check_latents(latents, finite=True)
         batch, _, height, width = latents.shape
         with torch.autocast(device_type=latents.device.type, enabled=False):
             vectors = self._to_codebook_space(latents)
@@ -231,11 +237,17 @@ class VectorQuantizer(Quantizer):
             total = self.ema_cluster_size.sum()
             smoothed = (self.ema_cluster_size + self.epsilon) / (total + self.codebook_size * self.epsilon) * total
             self.embedding.weight.data.copy_(self.ema_embed_sum / smoothed.unsqueeze(1))
-        self._restart_dead_codes(vectors)
+
+    def pop_restarted_codes(self) -> torch.BoolTensor | None:
+        """The codebook rows restarted since the last call (a `(K,)` mask, or None), for the training loop to reset
+        their optimizer state (`vq_hub.training_utils.reset_restarted_codes`)."""
+        restarted, self._restarted = self._restarted, None
+        return restarted
 
     @torch.no_grad()
     def _restart_dead_codes(self, vectors: torch.Tensor) -> None:
-        """Re-seed codes whose EMA usage fell under the threshold with random latents of this batch.
+        """Re-seed codes whose EMA usage fell under the threshold with random latents of this batch, before the batch
+        is looked up, so the step's assignments and gradients concern the new codes only.
 
         The usage EMA is identical on every rank (its counts are all-reduced), so all ranks agree on which codes are
         dead; the replacement latents come from rank 0 so the codebooks stay identical too.
@@ -254,4 +266,5 @@ class VectorQuantizer(Quantizer):
         if self.use_ema:
             self.ema_embed_sum[dead] = replacements * self.dead_code_threshold
         self.num_restarts += num_dead
+        self._restarted = dead if self._restarted is None else self._restarted | dead
 

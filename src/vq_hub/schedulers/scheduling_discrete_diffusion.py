@@ -25,6 +25,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils import BaseOutput
 
+from ..utils.checks import check_finite, check_float, check_int
+
 CORRUPTIONS = ("mask", "uniform")
 SCHEDULES = ("cosine", "linear")
 
@@ -98,7 +100,8 @@ class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
     def set_timesteps(self, num_inference_steps: int, device: str | torch.device | None = None) -> None:
         """Evenly spaced timesteps from T down to T/num_inference_steps; the last step lands on 0 (clean)."""
         total = self.config.num_train_timesteps
-        if not isinstance(num_inference_steps, int) or not 1 <= num_inference_steps <= total:
+        num_inference_steps = check_int(num_inference_steps, "num_steps")
+        if not 1 <= num_inference_steps <= total:
             raise ValueError(f"`num_steps` must be an integer in [1, {total}] (the scheduler's "
                              f"num_train_timesteps), got {num_inference_steps!r}")  # fmt: skip
         steps = torch.linspace(total, 0, num_inference_steps + 1, dtype=torch.float64).round().long()
@@ -108,7 +111,11 @@ class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
     def previous_timestep(self, timestep: int | torch.Tensor) -> int:
         """The timestep a step from `timestep` lands on in the current schedule (0 after the last)."""
         timesteps = self.timesteps.tolist()
-        index = timesteps.index(int(timestep))
+        timestep = check_int(timestep, "timestep")
+        if timestep not in timesteps:
+            raise ValueError(f"`timestep` {timestep} is not in the current schedule {timesteps} (set by "
+                             f"`set_timesteps({self.num_inference_steps})`)")  # fmt: skip
+        index = timesteps.index(timestep)
         return timesteps[index + 1] if index + 1 < len(timesteps) else 0
 
     # ----------------------------------------------------------------------------------------------- training
@@ -123,6 +130,8 @@ class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
         if codes.ndim != 2:
             raise ValueError(f"`codes` must be (batch, num_codes), got shape {tuple(codes.shape)}")
         timesteps = torch.as_tensor(timesteps, device=codes.device).reshape(-1)
+        if timesteps.dtype.is_floating_point or timesteps.dtype == torch.bool:
+            raise TypeError(f"`timesteps` must be integers, got {timesteps.dtype}")
         if timesteps.shape[0] != codes.shape[0]:
             raise ValueError(f"`timesteps` needs one timestep per row: {codes.shape[0]}, got {timesteps.shape[0]}")
         if timesteps.min() < 0 or timesteps.max() > self.config.num_train_timesteps:
@@ -165,6 +174,8 @@ class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
         if model_output.shape[:2] != sample.shape or model_output.shape[-1] != self.config.codebook_size:
             raise ValueError(f"`model_output` must be (B, n, {self.config.codebook_size}) for `sample` "
                              f"{tuple(sample.shape)}, got {tuple(model_output.shape)}")  # fmt: skip
+        check_finite(model_output, "model_output")  # NaN logits would silently become code 0
+        temperature = check_float(temperature, "temperature", minimum=0.0)
         free = torch.ones_like(sample, dtype=torch.bool) if keep_mask is None else ~keep_mask
         previous = self.previous_timestep(timestep)
         target = self.num_corrupted(previous, free.sum(dim=1).cpu()).to(sample.device)
@@ -195,7 +206,10 @@ class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
 
     @staticmethod
     def _uniform(shape, generator, device) -> torch.Tensor:
-        """U(0, 1) draws made on the generator's device (a CPU generator works for CUDA samples), then moved."""
+        """U(0, 1) draws made on the generator's device (a CPU generator works for CUDA samples), then moved; with a
+        list of generators, row b is drawn from generator b."""
+        if isinstance(generator, list):
+            return torch.stack([torch.rand(shape[1:], generator=g, device=g.device) for g in generator]).to(device)
         source = generator.device if generator is not None else device
         return torch.rand(shape, generator=generator, device=source).to(device)
 

@@ -90,14 +90,15 @@ def _swap(staging: Path, target: Path) -> None:
         if error.errno not in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
             raise
     aside = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    _rename(target, aside / "old")
     try:
-        _rename(staging, target)
-    except BaseException:
-        _rename(aside / "old", target)
-        raise
-    _rename(aside / "old", staging)  # the caller deletes staging
-    aside.rmdir()
+        _rename(target, aside / "old")
+        try:
+            _rename(staging, target)
+        except BaseException:
+            _rename(aside / "old", target)
+            raise
+    finally:
+        shutil.rmtree(aside, ignore_errors=True)  # the old content once the new is in place
 
 
 @contextlib.contextmanager
