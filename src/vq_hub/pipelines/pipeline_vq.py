@@ -47,6 +47,18 @@ class VQPipelineOutput(BaseOutput):
     codes: torch.LongTensor
 
 
+def register_with_diffusers(pipeline_class: type) -> None:
+    """Make `DiffusionPipeline.from_pretrained` resolve `pipeline_class` by name: diffusers looks a folder's
+    `_class_name` up with `getattr(diffusers, name)`, so the class is added to that namespace under its own name (no
+    diffusers name is ever replaced: vq_hub's names are distinct, which a test checks against a fresh diffusers)."""
+    import diffusers
+
+    existing = getattr(diffusers, pipeline_class.__name__, None) if pipeline_class.__name__ in dir(diffusers) else None
+    if existing is not None and existing is not pipeline_class:
+        raise RuntimeError(f"diffusers already defines {pipeline_class.__name__}: a vq_hub pipeline needs another name")
+    setattr(diffusers, pipeline_class.__name__, pipeline_class)
+
+
 def label_tensor(class_labels) -> torch.Tensor:
     """`class_labels` (an int, a list, an array or a tensor) as a tensor; anything else is a TypeError."""
     try:
@@ -77,11 +89,14 @@ class VQPipeline(DiffusionPipeline):
     prior_component = "prior"
     card_snippet_call = ""  # the sampling arguments a model card's snippet shows before batch_size
     card_description = "a prior over discrete image codes"
+    card_pipeline_tag = "unconditional-image-generation"  # the Hub's task tag (class-conditional ones share it)
+    card_tags: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for name in (cls.__name__, *cls.__dict__.get("legacy_class_names", ())):
             VQPipeline._pipelines[name] = cls
+        register_with_diffusers(cls)
 
     # ----------------------------------------------------------------------------------------------- loading
 
