@@ -20,7 +20,7 @@ from ..hub import HUB_OPTIONS, resolve_folder, write_pipeline_card
 from ..hub import push_to_hub as upload_folder_to_hub
 from ..models.priors import CodeVocabulary
 from ..utils.checks import check_float, check_int
-from ..utils.io import atomic_directory, check_safetensors_files
+from ..utils.io import atomic_directory, check_safetensors_files, quiet_loading
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
 
@@ -101,9 +101,12 @@ class VQPipeline(DiffusionPipeline):
     # ----------------------------------------------------------------------------------------------- loading
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "VQPipeline":
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, show_progress: bool = False, **kwargs
+    ) -> "VQPipeline":
         """Load a saved pipeline from a folder or a Hub repository (downloaded with `huggingface_hub`, which honours
-        `HF_HUB_OFFLINE` and the cache), as the class its `model_index.json` names."""
+        `HF_HUB_OFFLINE` and the cache), as the class its `model_index.json` names. Quiet unless `show_progress`
+        (diffusers and transformers would each print loading bars)."""
         hub_options = {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
         folder = resolve_folder(pretrained_model_name_or_path, **hub_options)
         index_file = folder / "model_index.json"
@@ -126,7 +129,8 @@ class VQPipeline(DiffusionPipeline):
             )
         for component in component_folders(folder):
             check_safetensors_files(folder / component)
-        return super(VQPipeline, pipeline_class).from_pretrained(folder, **kwargs)
+        with quiet_loading(not show_progress):
+            return super(VQPipeline, pipeline_class).from_pretrained(folder, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- saving
 
