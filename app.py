@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parent
 if (ROOT / "src" / "vq_hub").is_dir():  # a checkout or a Space holding this repository: no install needed
     sys.path.insert(0, str(ROOT / "src"))
 
-from vq_hub.demo import build_demo, load_models  # noqa: E402
+from vq_hub.demo import build_demo, load_models
 
 demo = build_demo(load_models())  # ./checkpoints, or the checkpoints beside src/
 

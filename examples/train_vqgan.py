@@ -28,6 +28,7 @@ from vq_hub.training_utils import (
     make_ema, make_lr_scheduler, make_optimizer, resume_from_checkpoint, save_checkpoint, start_training,
     training_batches, training_command, training_schedule,
 )  # fmt: skip
+from vq_hub.visualization import write_codebook_figure
 
 logger = get_logger(__name__)
 
@@ -337,6 +338,9 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir)
+            codebook_images = None if validation_dataset is None else \
+                collate([validation_dataset[i] for i in range(min(1000, len(validation_dataset)))])  # fmt: skip
+            write_codebook_figure(unwrapped, output_dir / "validation" / "codebook.png", codebook_images)
             if discriminator is not None:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
             (output_dir / "training_summary.json").write_text(json.dumps({**summary, "args": vars(args)}, indent=2))

@@ -11,13 +11,13 @@ from conftest import ROOT
 from PIL import Image
 
 gr = pytest.importorskip("gradio")  # the `demo` extra; `dev` installs it
-from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
 
-from vq_hub.cli import main  # noqa: E402
-from vq_hub.data import image_to_tensor  # noqa: E402
-from vq_hub.demo import DRAWN_MASK, KEEP_ROWS, UNCONDITIONAL, build_demo, example_images, load_models  # noqa: E402
-from vq_hub.metrics import psnr  # noqa: E402
+from vq_hub.cli import main
+from vq_hub.data import image_to_tensor
+from vq_hub.demo import DRAWN_MASK, KEEP_ROWS, UNCONDITIONAL, build_demo, example_images, load_models, reconstruct
+from vq_hub.metrics import psnr
 
 DIFFUSION, AUTOREGRESSIVE = "fashion-mnist-diffusion", "fashion-mnist-autoregressive"
 
@@ -131,3 +131,22 @@ def test_models_must_be_pipelines_or_tokenizers(capsys, tmp_path):
         load_models([ROOT / "checkpoints" / DIFFUSION], class_names=["a", "b"])
     assert main(["demo", "--model", str(tmp_path)]) == 1
     assert "is neither a pipeline (model_index.json) nor a tokenizer" in capsys.readouterr().err
+
+
+def test_a_tokenizer_alone_serves_the_reconstruct_tab(example):
+    models = load_models([ROOT / "checkpoints" / "fashion-mnist-vqvae"])
+    assert models.pipelines == {} and models.class_names == [] and models.tokenizer_name == "fashion-mnist-vqvae"
+    assert isinstance(build_demo(models), gr.Blocks)
+    with Image.open(example) as image:
+        code_map_picture, comparison, value = reconstruct(models, image)
+    assert code_map_picture.size == (256, 256) and comparison.size == ((2 * 34 + 2) * 8, 36 * 8) and value > 22
+
+
+def test_space_requirements_match_the_package():
+    """A Space installs requirements.txt, not pyproject.toml: the two must list the same packages and versions."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
+    requirements = [line for line in lines if line and not line.startswith("#")]
+    assert sorted(requirements) == sorted(project["dependencies"] + project["optional-dependencies"]["demo"])

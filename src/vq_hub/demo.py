@@ -8,24 +8,24 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # before gradio is imported: no telemetry, works offline
 
-import functools  # noqa: E402
-import queue  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import functools
+import queue
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 
-import gradio as gr  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import gradio as gr
+import numpy as np
+import torch
+from PIL import Image
 
-from .data import FASHION_MNIST_CLASSES, image_to_tensor, shipped_fashion_mnist, tensor_to_images, tile_images  # noqa: E402
-from .hub import resolve_folder  # noqa: E402
-from .metrics import psnr  # noqa: E402
-from .models import VQVAEModel  # noqa: E402
-from .pipelines import VQDiscreteDiffusionPipeline, VQPipeline  # noqa: E402
-from .visualization import code_map  # noqa: E402
+from .data import FASHION_MNIST_CLASSES, image_to_tensor, shipped_fashion_mnist, tensor_to_images, tile_images
+from .hub import resolve_folder
+from .metrics import psnr
+from .models import VQVAEModel
+from .pipelines import VQDiscreteDiffusionPipeline, VQPipeline
+from .visualization import code_map
 
 SHIPPED = ("fashion-mnist-diffusion", "fashion-mnist-autoregressive", "fashion-mnist-vqvae")
 UNCONDITIONAL = "any (unconditional)"
@@ -40,6 +40,7 @@ class DemoModels:
     pipelines: dict[str, VQPipeline]
     tokenizer: VQVAEModel
     class_names: list[str]
+    tokenizer_name: str = "tokenizer"
 
 
 def shipped_checkpoints() -> list[Path]:
@@ -56,7 +57,7 @@ def load_models(models: list[str | os.PathLike] | None = None, class_names: list
     class names). The tokenizer is the last tokenizer given, else the first pipeline's `vqvae`."""
     if models is None:
         models, class_names = shipped_checkpoints(), class_names or list(FASHION_MNIST_CLASSES)
-    pipelines, tokenizer = {}, None
+    pipelines, tokenizer, tokenizer_name = {}, None, None
     for name_or_path in models:
         folder = resolve_folder(name_or_path, argument="models")
         if (folder / "model_index.json").is_file():
@@ -64,17 +65,19 @@ def load_models(models: list[str | os.PathLike] | None = None, class_names: list
             pipe.set_progress_bar_config(disable=True)
             pipelines[folder.name] = pipe
         elif (folder / "config.json").is_file():
-            tokenizer = VQVAEModel.from_pretrained(folder).eval()
+            tokenizer, tokenizer_name = VQVAEModel.from_pretrained(folder).eval(), folder.name
         else:
             raise ValueError(f"`models`: {str(name_or_path)!r} is neither a pipeline (model_index.json) nor a "
                              "tokenizer (config.json)")  # fmt: skip
     if tokenizer is None and not pipelines:
         raise ValueError("`models` is empty: give at least one pipeline or tokenizer")
-    tokenizer = tokenizer or next(iter(pipelines.values())).vqvae
+    if tokenizer is None:
+        tokenizer_name, tokenizer = f"{next(iter(pipelines))}/vqvae", next(iter(pipelines.values())).vqvae
     num_classes = max((pipe.vocabulary.num_classes for pipe in pipelines.values()), default=0)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"`class_names` has {len(class_names)} names for {num_classes} classes")
-    return DemoModels(pipelines, tokenizer, list(class_names or (f"class {i}" for i in range(num_classes))))
+    class_names = list(class_names or (f"class {i}" for i in range(num_classes)))
+    return DemoModels(pipelines, tokenizer, class_names, tokenizer_name)
 
 
 # ------------------------------------------------------------------------------------------------- the tabs' work
@@ -131,7 +134,7 @@ def inpaint(models: DemoModels, pipeline: str, editor: dict | None, mode: str, r
         options.update(image=batch, mask=mask)
     else:
         options.update(image=batch, num_prefix_rows=int(rows))
-    kept = torch.where(_cells(mask, pipe.vqvae.downsample_factor), torch.zeros_like(image), image)
+    kept = torch.where(_whole_cells(mask, pipe.vqvae.downsample_factor), torch.zeros_like(image), image)
     for images, text in _sample_live(pipe, options):
         yield _enlarge(torch.cat([kept, images]), SCALE), text
 
@@ -153,8 +156,8 @@ def _options(models, pipe, class_name, num_images, num_steps, guidance, temperat
         labels = [models.class_names.index(class_name)] * num_images
     else:
         raise gr.Error(f"Unknown class {class_name!r}.")
-    options = dict(batch_size=num_images, class_labels=labels, guidance_scale=float(guidance),
-                   temperature=float(temperature), generator=torch.Generator().manual_seed(int(seed)))  # fmt: skip
+    options = {"batch_size": num_images, "class_labels": labels, "guidance_scale": float(guidance),
+               "temperature": float(temperature), "generator": torch.Generator().manual_seed(int(seed))}  # fmt: skip
     if isinstance(pipe, VQDiscreteDiffusionPipeline):
         options["num_steps"] = int(num_steps)
     return options
@@ -179,7 +182,9 @@ def _sample_live(pipe: VQPipeline, options: dict):
             count = codes.shape[1]
             full = torch.cat([codes, codes.new_zeros(codes.shape[0], height * width - count)], dim=1)
             known = (torch.arange(height * width) < count).expand_as(full)
-            frames.put((full.view(-1, height, width), known.reshape(-1, height, width), f"row {count // width} of {total}"))
+            frames.put(
+                (full.view(-1, height, width), known.reshape(-1, height, width), f"row {count // width} of {total}")
+            )
         return {}
 
     result = {}
@@ -206,13 +211,17 @@ def _sample_live(pipe: VQPipeline, options: dict):
 def _partial_images(vqvae: VQVAEModel, codes: torch.LongTensor, known: torch.BoolTensor) -> torch.Tensor:
     """Decode code grids `(B, h, w)`; cells not `known` painted mid-grey."""
     images = vqvae.detokenize(codes).float().clamp(-1, 1)
-    return torch.where(_cells((~known)[:, None].float(), 1, vqvae.downsample_factor), torch.zeros_like(images), images)
+    unknown = _cells_to_pixels((~known)[:, None], vqvae.downsample_factor)
+    return torch.where(unknown, torch.zeros_like(images), images)
 
 
-def _cells(mask: torch.Tensor, factor: int, upscale: int = 1) -> torch.BoolTensor:
-    """A pixel mask `(B, 1, H, W)` → whole code cells of `factor` pixels (any pixel set), `upscale`d to pixels."""
-    cells = torch.nn.functional.max_pool2d(mask.float(), factor) > 0.5
-    return cells.repeat_interleave(factor * upscale, 2).repeat_interleave(factor * upscale, 3)
+def _whole_cells(mask: torch.Tensor, factor: int) -> torch.BoolTensor:
+    """A pixel mask `(B, 1, H, W)` grown to whole code cells of `factor` pixels (a cell with any pixel set)."""
+    return _cells_to_pixels(torch.nn.functional.max_pool2d(mask.float(), factor) > 0.5, factor)
+
+
+def _cells_to_pixels(cells: torch.BoolTensor, factor: int) -> torch.BoolTensor:
+    return cells.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
 
 
 def _drawn_mask(editor: dict, size: int) -> torch.Tensor:
@@ -257,13 +266,16 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
     classes = [UNCONDITIONAL, *models.class_names]
     default_class = models.class_names[0] if models.class_names else UNCONDITIONAL
     max_steps = max((pipe.scheduler.config.num_train_timesteps for name, pipe in models.pipelines.items()
-                     if name in diffusion), default=1)  # fmt: skip
+                     if name in diffusion), default=16)  # fmt: skip
     grid_rows = next(iter(models.pipelines.values())).code_grid_size[0] if names else 0
     examples = example_images(models.tokenizer.config.sample_size)
-    sampling = dict(concurrency_id="sampling", concurrency_limit=1)  # one sampling run at a time: pipelines have state
-    with gr.Blocks(title="vq_hub demo") as demo:
-        gr.Markdown("# vq_hub\nDiscrete image tokenizers and priors over their codes. Models: "
-                    + ", ".join(f"`{name}`" for name in [*names, "tokenizer"]))  # fmt: skip
+    sampling = {
+        "concurrency_id": "sampling",
+        "concurrency_limit": 1,
+    }  # one sampling run at a time: pipelines have state
+    with gr.Blocks(title="vq_hub demo", analytics_enabled=False) as demo:
+        gr.Markdown("# vq_hub\nDiscrete image tokenizers and priors over their codes. Pipelines: "
+                    f"{', '.join(f'`{name}`' for name in names) or 'none'}; tokenizer: `{models.tokenizer_name}`.")  # fmt: skip
         with gr.Tab("Generate", visible=bool(names)):
             with gr.Row():
                 with gr.Column():
@@ -278,7 +290,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                     button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                 with gr.Column():
                     samples = gr.Image(label="samples", type="pil", format="png", elem_id="generate-output")
-                    status = gr.Textbox(label="progress", interactive=False)
+                    status = gr.Textbox(label="progress", interactive=False, elem_id="generate-status")
             pipeline.change(lambda name: gr.Slider(visible=name in diffusion), pipeline, steps,
                             api_visibility="private")  # fmt: skip
             button.click(functools.partial(generate, models),
@@ -307,11 +319,17 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                     gr.Examples(examples, editor)
                     inpaint_pipeline = gr.Dropdown(names, value=names[0] if names else None, label="pipeline")
                     mode = gr.Radio([KEEP_ROWS, DRAWN_MASK], value=KEEP_ROWS, label="what to keep")
-                    rows = gr.Slider(0, max(grid_rows - 1, 1), value=grid_rows // 2, step=1,
-                                     label="rows of codes kept")
+                    rows = gr.Slider(0, max(grid_rows - 1, 1), value=grid_rows // 2, step=1, label="rows of codes kept")
                     inpaint_class = gr.Dropdown(classes, value=UNCONDITIONAL, label="class")
                     inpaint_images = gr.Slider(1, 8, value=4, step=1, label="images")
-                    inpaint_steps = gr.Slider(1, max_steps, value=min(16, max_steps), step=1, label="steps (diffusion)")
+                    inpaint_steps = gr.Slider(
+                        1,
+                        max_steps,
+                        value=min(16, max_steps),
+                        step=1,
+                        label="steps (diffusion)",
+                        visible=bool(diffusion),
+                    )
                     inpaint_seed = gr.Number(0, precision=0, label="seed")
                     inpaint_button = gr.Button("Resample", variant="primary")
                 with gr.Column():

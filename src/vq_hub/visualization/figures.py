@@ -56,6 +56,7 @@ def codebook_figure(model, images: torch.Tensor | None = None, usage: CodebookUs
     if usage is not None and images is None:
         raise ValueError("`usage` needs the `images` it was measured on (for the patches)")
     plt = _pyplot()
+    images = images.detach().float().cpu() if images is not None else None
     was_training = model.training
     model.eval()
     try:
