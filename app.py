@@ -13,4 +13,4 @@ from vq_hub.demo import build_demo, load_models
 demo = build_demo(load_models())  # ./checkpoints, or the checkpoints beside src/
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(show_error=True)

@@ -240,7 +240,8 @@ def _enlarge(images: torch.Tensor, scale: int, padding: int = 2) -> Image.Image:
     return row.resize((row.width * scale, row.height * scale), Image.Resampling.NEAREST)
 
 
-def example_images(resolution: int, count: int = 4) -> list[str]:
+@functools.lru_cache
+def example_images(resolution: int, count: int = 4) -> tuple[str, ...]:
     """A few shipped Fashion-MNIST images as PNG files, padded to `resolution` as the tokenizers see them and
     enlarged 8× (drawing a mask on a 32-pixel image is hard; the enlargement is undone on the way in)."""
     from .cli._common import read_images
@@ -252,7 +253,7 @@ def example_images(resolution: int, count: int = 4) -> list[str]:
         path = folder / f"example_{index}.png"
         _enlarge(image_to_tensor(image, resolution, 1)[None], 8, padding=0).save(path)
         paths.append(str(path))
-    return paths
+    return tuple(paths)
 
 
 # ------------------------------------------------------------------------------------------------- the app
@@ -268,7 +269,7 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
     max_steps = max((pipe.scheduler.config.num_train_timesteps for name, pipe in models.pipelines.items()
                      if name in diffusion), default=16)  # fmt: skip
     grid_rows = next(iter(models.pipelines.values())).code_grid_size[0] if names else 0
-    examples = example_images(models.tokenizer.config.sample_size)
+    examples = list(example_images(models.tokenizer.config.sample_size))
     sampling = {
         "concurrency_id": "sampling",
         "concurrency_limit": 1,

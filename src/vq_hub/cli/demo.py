@@ -30,5 +30,5 @@ def run(args) -> str:
         models = demo.load_models(args.model, args.class_names)
     except (FileNotFoundError, ValueError) as error:
         raise CommandError(str(error)) from None
-    demo.build_demo(models).launch(server_name=args.host, server_port=args.port, share=args.share)
+    demo.build_demo(models).launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
     return "demo stopped"
