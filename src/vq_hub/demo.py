@@ -270,13 +270,12 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                      if name in diffusion), default=16)  # fmt: skip
     grid_rows = next(iter(models.pipelines.values())).code_grid_size[0] if names else 0
     examples = list(example_images(models.tokenizer.config.sample_size))
-    sampling = {
-        "concurrency_id": "sampling",
-        "concurrency_limit": 1,
-    }  # one sampling run at a time: pipelines have state
+    # One sampling run at a time, across both tabs: a pipeline's scheduler holds the timesteps of the run.
+    sampling = {"concurrency_id": "sampling", "concurrency_limit": 1}
     with gr.Blocks(title="vq_hub demo", analytics_enabled=False) as demo:
-        gr.Markdown("# vq_hub\nDiscrete image tokenizers and priors over their codes. Pipelines: "
-                    f"{', '.join(f'`{name}`' for name in names) or 'none'}; tokenizer: `{models.tokenizer_name}`.")  # fmt: skip
+        listed = ", ".join(f"`{name}`" for name in names) or "none"
+        gr.Markdown("# vq_hub\nDiscrete image tokenizers and priors over their codes. "
+                    f"Pipelines: {listed}; tokenizer: `{models.tokenizer_name}`.")  # fmt: skip
         with gr.Tab("Generate", visible=bool(names)):
             with gr.Row():
                 with gr.Column():
@@ -323,20 +322,14 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                     rows = gr.Slider(0, max(grid_rows - 1, 1), value=grid_rows // 2, step=1, label="rows of codes kept")
                     inpaint_class = gr.Dropdown(classes, value=UNCONDITIONAL, label="class")
                     inpaint_images = gr.Slider(1, 8, value=4, step=1, label="images")
-                    inpaint_steps = gr.Slider(
-                        1,
-                        max_steps,
-                        value=min(16, max_steps),
-                        step=1,
-                        label="steps (diffusion)",
-                        visible=bool(diffusion),
-                    )
+                    inpaint_steps = gr.Slider(1, max_steps, value=min(16, max_steps), step=1,
+                                              label="steps (diffusion)", visible=bool(diffusion))  # fmt: skip
                     inpaint_seed = gr.Number(0, precision=0, label="seed")
                     inpaint_button = gr.Button("Resample", variant="primary")
                 with gr.Column():
                     completions = gr.Image(label="kept (grey = resampled) | results", type="pil", format="png")
                     inpaint_status = gr.Textbox(label="progress", interactive=False)
-            inpaint_button.click(functools.partial(inpaint, models),
-                                 [inpaint_pipeline, editor, mode, rows, inpaint_class, inpaint_images, inpaint_steps,
-                                  inpaint_seed], [completions, inpaint_status], api_name="inpaint", **sampling)  # fmt: skip
+            inputs = [inpaint_pipeline, editor, mode, rows, inpaint_class, inpaint_images, inpaint_steps, inpaint_seed]
+            inpaint_button.click(functools.partial(inpaint, models), inputs, [completions, inpaint_status],
+                                 api_name="inpaint", **sampling)  # fmt: skip
     return demo

@@ -16,8 +16,8 @@ def register(commands) -> None:
                                  description=__doc__)  # fmt: skip
     parser.add_argument("--model", required=True, help=MODEL_HELP)
     parser.add_argument("--images", help=IMAGES_HELP + " Without it there is no usage: only the tiles, in code order.")
-    parser.add_argument("--num-images", type=positive_int, default=2000,
-                        help="How many images to count codes over, drawn across classes when the file has labels.")  # fmt: skip
+    parser.add_argument("--num-images", type=positive_int, default=2000, help="How many images to count codes "
+                        "over, drawn across classes when the file has labels.")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="Seed of the draw of images.")
     parser.add_argument("--context", choices=("neutral", "uniform"), default="neutral",
                         help="Tile of a code: alone amid the code of a black image (neutral), or a grid filled with "

@@ -134,8 +134,8 @@ def tile_mosaic(tiles: torch.Tensor, order: torch.LongTensor | None = None, dead
     return mosaic
 
 
-def top_code_patches(images: torch.Tensor, usage: CodebookUsage, factor: int, num_codes: int = 8,
-                     num_patches: int = 8, margin: int = 1, scale: int = 4) -> tuple[Image.Image, list[int]]:  # fmt: skip
+def top_code_patches(images: torch.Tensor, usage: CodebookUsage, factor: int, num_codes: int = 8, num_patches: int = 8,
+                     margin: int = 1, scale: int = 4) -> tuple[Image.Image, list[int]]:  # fmt: skip
     """For the `num_codes` most used codes, a row of `num_patches` image patches that map to them.
 
     Each patch is the code's cell (`factor` pixels square, outlined in red) with `margin` cells of surroundings, the

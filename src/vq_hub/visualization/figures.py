@@ -45,7 +45,8 @@ def usage_histogram(usage: CodebookUsage, ax=None):
 
 
 def codebook_figure(model, images: torch.Tensor | None = None, usage: CodebookUsage | None = None,
-                    context: str = "neutral", max_tiles: int = 1024, num_top_codes: int = 8, num_patches: int = 8):  # fmt: skip
+                    context: str = "neutral", max_tiles: int = 1024, num_top_codes: int = 8,
+                    num_patches: int = 8):  # fmt: skip
     """One page about `model`'s codebook (a `VQVAEModel`).
 
     With `images` `(N, C, H, W)` in [-1, 1]: the code tiles ordered by usage (dead codes framed in red), the usage
