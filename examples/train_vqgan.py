@@ -35,6 +35,7 @@ from vq_hub.training_utils import (
     finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
     start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
+from vq_hub.visualization import write_codebook_figure
 
 logger = get_logger(__name__)
 
@@ -367,6 +368,9 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir)
+            codebook_images = None if validation_dataset is None else \
+                collate([validation_dataset[i] for i in range(min(1000, len(validation_dataset)))])  # fmt: skip
+            write_codebook_figure(unwrapped, output_dir / "validation" / "codebook.png", codebook_images)
             if discriminator is not None:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
             write_text_atomically(output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2))

@@ -6,10 +6,10 @@ stderr and a non-zero exit code; `--debug` shows the traceback.
 
 import sys
 
-from . import generate, images, info
+from . import codebook, demo, generate, images, info
 from ._common import ArgumentParser, CommandError, HelpFormatter
 
-COMMAND_MODULES = (generate, images, info)
+COMMAND_MODULES = (generate, images, codebook, info, demo)
 
 __all__ = ["CommandError", "build_parser", "main"]
 
