@@ -132,6 +132,20 @@ def test_thousands_of_random_grids_round_trip_exactly(pipe):
     assert not read_header(unconditional).labels_coded
 
 
+def test_coding_runs_in_one_fixed_setting_and_gives_the_callers_back(pipe):
+    codes, labels = random_grids(8, seed=7)
+    torch.set_num_threads(2)
+    pipe.prior.train()  # dropout on: the coder must switch it off, or the two sides' probabilities would differ
+    try:
+        data = compress_codes(pipe, codes, labels)
+        assert torch.get_num_threads() == 2 and pipe.prior.training
+    finally:
+        torch.set_num_threads(1)
+        pipe.prior.eval()
+    assert read_header(data).arithmetic_setting == f"torch {torch.__version__}, cpu, 1 thread"
+    assert torch.equal(decompress_codes(pipe, data).codes, codes)
+
+
 def test_adversarial_codes_on_a_confident_prior_round_trip_at_24_bits_each():
     pipe = tiny_pipeline(seed=3)
     with torch.no_grad():

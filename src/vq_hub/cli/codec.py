@@ -83,7 +83,7 @@ def run_decompress(args) -> str:
 
     import numpy as np
 
-    from ..codec import decompress_codes
+    from ..codec import decompress_codes, read_header
     from ..data import square_grid, tensor_to_images
     from ..utils.io import atomic_directory, atomic_file
 
@@ -93,9 +93,11 @@ def run_decompress(args) -> str:
     suffix = out.suffix.lower()
     if out.exists() and not out.is_dir() and suffix not in IMAGE_SUFFIXES + (".npy",):
         raise CommandError(f"--out {args.out}: exists and is not a folder, a picture or a .npy file")
+    data = Path(args.file).read_bytes()
+    read_header(data)  # a foreign, truncated or damaged file fails here, before the model loads
     pipe = _autoregressive_pipeline(args.model)
     start = time.perf_counter()
-    output = decompress_codes(pipe, Path(args.file).read_bytes(), progress=True)
+    output = decompress_codes(pipe, data, progress=True)
     seconds = time.perf_counter() - start
     codes, count = output.codes, len(output.codes)
     rate = f"{count / seconds:.1f} images/s, codes verified against their checksum"

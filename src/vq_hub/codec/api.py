@@ -1,6 +1,5 @@
 """Compress code grids (or images) into `.vqz` bytes with an autoregressive pipeline's prior, and back."""
 
-import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,14 @@ from diffusers.utils import BaseOutput
 from . import coder
 from .container import VQZHeader, codes_checksum, pack_vqz, unpack_vqz
 from .frequencies import MIN_FREQUENCY, PRECISION
-from .identity import DTYPE_CODES, DTYPES_BY_CODE, arithmetic_setting, model_fingerprint, prior_dtype
+from .identity import (
+    DTYPE_CODES,
+    DTYPES_BY_CODE,
+    arithmetic_setting,
+    fixed_arithmetic,
+    model_fingerprint,
+    prior_dtype,
+)
 
 DEFAULT_BATCH_SIZE = 256
 
@@ -44,17 +50,6 @@ def _check_pipeline(pipe) -> None:
                         f"next-code probabilities), got {type(pipe).__name__}")  # fmt: skip
 
 
-@contextlib.contextmanager
-def _evaluation_mode(pipe):
-    """Dropout off while coding (its randomness would make the two sides' probabilities differ)."""
-    was_training = pipe.prior.training
-    pipe.prior.eval()
-    try:
-        yield
-    finally:
-        pipe.prior.train(was_training)
-
-
 def compress_codes(
     pipe,
     codes: torch.Tensor,
@@ -81,7 +76,7 @@ def compress_codes(
     _check_pipeline(pipe)
     codes, labels = _check_inputs(pipe, codes, class_labels, batch_size)
     num_images = len(codes)
-    with _evaluation_mode(pipe):
+    with fixed_arithmetic(pipe):
         words = coder.encode(pipe, codes, labels, batch_size, PRECISION, min_frequency, progress)
     header = VQZHeader(
         model_hash=model_fingerprint(pipe), grid_size=pipe.code_grid_size, codebook_size=pipe.vocabulary.codebook_size,
@@ -135,7 +130,7 @@ def decompress_codes(pipe, data: bytes, progress: bool = False) -> CodecOutput:
     _check_header_fits(pipe, header)
     num_codes = header.grid_size[0] * header.grid_size[1]
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
-    with _evaluation_mode(pipe):
+    with fixed_arithmetic(pipe):
         try:
             codes, labels, used_up = coder.decode(pipe, words, header.num_images, num_codes, header.labels_coded,
                                                   header.batch_size, header.precision, header.min_frequency,

@@ -1,6 +1,7 @@
-"""What pins a `.vqz` file to the model and the arithmetic that wrote it: a hash of the weights, and a description
-of the setting the prior ran in (named in the error when a decoder's floats turn out to differ)."""
+"""What pins a `.vqz` file to the model and the arithmetic that wrote it: a hash of the weights, the one setting
+the prior runs in while coding, and a description of it (named in the error when a decoder's floats still differ)."""
 
+import contextlib
 import hashlib
 
 import torch
@@ -30,7 +31,28 @@ def prior_dtype(pipe) -> torch.dtype:
     return dtype
 
 
+@contextlib.contextmanager
+def fixed_arithmetic(pipe):
+    """The setting both sides code in: the prior in eval mode (dropout would make the probabilities random) and, on
+    a CPU, one torch thread: CPU kernels split their sums by thread count, so a file written with two threads does
+    not decode with one (measured on the shipped checkpoint). The caller's settings come back afterwards."""
+    was_training, threads = pipe.prior.training, torch.get_num_threads()
+    pipe.prior.eval()
+    on_cpu = pipe._execution_device.type == "cpu"
+    if on_cpu:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        pipe.prior.train(was_training)
+        if on_cpu:
+            torch.set_num_threads(threads)
+
+
 def arithmetic_setting(pipe) -> str:
-    """A short description of where the prior's floats were computed: torch version, device and CPU threads."""
+    """Where the prior's floats are computed, in a few words: torch version and device (inside `fixed_arithmetic`
+    the CPU thread count is always 1)."""
     device = pipe._execution_device
-    return f"torch {torch.__version__}, {device.type}, {torch.get_num_threads()} threads"
+    if device.type == "cuda":
+        return f"torch {torch.__version__}, {torch.cuda.get_device_name(device)}"
+    return f"torch {torch.__version__}, {device.type}, 1 thread"
