@@ -16,7 +16,7 @@ Layout (little-endian), format version 1:
     59      1     precision of the frequencies (bits; they sum to 2^precision)
     60      4     minimum frequency of every code
     64      1     dtype of the prior (1 float32, 2 float16, 3 bfloat16, 4 float64)
-    65      1     length L of the arithmetic setting (ASCII, e.g. "torch 2.13.0, cpu, 2 threads")
+    65      1     length L of the arithmetic setting (ASCII, e.g. "torch 2.13.0+cpu, cpu, 1 thread")
     66      L     the arithmetic setting
     66+L    16    codes checksum: SHA-256 of the decoded labels and codes, first 16 bytes
     82+L    4     payload size P in bytes
