@@ -167,3 +167,17 @@ def test_a_truncated_weights_file_is_named_with_its_cause(tmp_path):
         check_safetensors_files(tmp_path)
     with pytest.raises(OSError, match="diffusion_pytorch_model.safetensors: the weights file is damaged"):
         VQVAEModel.from_pretrained(tmp_path)
+
+
+def test_saves_get_the_permissions_of_any_new_file(tmp_path):
+    """Not the private 0700/0600 of temporary files: a model saved on a shared machine is readable like any file."""
+    mask = os.umask(0o022)
+    try:
+        with atomic_directory(tmp_path / "model") as staging:
+            (staging / "config.json").write_text("{}")
+        with atomic_file(tmp_path / "codes.npy") as temporary:
+            temporary.write_bytes(b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "codes.npy").stat().st_mode & 0o777 == 0o644

@@ -32,6 +32,26 @@ def _exchange(first: Path, second: Path) -> None:
         raise OSError(code, os.strerror(code), str(first), None, str(second))
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux allows (setting it is racy in threaded programs)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _give_usual_permissions(path: Path, directory: bool) -> None:
+    """`tempfile` makes private folders (0700) and files (0600); a save gets the permissions any new file or folder
+    would get (0755 / 0644 under the usual umask), so others can read a model shared on a machine."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~_umask())
+
+
 def resolved(path: str | os.PathLike) -> Path:
     """`path` with `~` and symlinks resolved (also when it does not exist yet): temporary files made beside it land on
     the filesystem it really lives on, so the final rename never crosses devices."""
@@ -52,6 +72,7 @@ def atomic_directory(target: str | os.PathLike, replaces: Iterable[str] = ()) ->
     target = resolved(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    _give_usual_permissions(staging, directory=True)
     try:
         yield staging
         if target.exists():
@@ -110,6 +131,7 @@ def atomic_file(target: str | os.PathLike) -> Iterator[Path]:
     descriptor, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
     os.close(descriptor)
     temporary = Path(name)
+    _give_usual_permissions(temporary, directory=False)
     try:
         yield temporary
         _rename(temporary, target)
