@@ -93,11 +93,15 @@ def plot(groups: dict[tuple, list[dict]], path: Path) -> None:
     plt.close(figure)
 
 
-def main(argv: list[str] | None = None) -> str:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("reports", nargs="+", help="JSON reports of vq-hub evaluate.")
     parser.add_argument("--plot", help="Where to write the FID against seconds-per-image plot (PNG).")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> str:
+    args = parse_args(argv)
     groups = configurations([json.loads(Path(path).read_text()) for path in args.reports])
     if args.plot:
         plot(groups, Path(args.plot))

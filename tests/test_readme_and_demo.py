@@ -43,9 +43,9 @@ def test_readme_vq_hub_commands_run(tmp_path, monkeypatch, capsys):
     for name in ("checkpoints", "src"):
         (tmp_path / name).symlink_to(ROOT / name)
     commands = [words[1:] for words in readme_bash_lines() if words[0] == "vq-hub"]
-    assert {argv[0] for argv in commands} == {"generate", "reconstruct", "tokenize", "detokenize", "info"}
+    assert {argv[0] for argv in commands} == {"generate", "reconstruct", "tokenize", "detokenize", "info", "evaluate"}
     for argv in commands:
-        if "my-diffusion" in argv:
+        if "my-diffusion" in argv or argv[0] == "evaluate":  # evaluate samples hundreds of images: test_evaluation.py
             build_parser().parse_args(argv)
             continue
         assert main(argv) == 0, (argv, capsys.readouterr().err)

@@ -76,7 +76,7 @@ def run(args) -> str:
             columns = TOKENIZER_COLUMNS
     except FileNotFoundError as error:
         raise CommandError(str(error)) from None
-    write_report(report, args.out)
+    write_report(report, args.out)  # (again, for a tokenizer: once)
     first = report["results"][0]
     network_name = first["feature_network"]["name"]
     heading = (f"{report['model']}: {len(report['results'])} configuration(s), figures from the feature network "
@@ -122,6 +122,7 @@ def evaluate_pipeline(args, folder: Path, network) -> dict:
         reference = ReferenceStatistics.from_features(features, labels, split=Path(args.images).name,
                                                       source=str(args.images))  # fmt: skip
     results = []
+    report = {"model": args.model, "kind": "pipeline", "results": results, **environment()}
     grid = itertools.product(args.num_steps or [None], args.guidance_scale, args.temperature, args.top_k or [None],
                              args.seed)  # fmt: skip
     for num_steps, guidance_scale, temperature, top_k, seed in grid:
@@ -135,7 +136,8 @@ def evaluate_pipeline(args, folder: Path, network) -> dict:
             reference=reference, real_images=images, inception_weights=args.inception_weights,
             progress=not args.no_progress, nearest_k=args.nearest_k, **options,
         ))  # fmt: skip
-    return {"model": args.model, "kind": "pipeline", "results": results, **environment()}
+        write_report(report, args.out)  # after every configuration: a long sweep keeps what it has measured
+    return report
 
 
 def evaluate_tokenizer(args, network) -> dict:
