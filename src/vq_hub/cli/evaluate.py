@@ -101,20 +101,14 @@ def real_images(args, channels: int, size: int, limit: int | None = None):
 
 
 def evaluate_pipeline(args, folder: Path, network) -> dict:
-    from ..evaluation import (
-        ReferenceStatistics,
-        evaluate_pipeline,
-        extract_features,
-        find_feature_network,
-        load_feature_network,
-    )
+    from ..evaluation import ReferenceStatistics, evaluate_pipeline, extract_features
+    from ..evaluation.feature_network import resolve_feature_network
     from ..pipelines import VQDiscreteDiffusionPipeline
     from ..pipelines.discrete_diffusion import DEFAULT_NUM_STEPS
 
     pipe = load_pipeline(str(folder))
     channels, size = pipe.vqvae.config.in_channels, pipe.resolution[0]
-    if network is None:
-        network = load_feature_network(find_feature_network(channels, size))
+    network = resolve_feature_network(network, channels, size)  # before any sampling: a mismatch fails at once
     reference, images = None, None
     if args.images:
         images, labels = real_images(args, channels, size)

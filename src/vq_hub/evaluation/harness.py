@@ -24,6 +24,7 @@ def score_images(
     labels: torch.Tensor | None = None,
     nearest_k: int = 5,
     kid_subset_size: int = 1000,
+    kid_subsets: int = 20,
     seed: int = 0,
     batch_size: int = 256,
 ) -> dict:
@@ -31,7 +32,8 @@ def score_images(
     made for) class accuracy of `images` (N, C, H, W) in [-1, 1] against `reference` (default: the network's own).
 
     Precision/recall compare with as many reference features as there are images (drawn with `seed`), so figures of
-    the same N compare; KID uses subsets of `min(kid_subset_size, N)`."""
+    the same N compare; KID averages `kid_subsets` random subsets of `min(kid_subset_size, N)` (20 rather than the
+    usual 100: the same unbiased estimate with a wider `kid_std`, at a fifth of the float64 kernel cost on a CPU)."""
     reference = reference if reference is not None else feature_network.reference
     if reference is None:
         raise ValueError(f"the feature network {feature_network.name!r} has no reference statistics: pass "
@@ -41,7 +43,7 @@ def score_images(
     features, logits = extract_features(feature_network.classifier, images, batch_size)
     draw = torch.randperm(len(reference.features), generator=torch.Generator().manual_seed(seed))
     real = reference.features[draw[: len(features)].sort().values]
-    kid_mean, kid_std = kernel_distance(reference.features, features, kid_subset_size, seed=seed)
+    kid_mean, kid_std = kernel_distance(reference.features, features, kid_subset_size, kid_subsets, seed=seed)
     score_mean, score_std = classifier_score(logits, splits=min(10, len(logits)), seed=seed)
     scores = {
         "fid": frechet_distance(reference, features),
