@@ -71,7 +71,7 @@ def plot(groups: dict[tuple, list[dict]], path: Path) -> None:
         spread = (max(row["fid"] for row in rows) - min(row["fid"] for row in rows)) / 2
         lines[(pipeline, guidance)].append((x, y, spread, steps))
     for (pipeline, guidance), points in sorted(lines.items()):
-        points.sort()
+        points.sort(key=lambda point: (point[3] or 0, point[0]))  # along the steps
         colour = colours[guidances.index(guidance) % len(colours)]
         autoregressive = pipeline == "VQAutoregressivePipeline"
         axes.errorbar([p[0] for p in points], [p[1] for p in points], yerr=[p[2] for p in points], color=colour,
