@@ -51,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     output.add_argument("--images_per_class", type=int, default=8, help="Columns of the sample grids.")
     output.add_argument("--guidance_scale", type=float, default=1.0, help="For the sample grids.")
     output.add_argument("--temperature", type=float, default=1.0, help="For the sample grids.")
+    output.add_argument("--feature_network", help="A vq_hub ImageClassifier folder (e.g. checkpoints/fashion-mnist-"
+                        "classifier): validation also logs FID, precision/recall and class accuracy of samples.")  # fmt: skip
+    output.add_argument("--fid_num_images", type=int, default=500, help="Samples scored at each validation.")
 
 
 def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, auto_class, config_helper,
@@ -104,6 +107,30 @@ def evaluate(model, dataloader, loss_fn: LossFunction, accelerator: Accelerator,
     return {"loss": float(losses.mean()), "num_examples": int(losses.numel())}
 
 
+def feature_network_of(args: argparse.Namespace, accelerator: Accelerator):
+    """The `--feature_network` for sample FID at validation, or None (said once in the log)."""
+    if not args.feature_network:
+        logger.info("sample FID is not logged: pass --feature_network checkpoints/fashion-mnist-classifier (a vq_hub "
+                    "ImageClassifier folder) to log FID, precision/recall and class accuracy at validation")  # fmt: skip
+        return None
+    from vq_hub.evaluation import load_feature_network
+
+    return load_feature_network(args.feature_network, accelerator.device)
+
+
+def sample_quality(pipe: VQPipeline, feature_network, args: argparse.Namespace, sample_kwargs: dict) -> dict:
+    """FID, KID, precision, recall and class accuracy of `--fid_num_images` samples (the grids' settings, `--seed`)."""
+    from vq_hub.evaluation import evaluate_pipeline
+
+    report = evaluate_pipeline(
+        pipe, feature_network, num_images=args.fid_num_images, batch_size=min(100, args.fid_num_images),
+        seed=args.seed, progress=False, guidance_scale=args.guidance_scale, temperature=args.temperature,
+        **sample_kwargs,
+    )  # fmt: skip
+    keys = ("fid", "kid", "precision", "recall", "class_accuracy", "seconds_per_image")
+    return {key: report[key] for key in keys if key in report}
+
+
 def train(
     args: argparse.Namespace,
     argv: list[str] | None,
@@ -133,6 +160,7 @@ def train(
         raise SystemExit(f"the tokenizer has {vqvae.codebook_size} codes but the codes were made with "
                          f"{info['codebook_size']}: pass the tokenizer that encoded {args.codes_dir}")  # fmt: skip
     model = build_model(vqvae, info)
+    feature_network = feature_network_of(args, accelerator)
 
     train_dataloader = torch.utils.data.DataLoader(
         train_dataset,
@@ -184,6 +212,16 @@ def train(
     def validate() -> dict:
         return metrics(evaluate(model, validation_dataloader, loss_fn, accelerator, args.seed))
 
+    def log_sample_quality(step: int) -> dict | None:
+        """FID & co. of `--fid_num_images` samples (main process), logged as validation/sample_*."""
+        if feature_network is None or not accelerator.is_main_process:
+            return None
+        with evaluating(accelerator.unwrap_model(model)):
+            figures = sample_quality(pipeline(), feature_network, args, sample_kwargs)
+        accelerator.log({f"validation/sample_{k}": v for k, v in figures.items()}, step=step)
+        logger.info(f"step {step} sample quality ({feature_network.name}): {figures}")
+        return figures
+
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time, history = time.perf_counter(), []
@@ -218,6 +256,9 @@ def train(
                     logger.info(f"step {global_step} validation: {figures}")
                 if accelerator.is_main_process:
                     write_samples(global_step)
+                quality = log_sample_quality(global_step)
+                if quality is not None:
+                    history.append({"step": global_step, **{f"sample_{k}": v for k, v in quality.items()}})
             accelerator.wait_for_everyone()
     progress.close()
 
@@ -227,6 +268,9 @@ def train(
         if validation_dataloader is not None:
             summary["validation"] = validate()
             logger.info(f"final validation: {summary['validation']}")
+        quality = log_sample_quality(global_step)
+        if quality is not None:
+            summary["sample_quality"] = {**quality, "feature_network": feature_network.name}
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             training = (f"`{training_command(script, argv)}`\n\n{global_step} steps on "

@@ -102,6 +102,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     output = add_output_arguments(parser, output_dir="vqgan-output")
     output.add_argument("--num_validation_images", type=int, default=8, help="Images in each validation grid.")
+    output.add_argument("--feature_network", help="A vq_hub ImageClassifier folder (e.g. checkpoints/cifar10-"
+                        "classifier): validation also logs rFID, precision/recall of reconstructions.")  # fmt: skip
+    output.add_argument("--fid_num_images", type=int, default=1000, help="Validation images scored for rFID.")
     args = parser.parse_args(argv)
 
     sources = sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet))
@@ -207,6 +210,26 @@ def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
     }
 
 
+def feature_network_of(args: argparse.Namespace, accelerator: Accelerator):
+    """The `--feature_network` for rFID at validation, or None (said once in the log)."""
+    if not args.feature_network:
+        logger.info("rFID is not logged: pass --feature_network checkpoints/cifar10-classifier (a vq_hub "
+                    "ImageClassifier folder matching the images) to log it at validation")  # fmt: skip
+        return None
+    from vq_hub.evaluation import load_feature_network
+
+    return load_feature_network(args.feature_network, accelerator.device)
+
+
+def reconstruction_quality(model, images: torch.Tensor, feature_network, accelerator: Accelerator) -> dict:
+    """rFID, KID, precision and recall of the reconstructions of `images` (main process)."""
+    from vq_hub.evaluation import evaluate_tokenizer
+
+    with evaluating(accelerator.unwrap_model(model)) as tokenizer:
+        report = evaluate_tokenizer(tokenizer, images, feature_network, progress=False)
+    return {key: report[key] for key in ("rfid", "kid", "precision", "recall")}
+
+
 def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: Accelerator) -> None:
     with evaluating(accelerator.unwrap_model(model)) as tokenizer:
         reconstructions = tokenizer.detokenize(tokenizer.tokenize(images))
@@ -293,6 +316,10 @@ def main(argv: list[str] | None = None) -> dict:
         f"{args.gradient_accumulation_steps} accumulation; {max_train_steps} steps; "
         f"perceptual: {'LPIPS' if perceptual else 'feature matching' if loss_fn.uses_feature_matching else 'none'}"
     )
+    feature_network, fid_images = feature_network_of(args, accelerator), None
+    if feature_network is not None and validation_dataset is not None and accelerator.is_main_process:
+        count = min(args.fid_num_images, len(validation_dataset))
+        fid_images = collate([validation_dataset[i] for i in range(count)])
     validation_images = None
     if validation_dataset is not None:
         count = min(args.num_validation_images, len(validation_dataset))
@@ -353,6 +380,8 @@ def main(argv: list[str] | None = None) -> dict:
                     save_validation_grid(
                         model, validation_images, output_dir / "validation" / f"step-{global_step:07d}.png", accelerator
                     )
+                if fid_images is not None:
+                    metrics.update(reconstruction_quality(model, fid_images, feature_network, accelerator))
             accelerator.log({f"validation/{k}": v for k, v in metrics.items()}, step=global_step)
             logger.info(f"step {global_step} validation: {metrics}")
     progress.close()
@@ -364,6 +393,8 @@ def main(argv: list[str] | None = None) -> dict:
     with ema_weights(ema_model, unwrapped):
         if validation_dataloader is not None:
             summary["validation"] = evaluate(model, validation_dataloader, accelerator)
+            if fid_images is not None:
+                summary["validation"].update(reconstruction_quality(model, fid_images, feature_network, accelerator))
             logger.info(f"final validation: {summary['validation']}")
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:

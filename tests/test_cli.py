@@ -28,7 +28,8 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_shipped_checkpoints_load_and_generate_32px_images():
-    assert sum(p.stat().st_size for p in CHECKPOINTS.rglob("*") if p.is_file()) <= 20 * 2**20
+    # Three Fashion-MNIST models (18 MB) and the two feature networks of vq_hub.evaluation (1.5 MB each).
+    assert sum(p.stat().st_size for p in CHECKPOINTS.rglob("*") if p.is_file()) <= 24 * 2**20
     assert VQVAEModel.from_pretrained(TOKENIZER).config.sample_size == 32
     for path, cls, kwargs in [(AUTOREGRESSIVE, VQAutoregressivePipeline, {}),
                               (DIFFUSION, VQDiscreteDiffusionPipeline, {"num_steps": 4})]:  # fmt: skip

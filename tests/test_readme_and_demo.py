@@ -44,9 +44,11 @@ def test_readme_vq_hub_commands_run(tmp_path, monkeypatch, capsys):
         (tmp_path / name).symlink_to(ROOT / name)
     commands = [words[1:] for words in readme_bash_lines() if words[0] == "vq-hub"]
     assert {argv[0] for argv in commands} == {"generate", "reconstruct", "tokenize", "detokenize", "compress",
-                                              "decompress", "codebook", "info", "demo"}  # fmt: skip
+                                              "decompress", "evaluate", "codebook", "info", "demo"}  # fmt: skip
     for argv in commands:
-        if "my-diffusion" in argv or argv[0] == "demo":  # the demo serves until stopped: tests/test_demo*.py run it
+        # the demo serves until stopped (tests/test_demo*.py run it); evaluate samples hundreds of images
+        # (tests/test_evaluation.py runs it)
+        if "my-diffusion" in argv or argv[0] in ("demo", "evaluate"):
             build_parser().parse_args(argv)
             continue
         assert main(argv) == 0, (argv, capsys.readouterr().err)

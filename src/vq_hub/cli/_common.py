@@ -54,24 +54,35 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sampling flags of `generate` (and of every command that samples from a pipeline)."""
-    parser.add_argument("--num-steps", type=positive_int, help="Denoising steps (diffusion pipelines only; default: "
-                        "the pipeline's own, 50 or fewer).")  # fmt: skip
+def add_sampling_arguments(parser: argparse.ArgumentParser, sweep: bool = False) -> None:
+    """The sampling flags of `generate` (and of every command that samples from a pipeline). With `sweep=True` each
+    flag takes one or more values (lists, a run per combination)."""
+    several = {"nargs": "+"} if sweep else {}
+    also = " Several values: one run each." if sweep else ""
+
+    def default(value):
+        return [value] if sweep and value is not None else value
+
+    parser.add_argument("--num-steps", type=positive_int, **several, help="Denoising steps (diffusion pipelines only; "
+                        "default: the pipeline's own, 50 or fewer)." + also)  # fmt: skip
     parser.add_argument(
         "--guidance-scale",
         type=finite_float,
-        default=2.0,
-        help="Classifier-free guidance scale: 1 disables guidance, larger follows the class more.",
+        default=default(2.0),
+        **several,
+        help="Classifier-free guidance scale: 1 disables guidance, larger follows the class more." + also,
     )
     parser.add_argument(
         "--temperature",
         type=non_negative_float,
-        default=1.0,
-        help="Sampling temperature: 0 is greedy (argmax), above 1 more diverse.",
+        default=default(1.0),
+        **several,
+        help="Sampling temperature: 0 is greedy (argmax), above 1 more diverse." + also,
     )
-    parser.add_argument("--top-k", type=positive_int, help="Keep only the k most likely codes (autoregressive only).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the random generator: same seed, same images.")
+    parser.add_argument("--top-k", type=positive_int, **several,
+                        help="Keep only the k most likely codes (autoregressive only)." + also)  # fmt: skip
+    parser.add_argument("--seed", type=int, default=default(0), **several,
+                        help="Seed of the random generator: same seed, same images." + also)  # fmt: skip
 
 
 def sampling_options(args: argparse.Namespace, pipe) -> dict:

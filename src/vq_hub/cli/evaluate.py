@@ -1,0 +1,190 @@
+"""`vq-hub evaluate`: FID, KID, precision/recall and class accuracy of a pipeline's samples, or rFID, PSNR, SSIM and
+codebook figures of a tokenizer's reconstructions, measured with the shipped feature network (offline).
+
+Examples:
+  vq-hub evaluate --model checkpoints/fashion-mnist-diffusion --num-images 1000
+  vq-hub evaluate --model checkpoints/fashion-mnist-diffusion --num-steps 4 8 16 50 --guidance-scale 1 2 3 5
+  vq-hub evaluate --model checkpoints/fashion-mnist-vqvae --images ../shared/data/fashion_mnist/test.parquet
+"""
+
+import itertools
+import json
+import sys
+from argparse import Namespace
+from pathlib import Path
+
+from ._common import (
+    CommandError,
+    add_sampling_arguments,
+    load_pipeline,
+    load_tokenizer,
+    model_folder,
+    positive_int,
+    read_images,
+    sampling_options,
+)  # fmt: skip
+
+PIPELINE_COLUMNS = [("steps", "num_steps", "{}"), ("guidance", "guidance_scale", "{:g}"), ("temp", "temperature", "{:g}"),
+                    ("top-k", "top_k", "{}"), ("seed", "seed", "{}"), ("FID", "fid", "{:.2f}"), ("KID×1e3", "kid", "k{:.2f}"),
+                    ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("class acc", "class_accuracy", "{:.3f}"),
+                    ("score", "classifier_score", "{:.2f}"), ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
+TOKENIZER_COLUMNS = [("rFID", "rfid", "{:.2f}"), ("KID×1e3", "kid", "k{:.2f}"), ("precision", "precision", "{:.3f}"),
+                     ("recall", "recall", "{:.3f}"), ("class acc", "class_accuracy", "{:.3f}"), ("PSNR", "psnr", "{:.2f}"),
+                     ("SSIM", "ssim", "{:.4f}"), ("usage", "codebook_usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
+                     ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("evaluate", help="FID/KID/precision/recall/class accuracy of samples, or rFID/PSNR/"
+                                 "SSIM of reconstructions, with the shipped feature network.", description=__doc__)  # fmt: skip
+    parser.add_argument("--model", required=True, help="A saved pipeline (samples are scored) or tokenizer "
+                        "(reconstructions are scored): a folder or a Hub repository id.")  # fmt: skip
+    parser.add_argument("--feature-network", help="A saved ImageClassifier folder (default: the shipped one for the "
+                        "model's images, checkpoints/fashion-mnist-classifier or checkpoints/cifar10-classifier).")  # fmt: skip
+    parser.add_argument("--images", help="A Parquet file (image, label) of real images: the reference for a pipeline "
+                        "(default: the feature network's test-split statistics); required for a tokenizer.")  # fmt: skip
+    parser.add_argument("--num-images", type=positive_int, help="Samples per configuration for a pipeline, every "
+                        "class in turn (default 1000); for a tokenizer, images of --images (default: all).")  # fmt: skip
+    parser.add_argument("--batch-size", type=positive_int, default=100, help="Images sampled or reconstructed at once.")
+    add_sampling_arguments(parser, sweep=True)
+    parser.add_argument("--nearest-k", type=positive_int, default=5, help="k of the precision/recall manifolds.")
+    parser.add_argument("--inception-weights", help="torch-fidelity's Inception v3 weights file: also report the "
+                        "standard FID (needs --images and torch-fidelity; never downloaded).")  # fmt: skip
+    parser.add_argument("--out", default="evaluation.json", help="The JSON report to write.")
+    parser.add_argument("--no-progress", action="store_true", help="No progress bar on stderr.")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> str:
+    from ..evaluation import load_feature_network
+
+    if not args.out.endswith(".json"):
+        raise CommandError(f"--out {args.out}: give a file name ending in .json")
+    folder = model_folder(args.model)
+    network = None
+    if args.feature_network:
+        try:
+            network = load_feature_network(args.feature_network)
+        except (FileNotFoundError, ValueError, OSError) as error:
+            raise CommandError(f"--feature-network {args.feature_network}: {error}") from None
+    try:
+        if (folder / "model_index.json").is_file():
+            report = evaluate_pipeline(args, folder, network)
+            columns = PIPELINE_COLUMNS
+        else:
+            report = evaluate_tokenizer(args, network)
+            columns = TOKENIZER_COLUMNS
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from None
+    write_report(report, args.out)  # (again, for a tokenizer: once)
+    first = report["results"][0]
+    network_name = first["feature_network"]["name"]
+    heading = (f"{report['model']}: {len(report['results'])} configuration(s), figures from the feature network "
+               f"{network_name!r} (our classifier, not Inception v3)")  # fmt: skip
+    lines = [heading, table(report["results"], columns), f"wrote {args.out}"]
+    if first.get("fid_inception") is None:
+        lines.insert(-1, f"standard Inception FID: {first['fid_inception_note']}")
+    return "\n".join(lines)
+
+
+def real_images(args, channels: int, size: int, limit: int | None = None):
+    """`(images (N, C, H, W) in [-1, 1], labels or None)` of --images."""
+    import torch
+
+    from ..data import image_to_tensor
+
+    if not args.images or not Path(args.images).expanduser().is_file() or not args.images.endswith(".parquet"):
+        raise CommandError(f"--images {args.images}: expected a Parquet file with an `image` column")
+    images, labels = read_images(args.images, limit, 0)
+    tensors = torch.stack([image_to_tensor(image, size, channels) for image in images])
+    return tensors, torch.tensor(labels) if labels is not None else None
+
+
+def evaluate_pipeline(args, folder: Path, network) -> dict:
+    from ..evaluation import ReferenceStatistics, evaluate_pipeline, extract_features
+    from ..evaluation.feature_network import resolve_feature_network
+    from ..pipelines import VQDiscreteDiffusionPipeline
+    from ..pipelines.discrete_diffusion import DEFAULT_NUM_STEPS
+
+    pipe = load_pipeline(str(folder))
+    channels, size = pipe.vqvae.config.in_channels, pipe.resolution[0]
+    network = resolve_feature_network(network, channels, size)  # before any sampling: a mismatch fails at once
+    reference, images = None, None
+    if args.images:
+        images, labels = real_images(args, channels, size)
+        features, _ = extract_features(network.classifier, images)
+        reference = ReferenceStatistics.from_features(features, labels, split=Path(args.images).name,
+                                                      source=str(args.images))  # fmt: skip
+    results = []
+    report = {"model": args.model, "kind": "pipeline", "results": results, **environment()}
+    grid = itertools.product(args.num_steps or [None], args.guidance_scale, args.temperature, args.top_k or [None],
+                             args.seed)  # fmt: skip
+    for num_steps, guidance_scale, temperature, top_k, seed in grid:
+        options = sampling_options(Namespace(model=args.model, num_steps=num_steps, guidance_scale=guidance_scale,
+                                             temperature=temperature, top_k=top_k), pipe)  # fmt: skip
+        if isinstance(pipe, VQDiscreteDiffusionPipeline) and options["num_steps"] is None:
+            options["num_steps"] = min(DEFAULT_NUM_STEPS, pipe.scheduler.config.num_train_timesteps)
+        print(f"evaluating {', '.join(f'{k}={v}' for k, v in options.items())}, seed={seed}", file=sys.stderr)
+        results.append(evaluate_pipeline(
+            pipe, network, num_images=args.num_images or 1000, batch_size=args.batch_size, seed=seed,
+            reference=reference, real_images=images, inception_weights=args.inception_weights,
+            progress=not args.no_progress, nearest_k=args.nearest_k, **options,
+        ))  # fmt: skip
+        write_report(report, args.out)  # after every configuration: a long sweep keeps what it has measured
+    return report
+
+
+def evaluate_tokenizer(args, network) -> dict:
+    from ..evaluation import evaluate_tokenizer
+
+    if not args.images:
+        raise CommandError("--images: a tokenizer is scored on reconstructions of real images; give the test split "
+                           "as a Parquet file (e.g. ../shared/data/fashion_mnist/test.parquet)")  # fmt: skip
+    for flag, value, default in [("--num-steps", args.num_steps, None), ("--top-k", args.top_k, None),
+                                 ("--guidance-scale", args.guidance_scale, [2.0]),
+                                 ("--temperature", args.temperature, [1.0])]:  # fmt: skip
+        if value != default:
+            raise CommandError(f"{flag} applies to pipelines; {args.model} holds a tokenizer")
+    tokenizer = load_tokenizer(args.model)
+    images, labels = real_images(args, tokenizer.config.in_channels, tokenizer.config.sample_size, args.num_images)
+    result = evaluate_tokenizer(tokenizer, images, network, labels, batch_size=args.batch_size, seed=args.seed[0],
+                                inception_weights=args.inception_weights, progress=not args.no_progress,
+                                nearest_k=args.nearest_k)  # fmt: skip
+    result["images"] = str(args.images)
+    return {"model": args.model, "kind": "tokenizer", "results": [result], **environment()}
+
+
+def environment() -> dict:
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return {"vq_hub": __version__, "torch": torch.__version__, "machine": platform.machine(),
+            "command": "vq-hub " + " ".join(sys.argv[1:])}  # fmt: skip
+
+
+def table(rows: list[dict], columns) -> str:
+    """A Markdown table of `columns` (header, key, format; "k" before a format scales by 1,000)."""
+    columns = [column for column in columns if any(row.get(column[1]) is not None for row in rows)]
+    lines = ["| " + " | ".join(header for header, _, _ in columns) + " |", "|" + "---:|" * len(columns)]
+    for row in rows:
+        cells = []
+        for _, key, style in columns:
+            value = row.get(key)
+            if value is None:
+                cells.append("–")
+            elif style.startswith("k"):
+                cells.append(style[1:].format(value * 1000))
+            else:
+                cells.append(style.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: str) -> None:
+    from ..utils.io import atomic_file
+
+    with atomic_file(out) as temporary:
+        temporary.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,194 @@
+"""The evaluation harness and `vq-hub evaluate` with the shipped feature network, tokenizer and pipelines."""
+
+import json
+
+import pytest
+import torch
+from conftest import ROOT
+
+from vq_hub import VQPipeline, VQVAEModel
+from vq_hub.cli import main
+from vq_hub.data import image_to_tensor, shipped_fashion_mnist
+from vq_hub.evaluation import (
+    ImageClassifier,
+    ReferenceStatistics,
+    evaluate_tokenizer,
+    extract_features,
+    find_feature_network,
+    load_feature_network,
+    score_images,
+)  # fmt: skip
+
+CHECKPOINTS = ROOT / "checkpoints"
+CLASSIFIER = CHECKPOINTS / "fashion-mnist-classifier"
+TOKENIZER = str(CHECKPOINTS / "fashion-mnist-vqvae")
+DIFFUSION = str(CHECKPOINTS / "fashion-mnist-diffusion")
+AUTOREGRESSIVE = str(CHECKPOINTS / "fashion-mnist-autoregressive")
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    """The 1,000 shipped Fashion-MNIST train images (padded to 32×32, [-1, 1]) and labels."""
+    import pyarrow.parquet as pq
+
+    from vq_hub.cli._common import read_images
+
+    images, labels = read_images(str(shipped_fashion_mnist()), None, 0)
+    assert pq.read_table(shipped_fashion_mnist()).num_rows == 1000
+    return torch.stack([image_to_tensor(image, 32, 1) for image in images]), torch.tensor(labels)
+
+
+@pytest.fixture(scope="module")
+def network():
+    return load_feature_network(CLASSIFIER)
+
+
+def test_shipped_feature_networks_load_offline_with_their_reference():
+    for folder, channels, dataset in [(CLASSIFIER, 1, "fashion-mnist"),
+                                      (CHECKPOINTS / "cifar10-classifier", 3, "cifar10")]:  # fmt: skip
+        assert find_feature_network(channels, 32) == folder
+        network = load_feature_network(folder)
+        config = network.classifier.config
+        assert (config.in_channels, config.sample_size, config.num_classes, config.dataset) == (
+            channels,
+            32,
+            10,
+            dataset,
+        )
+        assert network.reference.num_images == 10000 and network.reference.info["split"] == "test"
+        assert network.reference.mean.dtype == torch.float64 and len(network.reference.features) == 2000
+        card = (folder / "README.md").read_text()
+        assert "Test accuracy" in card and "train_classifier.py" in card
+    with pytest.raises(FileNotFoundError, match="no shipped feature network for 3-channel 64×64"):
+        find_feature_network(3, 64)
+
+
+def test_classifier_accuracy_on_shipped_train_images(fashion, network):
+    images, labels = fashion
+    _, logits = extract_features(network.classifier, images)
+    assert (logits.argmax(1) == labels).double().mean() > 0.85  # 87.6% on the test split
+
+
+@pytest.mark.slow
+def test_sanity_ordering_same_data_reconstructions_noise(fashion, network):
+    """Half of the data against the other half: small FID; the tokenizer's reconstructions: larger; noise: far."""
+    images, labels = fashion
+    first, second = images[::2], images[1::2]
+    reference = ReferenceStatistics.from_features(extract_features(network.classifier, first)[0])
+    same = score_images(second, network, reference, labels[1::2])
+    tokenizer = VQVAEModel.from_pretrained(TOKENIZER).eval()
+    with torch.no_grad():
+        reconstructions = tokenizer.detokenize(tokenizer.tokenize(second)).clamp(-1, 1)
+    rebuilt = score_images(reconstructions, network, reference, labels[1::2])
+    noise = score_images(torch.rand_like(second) * 2 - 1, network, reference)
+    assert same["fid"] < rebuilt["fid"] < noise["fid"]
+    assert noise["fid"] > 10 * same["fid"]
+    assert same["kid"] < rebuilt["kid"] < noise["kid"]
+    assert same["precision"] > 0.5 and noise["precision"] < 0.05
+    assert same["class_accuracy"] > 0.85
+
+
+@pytest.mark.slow
+def test_sanity_ordering_against_the_shipped_test_statistics(fashion, network):
+    """Train images against the shipped test-split reference: the same distribution, a small FID; reconstructions
+    sit between them and noise."""
+    images = fashion[0][:500]
+    tokenizer = VQVAEModel.from_pretrained(TOKENIZER).eval()
+    with torch.no_grad():
+        reconstructions = tokenizer.detokenize(tokenizer.tokenize(images)).clamp(-1, 1)
+    fid = {name: score_images(batch, network)["fid"] for name, batch in
+           [("train", images), ("reconstructions", reconstructions), ("noise", torch.rand_like(images) * 2 - 1)]}  # fmt: skip
+    assert fid["train"] < fid["reconstructions"] < fid["noise"]
+    assert fid["noise"] > 10 * fid["train"]
+
+
+def test_evaluate_tokenizer_reports_reconstruction_figures(fashion, network):
+    images, labels = fashion
+    tokenizer = VQVAEModel.from_pretrained(TOKENIZER).eval()
+    report = evaluate_tokenizer(tokenizer, images[:200], network, labels[:200], progress=False)
+    assert 0 < report["rfid"] and 24 < report["psnr"] < 32 and 0.8 < report["ssim"] <= 1
+    assert 0.3 < report["codebook_usage"] <= 1 and report["perplexity"] > 50
+    assert report["feature_network"]["name"] == "fashion-mnist-classifier" and report["fid_inception"] is None
+    with pytest.raises(ValueError, match=r"\(N, 1, 32, 32\)"):
+        evaluate_tokenizer(tokenizer, images[:4, :, :16, :16], network)
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.slow
+def test_cli_evaluates_a_diffusion_sweep_and_writes_json(capsys, tmp_path):
+    out = tmp_path / "report.json"
+    code, stdout, stderr = run(capsys, "evaluate", "--model", DIFFUSION, "--num-images", "20", "--num-steps", "2", "3",
+                               "--guidance-scale", "1", "--batch-size", "10", "--out", str(out))  # fmt: skip
+    assert code == 0, stderr
+    assert "fashion-mnist-classifier" in stdout and "| steps | guidance |" in stdout and f"wrote {out}" in stdout
+    assert "sampling" in stderr  # the progress bar
+    report = json.loads(out.read_text())
+    assert [row["num_steps"] for row in report["results"]] == [2, 3]
+    row = report["results"][0]
+    assert row["num_images"] == 20 and row["seed"] == 0 and row["guidance_scale"] == 1.0
+    for key in ("fid", "kid", "precision", "recall", "class_accuracy", "seconds_per_image"):
+        assert isinstance(row[key], float)
+    assert row["feature_network"]["kind"].startswith("vq_hub ImageClassifier") and row["reference"]["split"] == "test"
+    # Same seed, same images, same figures.
+    run(capsys, "evaluate", "--model", DIFFUSION, "--num-images", "20", "--num-steps", "2", "--guidance-scale", "1",
+        "--batch-size", "10", "--out", str(tmp_path / "again.json"))  # fmt: skip
+    assert json.loads((tmp_path / "again.json").read_text())["results"][0]["fid"] == row["fid"]
+
+
+@pytest.mark.slow
+def test_cli_evaluates_autoregressive_and_tokenizer(capsys, tmp_path):
+    code, stdout, stderr = run(capsys, "evaluate", "--model", AUTOREGRESSIVE, "--num-images", "10", "--top-k", "50",
+                               "--no-progress", "--out", str(tmp_path / "ar.json"))  # fmt: skip
+    assert code == 0, stderr
+    assert json.loads((tmp_path / "ar.json").read_text())["results"][0]["top_k"] == 50
+    code, stdout, stderr = run(capsys, "evaluate", "--model", TOKENIZER, "--images", str(shipped_fashion_mnist()),
+                               "--num-images", "50", "--out", str(tmp_path / "tok.json"))  # fmt: skip
+    assert code == 0, stderr
+    assert "| rFID |" in stdout and "PSNR" in stdout
+    row = json.loads((tmp_path / "tok.json").read_text())["results"][0]
+    assert row["num_images"] == 50 and row["psnr"] > 24
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", AUTOREGRESSIVE, "--num-steps", "4"], "--num-steps applies to diffusion pipelines"),
+        (["--model", DIFFUSION, "--top-k", "5"], "--top-k applies to autoregressive pipelines"),
+        (["--model", TOKENIZER], "--images: a tokenizer is scored on reconstructions"),
+        (["--model", TOKENIZER, "--images", "missing.parquet"], "--images missing.parquet: expected a Parquet file"),
+        (["--model", DIFFUSION, "--out", "report.txt"], "--out report.txt: give a file name ending in .json"),
+        (["--model", DIFFUSION, "--feature-network", "nowhere"], "--feature-network nowhere: "),
+        (
+            ["--model", DIFFUSION, "--feature-network", str(CHECKPOINTS / "cifar10-classifier"), "--num-images", "6"],
+            "takes 3-channel 32×32 images, the model makes 1-channel",
+        ),
+    ],
+)
+def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
+    code, _, stderr = run(capsys, "evaluate", *argv)
+    assert code == 1 and message in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_score_images_refuses_a_network_without_reference(fashion):
+    bare = ImageClassifier(in_channels=1, block_out_channels=(4, 8), layers_per_block=1)
+    from vq_hub.evaluation import FeatureNetwork
+
+    with pytest.raises(ValueError, match="has no reference statistics"):
+        score_images(fashion[0][:10], FeatureNetwork(bare.eval(), None, "bare"))
+
+
+def test_pipeline_figures_name_their_network(network):
+    from vq_hub.evaluation import evaluate_pipeline
+
+    pipe = VQPipeline.from_pretrained(DIFFUSION)
+    report = evaluate_pipeline(pipe, network, num_images=10, batch_size=10, progress=False, num_steps=2,
+                               guidance_scale=1.0)  # fmt: skip
+    assert report["feature_network"]["name"] == "fashion-mnist-classifier"
+    assert "not computed" in report["fid_inception_note"]
+    with pytest.raises(FileNotFoundError, match="inception_weights"):
+        evaluate_pipeline(pipe, network, num_images=10, progress=False, num_steps=2, inception_weights="nowhere.pth")
