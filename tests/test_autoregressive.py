@@ -331,4 +331,4 @@ def test_push_to_hub_uploads_our_card(pipe, monkeypatch):
     assert repo_id == "me/tiny-ar"
     assert {"model_index.json", "README.md", "prior/config.json", "prior/model.safetensors",
             "vqvae/config.json", "vqvae/diffusion_pytorch_model.safetensors"} <= set(files)  # fmt: skip
-    assert 'VQPipeline.from_pretrained("me/tiny-ar")' in card and "A test run." in card
+    assert 'DiffusionPipeline.from_pretrained("me/tiny-ar")' in card and "A test run." in card
