@@ -54,9 +54,10 @@ def test_prior_scripts_say_how_to_get_codes(tmp_path):
 
 @pytest.mark.slow
 def test_the_default_quantizer_keeps_the_codebook_in_use_where_the_plain_one_collapses(tmp_path):
-    """20 steps on the shipped real images, everything else default: the healthy recipe uses a third of the 1,024
-    codes or more on the held-out images (67% after 40 steps), the plain recipe (vq_hub 0.1's defaults) a few percent
-    (2.6% after 40 steps)."""
+    """20 steps on the shipped real images, everything else default: the healthy recipe uses half of the 1,024 codes or
+    more on the held-out images, the plain recipe (vq_hub 0.1's defaults) a fraction of that. The figures move with
+    the machine's floating point (healthy 88% and plain 12% on CI; 67% and 2.6% here after 40 steps), so the test
+    asserts the gap, not the plain recipe's exact collapse."""
     usage = {}
     for recipe in ("healthy", "plain"):
         summary = load_example("train_vqgan").main([
@@ -65,4 +66,4 @@ def test_the_default_quantizer_keeps_the_codebook_in_use_where_the_plain_one_col
             "--output_dir", str(tmp_path / recipe),
         ])  # fmt: skip
         usage[recipe] = summary["validation"]["codebook_usage"]
-    assert usage["healthy"] > 0.3 > 0.1 > usage["plain"], usage
+    assert usage["healthy"] > 0.5 and usage["plain"] < usage["healthy"] / 4, usage
