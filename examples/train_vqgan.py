@@ -5,7 +5,8 @@
         --resolution 32 --num_vq_embeddings 1024 --max_train_steps 2000 --output_dir vqgan-cifar10
 
 The result loads with `VQVAEModel.from_pretrained(output_dir)`; the discriminator is saved in `output_dir/discriminator`.
-Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss).
+Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss), `--hierarchical` for a two-level VQ-VAE-2
+(`HierarchicalVQModel`; `vq_hub.load_tokenizer(output_dir)` loads either).
 """
 
 import argparse
@@ -16,9 +17,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from hierarchical_arguments import add_hierarchical_arguments, build_hierarchical_model
 from tqdm.auto import tqdm
 
-from vq_hub import PatchDiscriminator, VQVAEModel
+from vq_hub import PatchDiscriminator, VQVAEModel, load_tokenizer
+from vq_hub.code_levels import (
+    codebook_sizes, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, tokenize_levels,
+)  # fmt: skip
+from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.data import image_grid, image_transform, load_image_dataset
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
@@ -54,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model = parser.add_argument_group(
         "model (ignored with --model_config_name_or_path / --pretrained_model_name_or_path)"
     )
-    model.add_argument("--pretrained_model_name_or_path", help="Start from a saved VQVAEModel (folder or Hub id).")
-    model.add_argument("--model_config_name_or_path", help="A VQVAEModel config.json (file or folder).")
+    model.add_argument("--pretrained_model_name_or_path", help="Start from a saved tokenizer, VQVAEModel or HierarchicalVQModel (folder or Hub id).")
+    model.add_argument("--model_config_name_or_path", help="A VQVAEModel or HierarchicalVQModel config.json (file or folder): its _class_name picks the model.")
     model.add_argument("--in_channels", type=int, default=3)
     model.add_argument("--block_out_channels", type=int, nargs="+", default=[64, 128, 128])
     model.add_argument("--layers_per_block", type=int, default=1)
@@ -74,6 +80,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--fsq_levels", type=int, nargs="+")
     model.add_argument("--gumbel_temperature", type=float, default=1.0)
     model.add_argument("--gumbel_kl_weight", type=float, default=5e-4)
+    add_hierarchical_arguments(parser)
 
     loss = parser.add_argument_group("loss")
     loss.add_argument("--vqvae", action="store_true", help="Plain VQ-VAE: no discriminator, no perceptual loss.")
@@ -102,9 +109,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def build_model(args: argparse.Namespace) -> VQVAEModel:
     if args.pretrained_model_name_or_path:
-        return VQVAEModel.from_pretrained(args.pretrained_model_name_or_path)
+        return load_tokenizer(args.pretrained_model_name_or_path)
     if args.model_config_name_or_path:
-        return VQVAEModel.from_config(VQVAEModel.load_config(args.model_config_name_or_path))
+        config = VQVAEModel.load_config(args.model_config_name_or_path)
+        model_class = tokenizer_classes().get(config.get("_class_name"), VQVAEModel)
+        return model_class.from_config(config)
+    quantizer = dict(
+        quantizer_type=args.quantizer_type, num_vq_embeddings=args.num_vq_embeddings,
+        commitment_beta=args.commitment_beta, codebook_dim=args.codebook_dim, use_l2_norm=args.use_l2_norm,
+        use_ema=args.use_ema_codebook, ema_decay=args.codebook_ema_decay, kmeans_init=args.kmeans_init,
+        dead_code_threshold=args.dead_code_threshold, fsq_levels=args.fsq_levels,
+        gumbel_temperature=args.gumbel_temperature, gumbel_kl_weight=args.gumbel_kl_weight,
+    )  # fmt: skip
+    if args.hierarchical:
+        return build_hierarchical_model(args, quantizer)
     depth = len(args.block_out_channels)
     return VQVAEModel(
         in_channels=args.in_channels,
@@ -117,18 +135,7 @@ def build_model(args: argparse.Namespace) -> VQVAEModel:
         vq_embed_dim=args.vq_embed_dim,
         norm_num_groups=args.norm_num_groups,
         sample_size=args.resolution,
-        num_vq_embeddings=args.num_vq_embeddings,
-        quantizer_type=args.quantizer_type,
-        commitment_beta=args.commitment_beta,
-        codebook_dim=args.codebook_dim,
-        use_l2_norm=args.use_l2_norm,
-        use_ema=args.use_ema_codebook,
-        ema_decay=args.codebook_ema_decay,
-        kmeans_init=args.kmeans_init,
-        dead_code_threshold=args.dead_code_threshold,
-        fsq_levels=args.fsq_levels,
-        gumbel_temperature=args.gumbel_temperature,
-        gumbel_kl_weight=args.gumbel_kl_weight,
+        **quantizer,
     )
 
 
@@ -164,29 +171,41 @@ def random_flip(images: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
-    """Test-split PSNR, codebook usage and perplexity; every process takes its shard, figures are global."""
-    squared_errors, counts = [], 0
+    """Test-split PSNR, codebook usage and perplexity (per level: `top_…`, `bottom_…` for VQ-VAE-2, with the PSNR of
+    top-only decodes); every process takes its shard, figures are global."""
+    squared_errors, top_only_errors = [], []
     with evaluating(accelerator.unwrap_model(model)) as tokenizer:
+        counts = [0] * len(level_names(tokenizer))
         for images in dataloader:
-            codes = tokenizer.tokenize(images)
-            mse = per_image_mse(tokenizer.detokenize(codes).clamp(-1, 1), images)
+            levels = tokenize_levels(tokenizer, images)
+            mse = per_image_mse(detokenize_levels(tokenizer, levels).clamp(-1, 1), images)
             # gather_for_metrics drops the samples repeated to even out the last batch across processes.
             squared_errors.append(accelerator.gather_for_metrics(mse))
-            counts = counts + code_counts(accelerator.gather_for_metrics(codes), tokenizer.codebook_size)
+            if is_hierarchical(tokenizer):
+                top_only = per_image_mse(tokenizer.detokenize_top(levels[0]).clamp(-1, 1), images)
+                top_only_errors.append(accelerator.gather_for_metrics(top_only))
+            for index, (codes, size) in enumerate(zip(levels, codebook_sizes(tokenizer))):
+                counts[index] = counts[index] + code_counts(accelerator.gather_for_metrics(codes), size)
+        names = level_names(tokenizer)
     mse = torch.cat(squared_errors)
-    return {
-        "psnr": float(psnr_from_mse(mse)),
-        "codebook_usage": float(codebook_usage(counts)),
-        "perplexity": float(perplexity(counts)),
-        "num_images": int(mse.numel()),
-    }
+    figures = {"psnr": float(psnr_from_mse(mse))}
+    if top_only_errors:
+        figures["top_only_psnr"] = float(psnr_from_mse(torch.cat(top_only_errors)))
+    for name, level_counts in zip(names, counts):
+        figures[level_prefix(name) + "codebook_usage"] = float(codebook_usage(level_counts))
+        figures[level_prefix(name) + "perplexity"] = float(perplexity(level_counts))
+    return {**figures, "num_images": int(mse.numel())}
 
 
 def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: Accelerator) -> None:
+    """Originals above reconstructions (and, for VQ-VAE-2, above the decodes of the top codes alone)."""
     with evaluating(accelerator.unwrap_model(model)) as tokenizer:
-        reconstructions = tokenizer.detokenize(tokenizer.tokenize(images))
+        levels = tokenize_levels(tokenizer, images)
+        rows = [images, detokenize_levels(tokenizer, levels)]
+        if is_hierarchical(tokenizer):
+            rows.append(tokenizer.detokenize_top(levels[0]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid([images.cpu(), reconstructions.cpu()]).save(path)
+    image_grid([row.cpu() for row in rows]).save(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -303,18 +322,16 @@ def main(argv: list[str] | None = None) -> dict:
         progress.update(1)
 
         if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
-            quantizer = accelerator.unwrap_model(model).quantize
-            terms.update(
-                codebook_loss=output.codebook_loss.detach(), commitment_loss=output.commitment_loss.detach(),
-                perplexity=output.perplexity, codebook_usage=output.codebook_usage,
-                psnr=psnr(output.sample.detach(), images),
-            )  # fmt: skip
+            statistics = forward_statistics(accelerator.unwrap_model(model), output)  # per level for VQ-VAE-2
+            restarts = {name: int(statistics.pop(name)) for name in list(statistics) if name.endswith("restarts")}
+            terms.update(statistics, psnr=psnr(output.sample.detach(), images))
             logs = {name: float(accelerator.reduce(value.float(), "mean")) for name, value in terms.items()}
             logs["lr"] = lr_scheduler.get_last_lr()[0]
-            logs["dead_code_restarts"] = int(getattr(quantizer, "num_restarts", torch.zeros(())))
+            logs.update(restarts)
             accelerator.log(logs, step=global_step)
             history.append({"step": global_step, **logs})
-            progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", usage=f"{logs['codebook_usage']:.0%}")
+            usage = {name: f"{logs[name]:.0%}" for name in logs if name.endswith("codebook_usage")}
+            progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", **usage)
 
         if global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)

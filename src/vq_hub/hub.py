@@ -75,15 +75,61 @@ reconstruction = model.detokenize(codes)
 """
 
 
+HIERARCHICAL_TOKENIZER_CARD = """---
+library_name: vq_hub
+tags:
+- vq_hub
+- image-tokenizer
+- vq-vae-2
+---
+
+# {title}
+
+A two-level discrete image tokenizer (VQ-VAE-2) trained with [vq_hub](https://pypi.org/project/vq_hub/): images of
+{resolution}×{resolution} pixels become a {top_grid}×{top_grid} grid of top codes (codebook of {top_codebook_size})
+and a {grid}×{grid} grid of bottom codes (codebook of {codebook_size}) chosen knowing the top.
+
+```python
+import torch
+from vq_hub import HierarchicalVQModel
+
+model = HierarchicalVQModel.from_pretrained("{repo_id}").eval()
+images = torch.rand(1, {channels}, {resolution}, {resolution}) * 2 - 1   # pixels in [-1, 1]
+top, bottom = model.tokenize(images)            # LongTensors (1, {top_grid}, {top_grid}) and (1, {grid}, {grid})
+reconstruction = model.detokenize((top, bottom))
+```
+
+## Training
+
+{training}
+
+## Evaluation
+
+{evaluation}
+"""
+
+
 def write_tokenizer_card(
     folder: str | os.PathLike,
     repo_id: str,
     training: str = "Not recorded.",
     evaluation: dict | None = None,
 ) -> Path:
-    """Write `README.md` for the `VQVAEModel` saved in `folder` (its config.json is read for the facts)."""
+    """Write `README.md` for the tokenizer (`VQVAEModel` or `HierarchicalVQModel`) saved in `folder` (its config.json
+    is read for the facts)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
+    if config.get("_class_name") == "HierarchicalVQModel":
+        factor = 2 ** (len(config["block_out_channels"]) - 1)
+        resolution = config.get("sample_size", 32)
+        card = HIERARCHICAL_TOKENIZER_CARD.format(
+            title=repo_id.split("/")[-1], repo_id=repo_id, resolution=resolution, channels=config.get("in_channels", 3),
+            grid=resolution // factor, top_grid=resolution // factor // 2 ** (len(config["top_block_out_channels"]) - 1),
+            codebook_size=config["bottom_quantizer"]["num_vq_embeddings"],
+            top_codebook_size=config["top_quantizer"]["num_vq_embeddings"],
+            training=training, evaluation=_evaluation_table(evaluation),
+        )  # fmt: skip
+        return write_text_atomically(folder / "README.md", card)
     factor = 2 ** (len(config["block_out_channels"]) - 1)
     resolution = config.get("sample_size", 32)
     quantizer = config.get("quantizer_type", "vector")

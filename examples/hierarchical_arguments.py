@@ -1,0 +1,49 @@
+"""The flags and model construction that select a two-level VQ-VAE-2 tokenizer (`HierarchicalVQModel`) in
+train_vqgan.py. The quantizer flags of train_vqgan.py apply to both levels; the `--top_*` flags size the top level;
+a config file (`--model_config_name_or_path`, a HierarchicalVQModel config.json) sets every option per level."""
+
+import argparse
+
+from vq_hub import HierarchicalVQModel
+
+
+def add_hierarchical_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("VQ-VAE-2 (two levels of codes)")
+    group.add_argument("--hierarchical", action="store_true",
+                       help="Train a HierarchicalVQModel: a top grid of coarse codes and a bottom grid of fine codes "
+                       "quantized knowing the top (the quantizer flags apply to both levels).")  # fmt: skip
+    group.add_argument("--top_block_out_channels", type=int, nargs="+", default=[128, 128],
+                       help="The top encoder/decoder; the top grid is the bottom grid downsampled by "
+                       "2 ** (entries - 1).")  # fmt: skip
+    group.add_argument(
+        "--top_latent_channels", type=int, help="Channels of the top latents (default: --latent_channels)."
+    )
+    group.add_argument("--top_num_vq_embeddings", type=int, help="Top codebook size (default: --num_vq_embeddings).")
+    group.add_argument("--top_fsq_levels", type=int, nargs="+", help="Top FSQ levels (default: --fsq_levels).")
+    group.add_argument("--bottom_dropout", type=float, default=0.0,
+                       help="Fraction of training images decoded without their bottom codes, so that top-only "
+                       "decodes mean something (0: the reference model).")  # fmt: skip
+
+
+def build_hierarchical_model(args: argparse.Namespace, quantizer: dict) -> HierarchicalVQModel:
+    """A HierarchicalVQModel of the flags; `quantizer` holds the quantizer options of the shared flags."""
+    top_quantizer = dict(quantizer)
+    if args.top_num_vq_embeddings:
+        top_quantizer["num_vq_embeddings"] = args.top_num_vq_embeddings
+    if args.top_fsq_levels:
+        top_quantizer["fsq_levels"] = args.top_fsq_levels
+    return HierarchicalVQModel(
+        in_channels=args.in_channels,
+        out_channels=args.in_channels,
+        block_out_channels=tuple(args.block_out_channels),
+        layers_per_block=args.layers_per_block,
+        latent_channels=args.latent_channels,
+        vq_embed_dim=args.vq_embed_dim,
+        norm_num_groups=args.norm_num_groups,
+        sample_size=args.resolution,
+        top_block_out_channels=tuple(args.top_block_out_channels),
+        top_latent_channels=args.top_latent_channels,
+        top_quantizer=top_quantizer,
+        bottom_quantizer=quantizer,
+        bottom_dropout=args.bottom_dropout,
+    )
