@@ -6,7 +6,8 @@
 
 writes `codes-fashion/{train,validation}.parquet` (columns `codes`: h·w ints in raster order, `label`) and
 `codes-fashion/encoding.json`; `train_prior.py` and `train_diffusion.py` read them. The same inputs always give the
-same codes.
+same codes. A two-level tokenizer (VQ-VAE-2) writes one column per level, `top_codes` and `bottom_codes`, and records
+each level's grid and codebook in encoding.json (`levels`, `code_grid_sizes`, `codebook_sizes`).
 """
 
 import argparse
@@ -19,14 +20,16 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from vq_hub import VQVAEModel
+from vq_hub import VQVAEModel, load_tokenizer
+from vq_hub.code_levels import code_grid_sizes, codebook_sizes, column_name, level_names, tokenize_levels
 from vq_hub.data import ENCODING_INFO, image_transform, load_image_dataset
 from vq_hub.utils.io import atomic_directory
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vqvae_name_or_path", required=True, help="A saved VQVAEModel (folder or Hub id).")
+    parser.add_argument("--vqvae_name_or_path", required=True,
+                        help="A saved tokenizer, VQVAEModel or HierarchicalVQModel (folder or Hub id).")  # fmt: skip
     parser.add_argument("--dataset_name", help="A dataset on the Hub (or a local dataset script/folder).")
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--train_data_dir", help="An imagefolder with the training images.")
@@ -73,7 +76,8 @@ def num_classes_of(dataset: datasets.Dataset, label_column: str) -> int:
 
 @torch.no_grad()
 def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
-    """`(codes (N, h·w), labels (N,))` of every image, each process encoding its shard, gathered in order."""
+    """`(codes, labels (N,))` of every image, `codes` a list with one `(N, h·w)` tensor per level (top first), each
+    process encoding its shard, gathered in order."""
     has_labels = args.label_column in dataset.column_names
 
     def collate(examples):
@@ -83,48 +87,55 @@ def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator
 
     dataset.set_transform(image_transform(args.resolution, vqvae.config.in_channels, args.image_column))
     loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate))
-    all_codes, all_labels = [], []
+    all_codes, all_labels = [[] for _ in level_names(vqvae)], []
     for images, labels in tqdm(loader, desc=f"encoding {name}", disable=not accelerator.is_local_main_process):
-        codes = vqvae.tokenize(images.to(vqvae.dtype)).flatten(1)
-        # gather_for_metrics drops the samples repeated to even out the last batch across processes.
-        all_codes.append(accelerator.gather_for_metrics(codes).cpu())
+        for level_codes, codes in zip(all_codes, tokenize_levels(vqvae, images.to(vqvae.dtype))):
+            # gather_for_metrics drops the samples repeated to even out the last batch across processes.
+            level_codes.append(accelerator.gather_for_metrics(codes.flatten(1)).cpu())
         all_labels.append(accelerator.gather_for_metrics(labels).cpu())
-    return torch.cat(all_codes), torch.cat(all_labels)
+    return [torch.cat(level_codes) for level_codes in all_codes], torch.cat(all_labels)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     accelerator = Accelerator()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path).to(accelerator.device).eval()
+    vqvae = load_tokenizer(args.vqvae_name_or_path).to(accelerator.device).eval()
     args.resolution = args.resolution or vqvae.config.sample_size
-    if args.resolution % vqvae.downsample_factor:
+    if args.resolution % vqvae.image_size_multiple:
         raise SystemExit(f"--resolution {args.resolution} must be divisible by the tokenizer's downsampling factor "
-                         f"{vqvae.downsample_factor}")  # fmt: skip
+                         f"{vqvae.image_size_multiple}")  # fmt: skip
     splits = load_splits(args)
     # Codes fit int16 for codebooks up to 32,768 entries: half the disk of int32.
-    dtype = np.int16 if vqvae.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+    dtype = np.int16 if max(codebook_sizes(vqvae)) <= np.iinfo(np.int16).max + 1 else np.int32
     encoded = {name: encode_split(vqvae, split, args, accelerator, name) for name, split in splits.items()}
 
+    levels, grids = level_names(vqvae), code_grid_sizes(vqvae, args.resolution, args.resolution)
     info = {
         "tokenizer": str(args.vqvae_name_or_path),
-        "codebook_size": vqvae.codebook_size,
-        "code_grid_size": list(vqvae.code_grid_size(args.resolution, args.resolution)),
         "resolution": args.resolution,
         "num_classes": num_classes_of(splits["train"], args.label_column),
-        "num_examples": {name: len(codes) for name, (codes, _) in encoded.items()},
+        "num_examples": {name: len(labels) for name, (_, labels) in encoded.items()},
     }
+    if len(levels) == 1:
+        info.update(codebook_size=codebook_sizes(vqvae)[0], code_grid_size=list(grids[0]))
+    else:  # one column per level; `vq_hub.data.select_code_level` gives a prior its level's view
+        info.update(levels=list(levels), codebook_sizes=dict(zip(levels, codebook_sizes(vqvae))),
+                    code_grid_sizes={level: list(grid) for level, grid in zip(levels, grids)})  # fmt: skip
     if accelerator.is_main_process:
         with atomic_directory(args.output_dir, replaces=["*"]) as staging:  # the folder as a whole: no stale split
+            code_feature = datasets.Sequence(datasets.Value(np.dtype(dtype).name))
             for name, (codes, labels) in encoded.items():
+                columns = {column_name(level): grid.numpy().astype(dtype) for level, grid in zip(levels, codes)}
                 table = datasets.Dataset.from_dict(
-                    {"codes": codes.numpy().astype(dtype), "label": labels.numpy()},
-                    features=datasets.Features({"codes": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
+                    {**columns, "label": labels.numpy()},
+                    features=datasets.Features({**{column: code_feature for column in columns},
                                                 "label": datasets.Value("int64")}),
                 )  # fmt: skip
                 table.to_parquet(str(staging / f"{name}.parquet"))
             (staging / ENCODING_INFO).write_text(json.dumps(info, indent=2))
-        print(f"wrote {info['num_examples']} code grids of {info['code_grid_size']} to {args.output_dir}", flush=True)
+        shapes = " + ".join(str(list(grid)) for grid in grids)
+        print(f"wrote {info['num_examples']} code grids of {shapes} to {args.output_dir}", flush=True)
     accelerator.wait_for_everyone()
     return info
 

@@ -24,11 +24,11 @@ from vq_hub import PatchDiscriminator, VQVAEModel, load_tokenizer
 from vq_hub.code_levels import (
     codebook_sizes, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, tokenize_levels,
 )  # fmt: skip
-from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.data import image_grid, image_transform, load_image_dataset
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
 from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
+from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
     EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,

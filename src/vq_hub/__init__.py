@@ -21,6 +21,8 @@ from .pipelines import (
     VQAutoregressivePipeline,
     VQDiscreteDiffusionPipeline,
     VQDiscreteDiffusionPipelineOutput,
+    VQHierarchicalPipeline,
+    VQHierarchicalPipelineOutput,
     VQPipeline,
     VQPipelineOutput,
 )
@@ -40,6 +42,8 @@ __all__ = [
     "VQAutoregressivePipeline",
     "VQDiscreteDiffusionPipeline",
     "VQDiscreteDiffusionPipelineOutput",
+    "VQHierarchicalPipeline",
+    "VQHierarchicalPipelineOutput",
     "VQVAEModel",
     "VQVAEModelOutput",
     "VQPipeline",

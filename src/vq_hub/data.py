@@ -121,8 +121,9 @@ def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
 ENCODING_INFO = "encoding.json"
 
 
-def load_code_dataset(folder: str | Path, split: str = "train"):
-    """`(dataset, info)`: a split of an encoded dataset (torch-formatted `codes`, `label`) and its encoding.json."""
+def load_code_dataset(folder: str | Path, split: str = "train", level: str | None = None):
+    """`(dataset, info)`: a split of an encoded dataset (torch-formatted `codes`, `label`) and its encoding.json; for
+    a two-level encoding, the view of `level` (see `select_code_level`)."""
     import json
 
     from datasets import load_dataset
@@ -135,8 +136,35 @@ def load_code_dataset(folder: str | Path, split: str = "train"):
             f"{split}.parquet (write them with examples/encode_dataset.py)"
         )
     dataset = load_dataset("parquet", data_files={split: str(parquet)}, split=split)
-    dataset.set_format("torch", columns=["codes", "label"])
-    return dataset, json.loads(info_file.read_text())
+    dataset, info = select_code_level(dataset, json.loads(info_file.read_text()), level)
+    dataset.set_format("torch", columns=["codes", "label", *[c for c in ("prefix_ids",) if c in dataset.column_names]])
+    return dataset, info
+
+
+def select_code_level(dataset, info: dict, level: str | None):
+    """`(dataset, info)` as a prior over one level of codes sees them. A single-level encoding is returned as it is
+    (`level` None). A two-level (VQ-VAE-2) encoding has `top_codes` and `bottom_codes`: for `level="top"` the top
+    codes become `codes`; for `level="bottom"` the bottom codes become `codes` and the top codes `prefix_ids`, a
+    prefix of condition tokens from a second vocabulary (the top codebook). `info` gets the level's `codebook_size`
+    and `code_grid_size` (and `prefix_vocab_size`, `prefix_length`), as a single-level encoding records them."""
+    levels = info.get("levels")
+    if levels is None:
+        if level not in (None, "codes"):
+            raise ValueError(f"`level` {level!r} was given, but the codes are of a single-level tokenizer")
+        return dataset, info
+    if level not in levels:
+        raise ValueError(f"these codes have the levels {levels} (a two-level tokenizer): choose one with `level`, "
+                         f"got {level!r}")  # fmt: skip
+    info = {**info, "level": level, "codebook_size": info["codebook_sizes"][level],
+            "code_grid_size": info["code_grid_sizes"][level]}  # fmt: skip
+    dataset = dataset.rename_column(f"{level}_codes", "codes")
+    coarser = levels[levels.index(level) - 1] if levels.index(level) > 0 else None
+    if coarser is not None:
+        height, width = info["code_grid_sizes"][coarser]
+        info.update(prefix_vocab_size=info["codebook_sizes"][coarser], prefix_length=height * width)
+        dataset = dataset.rename_column(f"{coarser}_codes", "prefix_ids")
+    finer = [f"{name}_codes" for name in levels[levels.index(level) + 1 :]]
+    return dataset.remove_columns(finer) if finer else dataset, info
 
 
 def collate_codes(examples: list[dict]) -> tuple[torch.LongTensor, torch.LongTensor]:

@@ -191,6 +191,34 @@ def tokenizer_grid_size(vqvae: VQVAEModel, resolution: int | None = None) -> tup
     return vqvae.code_grid_size(size, size)
 
 
+def level_codes(vqvae, level: str | None = None, resolution: int | None = None) -> tuple[int, tuple[int, int], int, int]:
+    """`(codebook_size, grid, prefix_vocab_size, prefix_length)` of the codes a prior over `level` of `vqvae` models.
+    A single-level tokenizer has one level (`level` None). For a two-level tokenizer (VQ-VAE-2) `level` is "top" or
+    "bottom", and a bottom prior is conditioned on the top codes: its prefix is the top grid, from the top codebook."""
+    from ..code_levels import code_grid_sizes, codebook_sizes, level_names
+
+    names = level_names(vqvae)
+    if level is None and len(names) == 1:
+        level = names[0]
+    if level not in names:
+        raise ValueError(f"`level` must be one of {names} for this {type(vqvae).__name__}, got {level!r}")
+    size = resolution or vqvae.config.sample_size
+    index, grids, sizes = names.index(level), code_grid_sizes(vqvae, size, size), codebook_sizes(vqvae)
+    if index == 0:
+        return sizes[0], tuple(grids[0]), 0, 0
+    coarser = grids[index - 1]
+    return sizes[index], tuple(grids[index]), sizes[index - 1], coarser[0] * coarser[1]
+
+
+def _level_settings(vqvae, level, resolution, prefix_vocab_size: int, prefix_length: int):
+    """`level_codes` with an explicit prefix winning over the level's own; the level is recorded in the config."""
+    codebook_size, grid, level_prefix_vocab, level_prefix_length = level_codes(vqvae, level, resolution)
+    if not prefix_vocab_size and not prefix_length:
+        prefix_vocab_size, prefix_length = level_prefix_vocab, level_prefix_length
+    recorded = {} if level is None else {"code_level": level}
+    return codebook_size, grid, prefix_vocab_size, prefix_length, recorded
+
+
 def _transformer_config(
     model_type: str, vocabulary: CodeVocabulary, grid: tuple[int, int], hidden_size: int, num_layers: int,
     num_heads: int, settings: dict, overrides: dict,
@@ -229,16 +257,20 @@ def autoregressive_prior_config(
     num_heads: int = 8,
     prefix_vocab_size: int = 0,
     prefix_length: int = 0,
+    level: str | None = None,
     **overrides,
 ) -> PretrainedConfig:
     """A causal-LM config (any `AutoModelForCausalLM` model type) sized for `vqvae`'s codes: `from_config` it.
     `prefix_vocab_size` / `prefix_length` add a prefix of condition tokens from a second vocabulary (DALL-E's text
-    tokens before the image codes)."""
-    vocabulary = CodeVocabulary(vqvae.codebook_size, num_classes, prefix_vocab_size=prefix_vocab_size,
+    tokens before the image codes). For a `HierarchicalVQModel`, `level` ("top" or "bottom") picks the codes; a
+    bottom prior gets the top codes as its prefix."""
+    codebook_size, grid, prefix_vocab_size, prefix_length, recorded = _level_settings(
+        vqvae, level, resolution, prefix_vocab_size, prefix_length)  # fmt: skip
+    vocabulary = CodeVocabulary(codebook_size, num_classes, prefix_vocab_size=prefix_vocab_size,
                                 prefix_length=prefix_length)  # fmt: skip
     settings = {} if model_type == "gpt2" else {"intermediate_size": 4 * hidden_size}
-    return _transformer_config(model_type, vocabulary, tokenizer_grid_size(vqvae, resolution), hidden_size,
-                               num_layers, num_heads, settings, overrides)  # fmt: skip
+    return _transformer_config(model_type, vocabulary, grid, hidden_size, num_layers, num_heads,
+                               {**settings, **recorded}, overrides)  # fmt: skip
 
 
 def denoiser_config(
@@ -251,17 +283,21 @@ def denoiser_config(
     num_heads: int = 8,
     prefix_vocab_size: int = 0,
     prefix_length: int = 0,
+    level: str | None = None,
     **overrides,
 ) -> PretrainedConfig:
     """A bidirectional masked-LM config (`AutoModelForMaskedLM`, BERT by default) sized for `vqvae`'s codes, with an
-    optional prefix of condition tokens (MUSE's text, as prefix tokens the denoiser attends to)."""
-    vocabulary = CodeVocabulary(vqvae.codebook_size, num_classes, with_mask_token=True,
+    optional prefix of condition tokens (MUSE's text, as prefix tokens the denoiser attends to). `level` as in
+    `autoregressive_prior_config`: a bottom denoiser sees the top codes as its prefix."""
+    codebook_size, grid, prefix_vocab_size, prefix_length, recorded = _level_settings(
+        vqvae, level, resolution, prefix_vocab_size, prefix_length)  # fmt: skip
+    vocabulary = CodeVocabulary(codebook_size, num_classes, with_mask_token=True,
                                 prefix_vocab_size=prefix_vocab_size, prefix_length=prefix_length)  # fmt: skip
-    settings = {"intermediate_size": 4 * hidden_size, "mask_token_id": vocabulary.mask_token_id}
+    settings = {"intermediate_size": 4 * hidden_size, "mask_token_id": vocabulary.mask_token_id, **recorded}
     if model_type == "bert":
         settings["type_vocab_size"] = 1
-    return _transformer_config(model_type, vocabulary, tokenizer_grid_size(vqvae, resolution), hidden_size,
-                               num_layers, num_heads, settings, overrides)  # fmt: skip
+    return _transformer_config(model_type, vocabulary, grid, hidden_size, num_layers, num_heads, settings,
+                               overrides)  # fmt: skip
 
 
 def next_code_loss(
