@@ -202,8 +202,8 @@ def write_pipeline_card(
     folder = Path(folder)
     prior = json.loads((folder / pipeline_class.prior_component / "config.json").read_text())
     vqvae = json.loads((folder / "vqvae" / "config.json").read_text())
-    factor = 2 ** (len(vqvae["block_out_channels"]) - 1)
-    grid_h, grid_w = prior["code_grid_size"]
+    factor = 2 ** (len(vqvae["block_out_channels"]) - 1 + len(vqvae.get("top_block_out_channels", [0])) - 1)
+    grid_h, grid_w = prior["code_grid_size"]  # a VQ-VAE-2 pipeline's prior component is its top prior
     num_classes = prior.get("num_classes", 0)
     batch_size = min(4, num_classes) if num_classes else 4
     labels = f"class_labels={list(range(batch_size))}" if num_classes else ""

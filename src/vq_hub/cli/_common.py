@@ -113,15 +113,16 @@ def load_pipeline(name_or_path: str):
 
 
 def load_tokenizer(name_or_path: str):
-    """A `VQVAEModel` from a tokenizer folder, or the `vqvae` of a pipeline folder (local or on the Hub)."""
-    from ..models.vq_model import VQVAEModel
+    """A tokenizer (`VQVAEModel` or `HierarchicalVQModel`) from a tokenizer folder, or the `vqvae` of a pipeline folder
+    (local or on the Hub)."""
+    from ..models.tokenizer_utils import load_tokenizer as load_any_tokenizer
 
     folder = model_folder(name_or_path)
     subfolder = "vqvae" if (folder / "model_index.json").is_file() else None
     if not (folder / (subfolder or "") / "config.json").is_file():
         raise CommandError(f"--model {name_or_path}: neither a tokenizer folder (config.json) nor a pipeline folder "
                            "(model_index.json)")  # fmt: skip
-    return VQVAEModel.from_pretrained(folder, subfolder=subfolder).eval()
+    return load_any_tokenizer(folder, subfolder=subfolder).eval()
 
 
 # ------------------------------------------------------------------------------------------------- images
