@@ -17,6 +17,7 @@ from vq_hub.metrics import code_counts, codebook_usage, perplexity
 
 QUANTIZERS = {
     "vector": {},
+    "vector-healthy-recipe": dict(quantizer_recipe="healthy"),
     "vector-ema-restart": dict(use_ema=True, dead_code_threshold=0.1, kmeans_init=True),
     "vector-l2-lowdim": dict(use_l2_norm=True, codebook_dim=2),
     "gumbel": dict(quantizer_type="gumbel"),
@@ -29,7 +30,8 @@ def tiny_hierarchical_config(**overrides) -> dict:
     config = dict(
         in_channels=3, out_channels=3, block_out_channels=(16, 32), latent_channels=8, norm_num_groups=8,
         sample_size=16, top_block_out_channels=(16, 16), top_latent_channels=4,
-        top_quantizer=dict(num_vq_embeddings=16), bottom_quantizer=dict(num_vq_embeddings=32),
+        top_quantizer=dict(num_vq_embeddings=16, quantizer_recipe="plain"),
+        bottom_quantizer=dict(num_vq_embeddings=32, quantizer_recipe="plain"),
     )  # fmt: skip
     config.update(overrides)
     return config
@@ -42,8 +44,7 @@ def images(batch: int = 2) -> torch.Tensor:
 def with_quantizer(level: str, name: str) -> dict:
     """A config whose `level` uses the quantizer `name` (the other level keeps the plain vector quantizer)."""
     config = tiny_hierarchical_config()
-    config[f"{level}_quantizer"] = {"num_vq_embeddings": config[f"{level}_quantizer"]["num_vq_embeddings"],
-                                    **QUANTIZERS[name]}  # fmt: skip
+    config[f"{level}_quantizer"] = {**config[f"{level}_quantizer"], **QUANTIZERS[name]}
     return config
 
 

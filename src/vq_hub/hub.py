@@ -41,6 +41,11 @@ def resolve_folder(
         ) from error
 
 
+INSTALL_NOTE = (
+    "vq_hub is not published on PyPI: install it from its source repository (`pip install -e .` in a checkout of "
+    "vq_hub)."
+)
+
 TOKENIZER_CARD = """---
 library_name: vq_hub
 tags:
@@ -51,9 +56,8 @@ tags:
 
 # {title}
 
-A discrete image tokenizer ({description}) trained with
-[vq_hub](https://pypi.org/project/vq_hub/): images of {resolution}×{resolution} pixels become {grid}×{grid} grids of
-codes from a codebook of {codebook_size}.
+A discrete image tokenizer ({description}) trained with vq_hub: images of {resolution}×{resolution} pixels become
+{grid}×{grid} grids of codes from a codebook of {codebook_size}. {install}
 
 ```python
 import torch
@@ -138,6 +142,7 @@ def write_tokenizer_card(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
         quantizer_tag=f"{quantizer}-quantization",
+        install=INSTALL_NOTE,
         description=description.get(quantizer, quantizer),
         resolution=resolution,
         grid=resolution // factor,
@@ -151,27 +156,24 @@ def write_tokenizer_card(
 
 PIPELINE_CARD = """---
 library_name: vq_hub
-pipeline_tag: unconditional-image-generation
+pipeline_tag: {pipeline_tag}
 tags:
-- vq_hub
-- {class_name}
+{tags}
 ---
 
 # {title}
 
-A `{class_name}` trained with [vq_hub](https://pypi.org/project/vq_hub/): {description}. It samples
-{grid_h}×{grid_w} grids of codes from a codebook of {codebook_size}{classes}, and its tokenizer (`vqvae/`) decodes them
-into {height}×{width} images.
+A `{class_name}` trained with vq_hub: {description}. It samples {grid_h}×{grid_w} grids of codes from a codebook of
+{codebook_size}{classes}, and its tokenizer (`vqvae/`) decodes them into {height}×{width} images. {install}
 
 ```python
-from vq_hub import VQPipeline
+import torch
+import vq_hub  # registers vq_hub's pipelines with diffusers
+from diffusers import DiffusionPipeline
 
-pipe = VQPipeline.from_pretrained("{repo_id}")   # returns a {class_name}
-images = pipe({call}).images
+pipe = DiffusionPipeline.from_pretrained("{repo_id}")   # a {class_name} (vq_hub.VQPipeline.from_pretrained works too)
+images = pipe({call}, generator=torch.Generator().manual_seed(0)).images
 ```
-
-Load it with `VQPipeline.from_pretrained`, not `DiffusionPipeline.from_pretrained`: diffusers cannot resolve vq_hub's
-pipeline classes by name.
 
 ## Training
 
@@ -211,6 +213,11 @@ def write_pipeline_card(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
         class_name=pipeline_class.__name__,
+        pipeline_tag=pipeline_class.card_pipeline_tag,
+        tags="\n".join(f"- {tag}" for tag in ["vq_hub", "diffusers", pipeline_class.__name__,
+                                               *pipeline_class.card_tags, "class-conditional" if num_classes
+                                               else "unconditional"]),
+        install=INSTALL_NOTE,
         description=pipeline_class.card_description,
         grid_h=grid_h,
         grid_w=grid_w,

@@ -12,7 +12,9 @@ from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from ..quantizers import Quantizer
-from ..quantizers.settings import QUANTIZER_TYPES, QuantizerSettings  # noqa: F401 (QUANTIZER_TYPES: public name)
+from ..quantizers.settings import (  # noqa: F401 (QUANTIZER_TYPES, QUANTIZER_RECIPES, vector_quantizer_options: public)
+    QUANTIZER_RECIPES, QUANTIZER_TYPES, QuantizerSettings, vector_quantizer_options,
+)
 from .modeling_utils import AtomicSaveMixin
 from .tokenizer_utils import ImageInputMixin
 
@@ -64,8 +66,13 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         quantizer_type (`str`, defaults to `"vector"`): `"vector"`, `"gumbel"` or `"fsq"`.
         commitment_beta (`float`, defaults to 0.25): β of the commitment loss (vector quantizer).
         legacy_beta (`bool`): β on the codebook term, as taming-transformers and diffusers (converted checkpoints).
+        quantizer_recipe (`str`, defaults to `"healthy"`): The defaults of the four vector-quantizer options below
+            that are left unset (None): `"healthy"` = 16-d (at most `vq_embed_dim`) l2-normalised codes, k-means init,
+            dead-code restarts under 0.5 (the recipe that keeps codebooks in use); `"plain"` = full-dimension codes,
+            no normalisation, random init, no restarts (VQ-VAE, taming-transformers, diffusers). Configs saved before
+            the recipe existed load as `"plain"`, exactly as they were saved.
         codebook_dim (`int`, *optional*): Low-dimensional codes with in/out projections (vector quantizer).
-        use_l2_norm (`bool`): Cosine-similarity lookup with l2-normalised codes (vector quantizer).
+        use_l2_norm (`bool`, *optional*): Cosine-similarity lookup with l2-normalised codes (vector quantizer).
         use_ema (`bool`), ema_decay (`float`), ema_epsilon (`float`): EMA codebook updates (vector quantizer).
         kmeans_init (`bool`), kmeans_iters (`int`): k-means initialisation on the first batch (vector quantizer).
         dead_code_threshold (`float`): EMA usage under which a code is restarted; 0 disables (vector quantizer).
@@ -99,14 +106,15 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         quantizer_type: str = "vector",
         commitment_beta: float = 0.25,
         legacy_beta: bool = False,
+        quantizer_recipe: str = "healthy",
         codebook_dim: int | None = None,
-        use_l2_norm: bool = False,
+        use_l2_norm: bool | None = None,
         use_ema: bool = False,
         ema_decay: float = 0.99,
         ema_epsilon: float = 1e-5,
-        kmeans_init: bool = False,
+        kmeans_init: bool | None = None,
         kmeans_iters: int = 10,
-        dead_code_threshold: float = 0.0,
+        dead_code_threshold: float | None = None,
         gumbel_temperature: float = 1.0,
         gumbel_kl_weight: float = 5e-4,
         gumbel_straight_through: bool = False,
@@ -149,6 +157,15 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
             norm_type=norm_type,
             mid_block_add_attention=mid_block_add_attention,
         )
+
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """As diffusers' `from_config` (which `from_pretrained` calls): a config saved before `quantizer_recipe`
+        existed (vq_hub 0.1, or a diffusers `VQModel` config) takes the `"plain"` recipe, the defaults it was saved
+        under, so it builds exactly the model it described."""
+        if config is not None and "quantizer_recipe" not in config:
+            config = {**config, "quantizer_recipe": "plain"}
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def _build_quantizer(self, vq_embed_dim: int) -> Quantizer:
         return QuantizerSettings.from_config(self.config).build(vq_embed_dim)

@@ -14,23 +14,47 @@ from .vector import VectorQuantizer
 
 QUANTIZER_TYPES = ("vector", "gumbel", "fsq")
 
+# The defaults of the vector quantizer's options left unset, by `quantizer_recipe`. "healthy" is what keeps codebooks
+# in use (ViT-VQGAN / LlamaGen low-dim l2 codes, k-means init, restarts); "plain" is the VQ-VAE paper's quantizer.
+QUANTIZER_RECIPES = {
+    "healthy": {"codebook_dim": 16, "use_l2_norm": True, "kmeans_init": True, "dead_code_threshold": 0.5},
+    "plain": {"codebook_dim": None, "use_l2_norm": False, "kmeans_init": False, "dead_code_threshold": 0.0},
+}
+
+
+def vector_quantizer_options(config, vq_embed_dim: int) -> dict:
+    """`codebook_dim`, `use_l2_norm`, `kmeans_init`, `dead_code_threshold` of `config`, each unset one (None) taken
+    from its `quantizer_recipe` (a recipe's low-dim codes are never wider than the latents)."""
+    if config.quantizer_recipe not in QUANTIZER_RECIPES:
+        raise ValueError(f"`quantizer_recipe` must be one of {sorted(QUANTIZER_RECIPES)}, got {config.quantizer_recipe!r}")
+    options = {}
+    for name, default in QUANTIZER_RECIPES[config.quantizer_recipe].items():
+        value = getattr(config, name)
+        if value is None and name == "codebook_dim" and default is not None:
+            default = min(default, vq_embed_dim)
+        options[name] = default if value is None else value
+    return options
+
 
 @dataclass(frozen=True)
 class QuantizerSettings:
-    """The quantizer options of one tokenizer level, under their `VQVAEModel` config names (see its docstring)."""
+    """The quantizer options of one tokenizer level, under their `VQVAEModel` config names (see its docstring); the
+    vector quantizer's `codebook_dim`, `use_l2_norm`, `kmeans_init` and `dead_code_threshold` left unset (None) follow
+    `quantizer_recipe`."""
 
     quantizer_type: str = "vector"
     num_vq_embeddings: int = 256
     commitment_beta: float = 0.25
     legacy_beta: bool = False
+    quantizer_recipe: str = "healthy"
     codebook_dim: int | None = None
-    use_l2_norm: bool = False
+    use_l2_norm: bool | None = None
     use_ema: bool = False
     ema_decay: float = 0.99
     ema_epsilon: float = 1e-5
-    kmeans_init: bool = False
+    kmeans_init: bool | None = None
     kmeans_iters: int = 10
-    dead_code_threshold: float = 0.0
+    dead_code_threshold: float | None = None
     gumbel_temperature: float = 1.0
     gumbel_kl_weight: float = 5e-4
     gumbel_straight_through: bool = False
@@ -66,16 +90,13 @@ class QuantizerSettings:
             return VectorQuantizer(
                 self.num_vq_embeddings,
                 embedding_dim,
-                codebook_dim=self.codebook_dim,
                 beta=self.commitment_beta,
-                use_l2_norm=self.use_l2_norm,
                 use_ema=self.use_ema,
                 decay=self.ema_decay,
                 epsilon=self.ema_epsilon,
-                kmeans_init=self.kmeans_init,
                 kmeans_iters=self.kmeans_iters,
-                dead_code_threshold=self.dead_code_threshold,
                 legacy_beta=self.legacy_beta,
+                **vector_quantizer_options(self, embedding_dim),
             )
         if self.quantizer_type == "gumbel":
             return GumbelQuantizer(
