@@ -4,9 +4,9 @@
         --train_parquet ../shared/data/fashion_mnist/train.parquet \
         --validation_parquet ../shared/data/fashion_mnist/test.parquet --output_dir codes-fashion
 
-writes `codes-fashion/{train,validation}.parquet` (columns `codes`: h·w ints in raster order, `label`) and
-`codes-fashion/encoding.json`; `train_prior.py` and `train_diffusion.py` read them. The same inputs always give the
-same codes.
+writes `codes-fashion/{train,validation}.parquet` (columns `codes`: h·w ints in raster order, `label`, and the
+captions with `--caption_column`) and `codes-fashion/encoding.json`; `train_prior.py` and `train_diffusion.py` read
+them. The same inputs always give the same codes.
 """
 
 import argparse
@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from vq_hub import VQVAEModel
-from vq_hub.data import ENCODING_INFO, image_transform, load_image_dataset
+from vq_hub.data import ENCODING_INFO, image_size, image_transform, load_image_dataset
 from vq_hub.utils.io import atomic_directory
 
 
@@ -36,7 +36,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation_split", help="Split of --dataset_name encoded as validation, e.g. 'test'.")
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--label_column", default="label", help="Class labels; -1 is written when it is missing.")
-    parser.add_argument("--resolution", type=int, help="Image size (default: the tokenizer's sample_size).")
+    parser.add_argument("--caption_column", help="Text captions, stored beside the codes under the same name (for "
+                        "text-to-image priors: train_prior.py / train_diffusion.py --caption_column).")  # fmt: skip
+    parser.add_argument("--resolution", type=int, nargs="+", help="Image size: one number (square) or height and "
+                        "width (default: the tokenizer's sample_size).")  # fmt: skip
     parser.add_argument("--max_samples", type=int, help="Encode at most this many images per split.")
     parser.add_argument("--batch_size", type=int, default=256, help="Per process.")
     parser.add_argument("--cache_dir")
@@ -44,6 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet)) != 1:
         parser.error("give exactly one of --dataset_name, --train_data_dir, --train_parquet")
+    if args.resolution is not None and len(args.resolution) > 2:
+        parser.error("--resolution takes one number (square images) or two (height width)")
     return args
 
 
@@ -73,8 +78,15 @@ def num_classes_of(dataset: datasets.Dataset, label_column: str) -> int:
 
 @torch.no_grad()
 def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
-    """`(codes (N, h·w), labels (N,))` of every image, each process encoding its shard, gathered in order."""
+    """`(codes (N, h·w), labels (N,), captions or None)` of every image, each process encoding its shard, gathered in
+    order (the captions are the dataset's, in the same order)."""
     has_labels = args.label_column in dataset.column_names
+    captions = None
+    if args.caption_column:
+        if args.caption_column not in dataset.column_names:
+            raise SystemExit(f"--caption_column {args.caption_column}: the {name} split has no such column "
+                             f"({dataset.column_names})")  # fmt: skip
+        captions = dataset[args.caption_column]
 
     def collate(examples):
         images = torch.stack([example["pixel_values"] for example in examples])
@@ -89,7 +101,7 @@ def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator
         # gather_for_metrics drops the samples repeated to even out the last batch across processes.
         all_codes.append(accelerator.gather_for_metrics(codes).cpu())
         all_labels.append(accelerator.gather_for_metrics(labels).cpu())
-    return torch.cat(all_codes), torch.cat(all_labels)
+    return torch.cat(all_codes), torch.cat(all_labels), captions
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -97,9 +109,10 @@ def main(argv: list[str] | None = None) -> dict:
     accelerator = Accelerator()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path).to(accelerator.device).eval()
-    args.resolution = args.resolution or vqvae.config.sample_size
-    if args.resolution % vqvae.downsample_factor:
-        raise SystemExit(f"--resolution {args.resolution} must be divisible by the tokenizer's downsampling factor "
+    height, width = image_size(args.resolution or vqvae.config.sample_size)
+    args.resolution = height if height == width else [height, width]
+    if height % vqvae.downsample_factor or width % vqvae.downsample_factor:
+        raise SystemExit(f"--resolution {height} {width} must be divisible by the tokenizer's downsampling factor "
                          f"{vqvae.downsample_factor}")  # fmt: skip
     splits = load_splits(args)
     # Codes fit int16 for codebooks up to 32,768 entries: half the disk of int32.
@@ -109,19 +122,23 @@ def main(argv: list[str] | None = None) -> dict:
     info = {
         "tokenizer": str(args.vqvae_name_or_path),
         "codebook_size": vqvae.codebook_size,
-        "code_grid_size": list(vqvae.code_grid_size(args.resolution, args.resolution)),
+        "code_grid_size": list(vqvae.code_grid_size(height, width)),
         "resolution": args.resolution,
         "num_classes": num_classes_of(splits["train"], args.label_column),
-        "num_examples": {name: len(codes) for name, (codes, _) in encoded.items()},
+        "num_examples": {name: len(codes) for name, (codes, *_) in encoded.items()},
     }
+    if args.caption_column:
+        info["caption_column"] = args.caption_column
     if accelerator.is_main_process:
         with atomic_directory(args.output_dir, replaces=["*"]) as staging:  # the folder as a whole: no stale split
-            for name, (codes, labels) in encoded.items():
-                table = datasets.Dataset.from_dict(
-                    {"codes": codes.numpy().astype(dtype), "label": labels.numpy()},
-                    features=datasets.Features({"codes": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
-                                                "label": datasets.Value("int64")}),
-                )  # fmt: skip
+            for name, (codes, labels, captions) in encoded.items():
+                columns = {"codes": codes.numpy().astype(dtype), "label": labels.numpy()}
+                features = {"codes": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
+                            "label": datasets.Value("int64")}  # fmt: skip
+                if args.caption_column:  # rows are encoded in dataset order: the captions line up with the codes
+                    columns[args.caption_column] = captions
+                    features[args.caption_column] = datasets.Value("string")
+                table = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
                 table.to_parquet(str(staging / f"{name}.parquet"))
             (staging / ENCODING_INFO).write_text(json.dumps(info, indent=2))
         print(f"wrote {info['num_examples']} code grids of {info['code_grid_size']} to {args.output_dir}", flush=True)

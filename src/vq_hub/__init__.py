@@ -12,8 +12,10 @@ from .models import PatchDiscriminator, VQVAEModel, VQVAEModelOutput
 from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
 from .pipelines import (
     VQAutoregressivePipeline,
+    VQAutoregressiveTextToImagePipeline,
     VQDiscreteDiffusionPipeline,
     VQDiscreteDiffusionPipelineOutput,
+    VQDiscreteDiffusionTextToImagePipeline,
     VQPipeline,
     VQPipelineOutput,
 )
@@ -29,8 +31,10 @@ __all__ = [
     "Quantizer",
     "QuantizerOutput",
     "VQAutoregressivePipeline",
+    "VQAutoregressiveTextToImagePipeline",
     "VQDiscreteDiffusionPipeline",
     "VQDiscreteDiffusionPipelineOutput",
+    "VQDiscreteDiffusionTextToImagePipeline",
     "VQVAEModel",
     "VQVAEModelOutput",
     "VQPipeline",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from .data import image_size
 from .utils.io import write_text_atomically
 
 HUB_OPTIONS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
@@ -52,7 +53,7 @@ tags:
 # {title}
 
 A discrete image tokenizer ({description}) trained with
-[vq_hub](https://pypi.org/project/vq_hub/): images of {resolution}×{resolution} pixels become {grid}×{grid} grids of
+[vq_hub](https://pypi.org/project/vq_hub/): images of {height}×{width} pixels become {grid_h}×{grid_w} grids of
 codes from a codebook of {codebook_size}.
 
 ```python
@@ -60,8 +61,8 @@ import torch
 from vq_hub import VQVAEModel
 
 model = VQVAEModel.from_pretrained("{repo_id}").eval()
-images = torch.rand(1, {channels}, {resolution}, {resolution}) * 2 - 1   # pixels in [-1, 1]
-codes = model.tokenize(images)                  # LongTensor (1, {grid}, {grid})
+images = torch.rand(1, {channels}, {height}, {width}) * 2 - 1   # pixels in [-1, 1]
+codes = model.tokenize(images)                  # LongTensor (1, {grid_h}, {grid_w})
 reconstruction = model.detokenize(codes)
 ```
 
@@ -85,7 +86,7 @@ def write_tokenizer_card(
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     factor = 2 ** (len(config["block_out_channels"]) - 1)
-    resolution = config.get("sample_size", 32)
+    height, width = image_size(config.get("sample_size", 32))
     quantizer = config.get("quantizer_type", "vector")
     description = {"vector": "VQ-VAE / VQ-GAN", "gumbel": "Gumbel-softmax VQ", "fsq": "finite scalar quantization"}
     card = TOKENIZER_CARD.format(
@@ -93,8 +94,10 @@ def write_tokenizer_card(
         repo_id=repo_id,
         quantizer_tag=f"{quantizer}-quantization",
         description=description.get(quantizer, quantizer),
-        resolution=resolution,
-        grid=resolution // factor,
+        height=height,
+        width=width,
+        grid_h=height // factor,
+        grid_w=width // factor,
         codebook_size=config["num_vq_embeddings"],
         channels=config.get("in_channels", 3),
         training=training,
@@ -105,7 +108,7 @@ def write_tokenizer_card(
 
 PIPELINE_CARD = """---
 library_name: vq_hub
-pipeline_tag: unconditional-image-generation
+pipeline_tag: {pipeline_tag}
 tags:
 - vq_hub
 - {class_name}
@@ -151,8 +154,10 @@ def write_pipeline_card(
     pipeline_class: type,
     training: str | None = None,
     evaluation: dict | None = None,
+    call: str | None = None,
 ) -> Path:
-    """Write `README.md` for the pipeline saved in `folder` (its prior's and tokenizer's configs give the facts)."""
+    """Write `README.md` for the pipeline saved in `folder` (its prior's and tokenizer's configs give the facts);
+    `call` replaces the example call's arguments (the text pipelines show a prompt)."""
     folder = Path(folder)
     prior = json.loads((folder / pipeline_class.prior_component / "config.json").read_text())
     vqvae = json.loads((folder / "vqvae" / "config.json").read_text())
@@ -165,6 +170,7 @@ def write_pipeline_card(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
         class_name=pipeline_class.__name__,
+        pipeline_tag=getattr(pipeline_class, "card_pipeline_tag", "unconditional-image-generation"),
         description=pipeline_class.card_description,
         grid_h=grid_h,
         grid_w=grid_w,
@@ -172,7 +178,7 @@ def write_pipeline_card(
         classes=f", conditioned on {num_classes} classes" if num_classes else "",
         height=grid_h * factor,
         width=grid_w * factor,
-        call=", ".join(filter(None, [pipeline_class.card_snippet_call, f"batch_size={batch_size}", labels])),
+        call=call or ", ".join(filter(None, [pipeline_class.card_snippet_call, f"batch_size={batch_size}", labels])),
         training=training or "Not recorded.",
         evaluation=_evaluation_table(evaluation),
     )

@@ -12,6 +12,8 @@ def register(commands) -> None:
 
 
 def run(args) -> str:
+    from ..data import image_size
+
     folder = model_folder(args.path)
     lines = []
     if (folder / "model_index.json").is_file():
@@ -22,6 +24,9 @@ def run(args) -> str:
             f"prior: {type(prior).__name__}, {sum(p.numel() for p in prior.parameters()):,} parameters",
             f"classes: {pipe.vocabulary.num_classes or 'unconditional'}",
         ]
+        if hasattr(pipe, "tokenizer"):
+            lines.append(f"text: prompts of up to {pipe.max_text_length} tokens, {type(pipe.tokenizer).__name__} "
+                         f"with {len(pipe.tokenizer)} tokens")  # fmt: skip
         if hasattr(pipe, "scheduler"):
             config = pipe.scheduler.config
             lines.append(f"scheduler: {config.corruption} corruption, {config.num_train_timesteps} timesteps, "
@@ -29,13 +34,13 @@ def run(args) -> str:
         tokenizer = pipe.vqvae
     else:
         tokenizer = load_tokenizer(str(folder))
-    size = tokenizer.config.sample_size
-    grid = tokenizer.code_grid_size(size, size)
+    height, width = image_size(tokenizer.config.sample_size)
+    grid = tokenizer.code_grid_size(height, width)
     lines += [
         f"tokenizer: {type(tokenizer).__name__} ({tokenizer.config.quantizer_type} quantizer), "
         f"{sum(p.numel() for p in tokenizer.parameters()):,} parameters",
         f"codebook size: {tokenizer.codebook_size}",
-        f"images: {tokenizer.config.in_channels}×{size}×{size} → codes {grid[0]}×{grid[1]}",
+        f"images: {tokenizer.config.in_channels}×{height}×{width} → codes {grid[0]}×{grid[1]}",
     ]
     summary = folder / "training_summary.json"
     if summary.is_file():

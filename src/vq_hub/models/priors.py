@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, PretrainedConfig
 
+from ..data import image_size
 from .vq_model import VQVAEModel
 
 
@@ -185,10 +186,9 @@ class CodeVocabulary:
         return codes.long()
 
 
-def tokenizer_grid_size(vqvae: VQVAEModel, resolution: int | None = None) -> tuple[int, int]:
-    """The code grid of the tokenizer's images (`resolution`, else its `sample_size`)."""
-    size = resolution or vqvae.config.sample_size
-    return vqvae.code_grid_size(size, size)
+def tokenizer_grid_size(vqvae: VQVAEModel, resolution: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """The code grid of the tokenizer's images (`resolution`: an int or (H, W); else its `sample_size`)."""
+    return vqvae.code_grid_size(*image_size(resolution or vqvae.config.sample_size))
 
 
 def _transformer_config(
@@ -223,7 +223,7 @@ def autoregressive_prior_config(
     vqvae: VQVAEModel,
     num_classes: int = 0,
     model_type: str = "gpt2",
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     hidden_size: int = 256,
     num_layers: int = 8,
     num_heads: int = 8,
@@ -245,7 +245,7 @@ def denoiser_config(
     vqvae: VQVAEModel,
     num_classes: int = 0,
     model_type: str = "bert",
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     hidden_size: int = 256,
     num_layers: int = 8,
     num_heads: int = 8,
