@@ -12,12 +12,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from caption_conditioning import add_caption_arguments, prepare_captions
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
 from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline
-from caption_conditioning import add_caption_arguments, prepare_captions
-
 from vq_hub.data import collate_code_batch, load_code_dataset
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
@@ -32,7 +31,8 @@ logger = get_logger(__name__)
 def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     """The flags both scripts take: data, transformer size, conditioning, optimisation, output and sample grids."""
     data = parser.add_argument_group("data")
-    data.add_argument("--codes_dir", required=True, help="Output folder of examples/encode_dataset.py.")
+    data.add_argument("--codes_dir", default="codes-output",
+                      help="Output folder of examples/encode_dataset.py (its default output folder by default).")
     data.add_argument("--max_train_samples", type=int)
     data.add_argument("--vqvae_name_or_path", help="The tokenizer that made the codes (default: the one recorded).")
 
@@ -155,6 +155,10 @@ def train(
     output_dir = Path(args.output_dir)
     accelerator = start_training(args)
 
+    if not Path(args.codes_dir).is_dir():
+        raise SystemExit(f"--codes_dir {args.codes_dir}: no such folder; encode a dataset first with "
+                         "`accelerate launch examples/encode_dataset.py` (with no arguments it encodes the subset "
+                         "shipped with vq_hub into codes-output/)")  # fmt: skip
     train_dataset, info = load_code_dataset(args.codes_dir, "train")
     if args.max_train_samples:
         train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))

@@ -6,12 +6,14 @@
 
 writes `codes-fashion/{train,validation}.parquet` (columns `codes`: h·w ints in raster order, `label`, and the
 captions with `--caption_column`) and `codes-fashion/encoding.json`; `train_prior.py` and `train_diffusion.py` read
-them. The same inputs always give the same codes.
+them. The same inputs always give the same codes. With no arguments it encodes the subset shipped with vq_hub with
+the shipped tokenizer into codes-output/, which the prior scripts read by default.
 """
 
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import datasets
 import numpy as np
@@ -20,13 +22,18 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from vq_hub import VQVAEModel
-from vq_hub.data import ENCODING_INFO, image_size, image_transform, load_image_dataset
+from vq_hub.data import (
+    ENCODING_INFO, SHIPPED_DATA_NOTE, image_size, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
+)  # fmt: skip
 from vq_hub.utils.io import atomic_directory
+
+SHIPPED_TOKENIZER = Path(__file__).resolve().parents[1] / "checkpoints" / "fashion-mnist-vqvae"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--vqvae_name_or_path", required=True, help="A saved VQVAEModel (folder or Hub id).")
+    parser.add_argument("--vqvae_name_or_path", default=str(SHIPPED_TOKENIZER),
+                        help="A saved VQVAEModel (folder or Hub id); by default the tokenizer shipped in checkpoints/.")
     parser.add_argument("--dataset_name", help="A dataset on the Hub (or a local dataset script/folder).")
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--train_data_dir", help="An imagefolder with the training images.")
@@ -43,16 +50,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_samples", type=int, help="Encode at most this many images per split.")
     parser.add_argument("--batch_size", type=int, default=256, help="Per process.")
     parser.add_argument("--cache_dir")
-    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--output_dir", default="codes-output", help="Where the encoded splits go (one folder).")
     args = parser.parse_args(argv)
-    if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet)) != 1:
-        parser.error("give exactly one of --dataset_name, --train_data_dir, --train_parquet")
+    sources = sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet))
+    if sources > 1:
+        parser.error("give at most one of --dataset_name, --train_data_dir, --train_parquet")
     if args.resolution is not None and len(args.resolution) > 2:
         parser.error("--resolution takes one number (square images) or two (height width)")
+    args.use_shipped_data = sources == 0  # the bare command encodes the subset the package ships
     return args
 
 
 def load_splits(args: argparse.Namespace) -> dict[str, datasets.Dataset]:
+    if args.use_shipped_data:
+        return shipped_fashion_mnist_splits()
     splits = {"train": load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir,
                                           args.train_parquet, cache_dir=args.cache_dir)}  # fmt: skip
     if args.validation_parquet or args.validation_data_dir or args.validation_split:
@@ -106,6 +117,8 @@ def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.use_shipped_data:
+        print(SHIPPED_DATA_NOTE, flush=True)
     accelerator = Accelerator()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path).to(accelerator.device).eval()

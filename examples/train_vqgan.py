@@ -5,7 +5,10 @@
         --resolution 32 --num_vq_embeddings 1024 --max_train_steps 2000 --output_dir vqgan-cifar10
 
 The result loads with `VQVAEModel.from_pretrained(output_dir)`; the discriminator is saved in `output_dir/discriminator`.
-Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss).
+Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss). With no data flag at all,
+`accelerate launch examples/train_vqgan.py` trains on the Fashion-MNIST subset shipped with vq_hub into vqgan-output/.
+The quantizer follows `--quantizer_recipe healthy` (16-d l2-normalised codes, k-means init, dead-code restarts) unless
+`--quantizer_recipe plain` or its options say otherwise.
 """
 
 import argparse
@@ -19,7 +22,10 @@ from accelerate.logging import get_logger
 from tqdm.auto import tqdm
 
 from vq_hub import PatchDiscriminator, VQVAEModel
-from vq_hub.data import image_grid, image_transform, load_image_dataset
+from vq_hub.models.vq_model import QUANTIZER_RECIPES
+from vq_hub.data import (
+    SHIPPED_DATA_NOTE, image_grid, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
+)  # fmt: skip
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
 from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
@@ -29,6 +35,7 @@ from vq_hub.training_utils import (
     finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
     start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
+from vq_hub.visualization import write_codebook_figure
 
 logger = get_logger(__name__)
 
@@ -57,21 +64,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     model.add_argument("--pretrained_model_name_or_path", help="Start from a saved VQVAEModel (folder or Hub id).")
     model.add_argument("--model_config_name_or_path", help="A VQVAEModel config.json (file or folder).")
-    model.add_argument("--in_channels", type=int, default=3)
-    model.add_argument("--block_out_channels", type=int, nargs="+", default=[64, 128, 128])
+    model.add_argument("--in_channels", type=int, help="Image channels (default: 3, or 1 for the shipped grayscale data).")
+    model.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 64],
+                       help="Channels per level; the image is downsampled 2^(levels - 1) times (default: 4×).")
     model.add_argument("--layers_per_block", type=int, default=1)
-    model.add_argument("--latent_channels", type=int, default=64)
+    model.add_argument("--latent_channels", type=int, default=32)
     model.add_argument("--vq_embed_dim", type=int)
     model.add_argument("--norm_num_groups", type=int, default=32)
     model.add_argument("--num_vq_embeddings", type=int, default=1024)
     model.add_argument("--quantizer_type", default="vector", choices=["vector", "gumbel", "fsq"])
     model.add_argument("--commitment_beta", type=float, default=0.25)
+    model.add_argument("--quantizer_recipe", default="healthy", choices=sorted(QUANTIZER_RECIPES),
+                       help="Defaults of the four options below: 'healthy' (16-d l2-normalised codes, k-means init, "
+                       "restarts under 0.5: codebooks stay in use) or 'plain' (the VQ-VAE paper's quantizer).")
     model.add_argument("--codebook_dim", type=int, help="Low-dimensional codes (e.g. 8) with in/out projections.")
-    model.add_argument("--use_l2_norm", action="store_true", help="Cosine-similarity codes.")
+    model.add_argument("--use_l2_norm", action=argparse.BooleanOptionalAction, help="Cosine-similarity codes.")
     model.add_argument("--use_ema_codebook", action="store_true", help="EMA codebook updates instead of gradients.")
     model.add_argument("--codebook_ema_decay", type=float, default=0.99)
-    model.add_argument("--kmeans_init", action="store_true")
-    model.add_argument("--dead_code_threshold", type=float, default=0.0)
+    model.add_argument("--kmeans_init", action=argparse.BooleanOptionalAction, help="k-means init on the first batch.")
+    model.add_argument("--dead_code_threshold", type=float, help="Restart codes whose EMA usage falls below (0: off).")
     model.add_argument("--fsq_levels", type=int, nargs="+")
     model.add_argument("--gumbel_temperature", type=float, default=1.0)
     model.add_argument("--gumbel_kl_weight", type=float, default=5e-4)
@@ -94,8 +105,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     output.add_argument("--num_validation_images", type=int, default=8, help="Images in each validation grid.")
     args = parser.parse_args(argv)
 
-    if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet)) != 1:
-        parser.error("give exactly one of --dataset_name, --train_data_dir, --train_parquet")
+    sources = sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet))
+    if sources > 1:
+        parser.error("give at most one of --dataset_name, --train_data_dir, --train_parquet")
+    args.use_shipped_data = sources == 0  # the bare command trains on the subset the package ships
+    if args.in_channels is None:
+        args.in_channels = 1 if args.use_shipped_data else 3
     if args.vqvae:
         args.discriminator_weight, args.perceptual_weight = 0.0, 0.0
     if len(args.resolution) > 2:
@@ -123,6 +138,7 @@ def build_model(args: argparse.Namespace) -> VQVAEModel:
         num_vq_embeddings=args.num_vq_embeddings,
         quantizer_type=args.quantizer_type,
         commitment_beta=args.commitment_beta,
+        quantizer_recipe=args.quantizer_recipe,
         codebook_dim=args.codebook_dim,
         use_l2_norm=args.use_l2_norm,
         use_ema=args.use_ema_codebook,
@@ -136,6 +152,23 @@ def build_model(args: argparse.Namespace) -> VQVAEModel:
 
 
 def build_datasets(args: argparse.Namespace, channels: int):
+    if args.use_shipped_data:
+        splits = shipped_fashion_mnist_splits()
+        train, validation = splits["train"], splits["validation"]
+    else:
+        train, validation = load_splits(args)
+    if args.max_train_samples:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if validation is not None and args.max_validation_samples:
+        validation = validation.select(range(min(args.max_validation_samples, len(validation))))
+    transform = image_transform(args.resolution, channels, args.image_column)
+    for dataset in (train, validation):
+        if dataset is not None:
+            dataset.set_transform(transform)
+    return train, validation
+
+
+def load_splits(args: argparse.Namespace):
     train = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir, args.train_parquet,
                                cache_dir=args.cache_dir)  # fmt: skip
     validation = None
@@ -145,14 +178,6 @@ def build_datasets(args: argparse.Namespace, channels: int):
             args.validation_data_dir, args.validation_parquet, split=args.validation_split or "train",
             cache_dir=args.cache_dir,
         )  # fmt: skip
-    if args.max_train_samples:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    if validation is not None and args.max_validation_samples:
-        validation = validation.select(range(min(args.max_validation_samples, len(validation))))
-    transform = image_transform(args.resolution, channels, args.image_column)
-    for dataset in (train, validation):
-        if dataset is not None:
-            dataset.set_transform(transform)
     return train, validation
 
 
@@ -194,6 +219,8 @@ def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: A
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.use_shipped_data:
+        print(SHIPPED_DATA_NOTE, flush=True)
     output_dir = Path(args.output_dir)
     accelerator = start_training(args)
 
@@ -344,6 +371,9 @@ def main(argv: list[str] | None = None) -> dict:
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             unwrapped.save_pretrained(output_dir)
+            codebook_images = None if validation_dataset is None else \
+                collate([validation_dataset[i] for i in range(min(1000, len(validation_dataset)))])  # fmt: skip
+            write_codebook_figure(unwrapped, output_dir / "validation" / "codebook.png", codebook_images)
             if discriminator is not None:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
             write_text_atomically(

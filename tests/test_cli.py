@@ -200,7 +200,8 @@ def test_out_of_range_codes_and_debug_traceback(capsys, tmp_path):
 def test_every_subcommand_has_help():
     parser = build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
-    assert set(subcommands) == {"generate", "reconstruct", "tokenize", "detokenize", "info"}
+    assert set(subcommands) == {"generate", "reconstruct", "tokenize", "detokenize", "compress", "decompress",
+                                "codebook", "info", "demo"}
     for name in subcommands:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([name, "--help"])

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from vq_hub.metrics import code_counts, codebook_usage, perplexity
 from vq_hub.quantizers import FSQuantizer, GumbelQuantizer, VectorQuantizer, kmeans, nearest_codes
+from vq_hub.quantizers.vector import DEFAULT_TILE_ELEMENTS
 
 QUANTIZERS = {
     "vector": lambda: VectorQuantizer(16, 4),
@@ -175,13 +176,30 @@ def test_low_dimensional_codes_use_projections():
     assert torch.equal(codes.reshape(-1), torch.cdist(vectors, quantizer.embedding.weight).argmin(dim=1))
 
 
-def test_chunked_distances_equal_unchunked():
-    vectors, codebook = torch.randn(1000, 16), torch.randn(300, 16)
-    full = nearest_codes(vectors, codebook, max_chunk_elements=10**9)
-    chunked = nearest_codes(vectors, codebook, max_chunk_elements=1000)  # 3 rows per chunk
-    assert torch.equal(full, chunked)
+def reference_nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> torch.LongTensor:
+    """The plain formula, in float64 and in one piece: what every fast path must agree with."""
+    return torch.cdist(vectors.double(), codebook.double()).argmin(dim=1)
+
+
+@pytest.mark.parametrize("normalized", [False, True])
+@pytest.mark.parametrize("num_codes, dim", [(300, 16), (5000, 3), (70, 256)])
+def test_tiled_search_equals_the_plain_formula(num_codes, dim, normalized):
+    """Any tiling (one tile, a row at a time, several code blocks with a running best) picks the nearest code; where
+    two codes are equally near in float32 the lowest index wins, as `argmin`."""
+    generator = torch.Generator().manual_seed(num_codes)
+    vectors, codebook = torch.randn(1000, dim, generator=generator), torch.randn(num_codes, dim, generator=generator)
+    if normalized:
+        vectors, codebook = F.normalize(vectors, dim=1), F.normalize(codebook, dim=1)
+    codebook[7] = codebook[3]  # an exact tie: code 3 must win
+    vectors[0] = codebook[3]
+    expected = reference_nearest_codes(vectors, codebook)
     exact = torch.cdist(vectors.double(), codebook.double())
-    torch.testing.assert_close(exact.gather(1, full[:, None]).squeeze(1), exact.min(dim=1).values)
+    margin = exact.topk(2, dim=1, largest=False).values.diff(dim=1).squeeze(1)
+    for tile_elements in (10**9, 1000, 1, 2**19):
+        codes = nearest_codes(vectors, codebook, normalized=normalized, tile_elements=tile_elements)
+        clear = margin > 1e-5  # where the nearest code is unique at float32 precision, the codes are identical
+        assert torch.equal(codes[clear], expected[clear]) and int(codes[0]) == 3
+        torch.testing.assert_close(exact.gather(1, codes[:, None]).squeeze(1), exact.min(dim=1).values)
 
 
 def test_large_codebook_never_materialises_full_distance_matrix(monkeypatch):
@@ -197,7 +215,7 @@ def test_large_codebook_never_materialises_full_distance_matrix(monkeypatch):
     monkeypatch.setattr(torch, "addmm", recording_addmm)
     codes = nearest_codes(torch.randn(num_vectors, dim), torch.randn(codebook_size, dim))
     assert codes.shape == (num_vectors,)
-    assert max(largest) <= 2**24 < num_vectors * codebook_size
+    assert max(largest) <= DEFAULT_TILE_ELEMENTS < num_vectors * codebook_size
 
 
 def test_distances_are_float32_under_autocast():

@@ -43,13 +43,15 @@ def test_readme_vq_hub_commands_run(tmp_path, monkeypatch, capsys):
     for name in ("checkpoints", "src"):
         (tmp_path / name).symlink_to(ROOT / name)
     commands = [words[1:] for words in readme_bash_lines() if words[0] == "vq-hub"]
-    assert {argv[0] for argv in commands} == {"generate", "reconstruct", "tokenize", "detokenize", "info"}
+    assert {argv[0] for argv in commands} == {"generate", "reconstruct", "tokenize", "detokenize", "compress",
+                                              "decompress", "codebook", "info", "demo"}  # fmt: skip
     for argv in commands:
-        if "my-diffusion" in argv:
+        if "my-diffusion" in argv or argv[0] == "demo":  # the demo serves until stopped: tests/test_demo*.py run it
             build_parser().parse_args(argv)
             continue
         assert main(argv) == 0, (argv, capsys.readouterr().err)
     assert (tmp_path / "reverse.gif").is_file() and (tmp_path / "decoded.png").is_file()
+    assert (tmp_path / "codebook.png").is_file()
 
 
 def test_make_demo_generates_grids_from_the_shipped_checkpoints(tmp_path, monkeypatch, capsys):

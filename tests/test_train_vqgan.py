@@ -46,7 +46,11 @@ def test_training_reduces_reconstruction_loss_and_saves_loadable_models(syntheti
     model = VQVAEModel.from_pretrained(output)
     assert model.tokenize(torch.zeros(1, 3, 16, 16)).shape == (1, 8, 8)
     PatchDiscriminator.from_pretrained(output / "discriminator")
-    assert sorted(p.name for p in (output / "validation").iterdir()) == ["step-0000030.png", "step-0000060.png"]
+    assert sorted(p.name for p in (output / "validation").iterdir()) == [
+        "codebook.png",
+        "step-0000030.png",
+        "step-0000060.png",
+    ]
     assert "library_name: vq_hub" in (output / "README.md").read_text()
 
 

@@ -59,7 +59,7 @@ def convert_diffusers_vqmodel(
     config = {key: value for key, value in source.config.items() if not key.startswith("_")}
     for key in DIFFUSERS_ONLY_CONFIG:
         config.pop(key, None)
-    model = VQVAEModel(**config, legacy_beta=legacy_beta)
+    model = VQVAEModel(**config, legacy_beta=legacy_beta, quantizer_recipe="plain")
     _fill_from_fresh_model(model, source.state_dict(), f"diffusers VQModel {pretrained_model_name_or_path}")
     return model if source.dtype == torch.float32 else model.to(source.dtype)
 
@@ -113,6 +113,7 @@ def taming_to_vq_config(params: dict, legacy_beta: bool = False) -> dict:
         norm_num_groups=32,
         commitment_beta=params.get("beta", 0.25),
         legacy_beta=legacy_beta,
+        quantizer_recipe="plain",  # taming's quantizer: full-dimension codes, no normalisation
     )
 
 

@@ -17,6 +17,17 @@ def shipped_fashion_mnist() -> Path:
     return Path(str(resources.files("vq_hub") / "assets" / "fashion_mnist_mini" / "train.parquet"))
 
 
+def shipped_fashion_mnist_splits(validation_fraction: float = 0.1, seed: int = 0) -> dict:
+    """The shipped subset split at random (seeded, so every script sees the same split) into `train` and
+    `validation`: what the example scripts train and validate on when no data is given."""
+    split = load_parquet_images(shipped_fashion_mnist()).train_test_split(test_size=validation_fraction, seed=seed)
+    return {"train": split["train"], "validation": split["test"]}
+
+
+SHIPPED_DATA_NOTE = ("no data flag given: using the 1,000-image Fashion-MNIST subset shipped with vq_hub (MIT), 900 "
+                     "images to train and 100 to validate (a seeded split)")  # fmt: skip
+
+
 def load_image_dataset(
     dataset_name: str | None = None,
     dataset_config_name: str | None = None,
@@ -39,11 +50,23 @@ def load_image_dataset(
         if not Path(data_dir).is_dir():
             raise FileNotFoundError(f"`data_dir` {data_dir!r} is not a folder")
         return load_dataset("imagefolder", data_dir=data_dir, split="train", cache_dir=cache_dir)
-    files = [parquet_files] if isinstance(parquet_files, str) else list(parquet_files)
-    missing = [file for file in files if not Path(file).is_file()]
+    return read_parquet([parquet_files] if isinstance(parquet_files, (str, Path)) else list(parquet_files))
+
+
+def read_parquet(files: list[str | Path], argument: str = "parquet_files"):
+    """A `datasets.Dataset` held in memory from local Parquet files, with the features `datasets` recorded in them
+    (images decode as images): no "Generating train split" step and no cache written under the home folder, which a
+    `load_dataset("parquet", …)` call would do for files that are already on disk."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    missing = [str(file) for file in files if not Path(file).is_file()]
     if missing:
-        raise FileNotFoundError(f"`parquet_files` not found: {missing}")
-    return load_dataset("parquet", data_files={"train": files}, split="train", cache_dir=cache_dir)
+        raise FileNotFoundError(f"`{argument}` not found: {missing}")
+    table = pa.concat_tables([pq.read_table(file) for file in files])
+    features = datasets.Features.from_arrow_schema(table.schema)
+    return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
 
 
 def image_size(resolution) -> tuple[int, int]:
@@ -71,14 +94,9 @@ def image_transform(resolution: int | tuple[int, int], channels: int, image_colu
     return transform
 
 
-def load_parquet_images(path: str | Path, split: str = "train"):
+def load_parquet_images(path: str | Path):
     """A `datasets.Dataset` from a Parquet file with an `image` column (and usually `label`)."""
-    from datasets import load_dataset
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"`path` {str(path)!r} is not a Parquet file")
-    return load_dataset("parquet", data_files={split: str(path)}, split=split)
+    return read_parquet([path], argument="path")
 
 
 def image_to_tensor(image: Image.Image, resolution: int | tuple[int, int], channels: int = 3) -> torch.Tensor:
@@ -143,8 +161,6 @@ def load_code_dataset(folder: str | Path, split: str = "train"):
     encoding.json."""
     import json
 
-    from datasets import load_dataset
-
     folder = Path(folder)
     info_file, parquet = folder / ENCODING_INFO, folder / f"{split}.parquet"
     if not info_file.is_file() or not parquet.is_file():
@@ -152,7 +168,7 @@ def load_code_dataset(folder: str | Path, split: str = "train"):
             f"{str(folder)!r} is not an encoded dataset with a {split!r} split: expected {ENCODING_INFO} and "
             f"{split}.parquet (write them with examples/encode_dataset.py)"
         )
-    dataset = load_dataset("parquet", data_files={split: str(parquet)}, split=split)
+    dataset = read_parquet([parquet])
     set_code_format(dataset)
     return dataset, json.loads(info_file.read_text())
 

@@ -42,6 +42,11 @@ def resolve_folder(
         ) from error
 
 
+INSTALL_NOTE = (
+    "vq_hub is not published on PyPI: install it from its source repository (`pip install -e .` in a checkout of "
+    "vq_hub)."
+)
+
 TOKENIZER_CARD = """---
 library_name: vq_hub
 tags:
@@ -52,9 +57,8 @@ tags:
 
 # {title}
 
-A discrete image tokenizer ({description}) trained with
-[vq_hub](https://pypi.org/project/vq_hub/): images of {height}×{width} pixels become {grid_h}×{grid_w} grids of
-codes from a codebook of {codebook_size}.
+A discrete image tokenizer ({description}) trained with vq_hub: images of {height}×{width} pixels become
+{grid_h}×{grid_w} grids of codes from a codebook of {codebook_size}. {install}
 
 ```python
 import torch
@@ -93,6 +97,7 @@ def write_tokenizer_card(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
         quantizer_tag=f"{quantizer}-quantization",
+        install=INSTALL_NOTE,
         description=description.get(quantizer, quantizer),
         height=height,
         width=width,
@@ -110,25 +115,22 @@ PIPELINE_CARD = """---
 library_name: vq_hub
 pipeline_tag: {pipeline_tag}
 tags:
-- vq_hub
-- {class_name}
+{tags}
 ---
 
 # {title}
 
-A `{class_name}` trained with [vq_hub](https://pypi.org/project/vq_hub/): {description}. It samples
-{grid_h}×{grid_w} grids of codes from a codebook of {codebook_size}{classes}, and its tokenizer (`vqvae/`) decodes them
-into {height}×{width} images.
+A `{class_name}` trained with vq_hub: {description}. It samples {grid_h}×{grid_w} grids of codes from a codebook of
+{codebook_size}{classes}, and its tokenizer (`vqvae/`) decodes them into {height}×{width} images. {install}
 
 ```python
-from vq_hub import VQPipeline
+import torch
+import vq_hub  # registers vq_hub's pipelines with diffusers
+from diffusers import DiffusionPipeline
 
-pipe = VQPipeline.from_pretrained("{repo_id}")   # returns a {class_name}
-images = pipe({call}).images
+pipe = DiffusionPipeline.from_pretrained("{repo_id}")   # a {class_name} (vq_hub.VQPipeline.from_pretrained works too)
+images = pipe({call}, generator=torch.Generator().manual_seed(0)).images
 ```
-
-Load it with `VQPipeline.from_pretrained`, not `DiffusionPipeline.from_pretrained`: diffusers cannot resolve vq_hub's
-pipeline classes by name.
 
 ## Training
 
@@ -166,11 +168,16 @@ def write_pipeline_card(
     num_classes = prior.get("num_classes", 0)
     batch_size = min(4, num_classes) if num_classes else 4
     labels = f"class_labels={list(range(batch_size))}" if num_classes else ""
+    # Text (or any prefix) conditioning says so through the class's card_tags; "unconditional" only when nothing is.
+    conditioning = ["class-conditional" if num_classes else "" if prior.get("prefix_length") else "unconditional"]
     card = PIPELINE_CARD.format(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
         class_name=pipeline_class.__name__,
-        pipeline_tag=getattr(pipeline_class, "card_pipeline_tag", "unconditional-image-generation"),
+        pipeline_tag=pipeline_class.card_pipeline_tag,
+        tags="\n".join(f"- {tag}" for tag in ["vq_hub", "diffusers", pipeline_class.__name__,
+                                               *pipeline_class.card_tags, *conditioning] if tag),  # fmt: skip
+        install=INSTALL_NOTE,
         description=pipeline_class.card_description,
         grid_h=grid_h,
         grid_w=grid_w,

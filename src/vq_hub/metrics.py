@@ -11,7 +11,9 @@ def code_counts(codes: torch.Tensor, codebook_size: int, sync: bool = False) -> 
     With `sync=True` the counts are summed over all data-parallel ranks, so statistics derived from them describe
     the global batch rather than one process's shard.
     """
-    counts = torch.bincount(codes.reshape(-1), minlength=codebook_size).float()
+    flat = codes.reshape(-1)
+    # index_add_, not bincount: on a GPU bincount reads the largest code back to the host first (a sync per step).
+    counts = torch.zeros(codebook_size, device=codes.device).index_add_(0, flat, torch.ones(flat.shape, device=codes.device))
     return all_reduce_sum(counts) if sync else counts
 
 

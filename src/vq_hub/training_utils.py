@@ -266,7 +266,7 @@ def reset_restarted_codes(optimizer: torch.optim.Optimizer, model: torch.nn.Modu
         state = optimizer.state.get(quantizer.embedding.weight) if rows is not None else None
         for value in (state or {}).values():
             if isinstance(value, torch.Tensor) and value.shape == quantizer.embedding.weight.shape:
-                value[rows] = 0
+                value.masked_fill_(rows.unsqueeze(1), 0)  # a mask, not an index: no host sync
 
 
 def start_training(args: argparse.Namespace) -> Accelerator:

@@ -1,4 +1,4 @@
-"""`vq-hub`: generate, reconstruct, tokenize, detokenize and inspect from the command line.
+"""`vq-hub`: generate, reconstruct, tokenize, detokenize, compress, decompress and inspect from the command line.
 
 Each subcommand lives in a module of this package with a `register(commands)` function. Errors are one line on
 stderr and a non-zero exit code; `--debug` shows the traceback.
@@ -6,10 +6,10 @@ stderr and a non-zero exit code; `--debug` shows the traceback.
 
 import sys
 
-from . import generate, images, info
+from . import codebook, codec, demo, generate, images, info
 from ._common import ArgumentParser, CommandError, HelpFormatter
 
-COMMAND_MODULES = (generate, images, info)
+COMMAND_MODULES = (generate, images, codec, codebook, info, demo)
 
 __all__ = ["CommandError", "build_parser", "main"]
 

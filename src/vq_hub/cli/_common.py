@@ -178,21 +178,23 @@ def read_images(source: str, limit: int | None, seed: int):
     raise CommandError(f"--images {source}: expected a folder of images or a .parquet file")
 
 
-def load_images(source: str, resolution: int, channels: int, limit: int | None = None, seed: int = 0):
-    """`(N, C, H, W)` images in [-1, 1] for a tokenizer with `channels` channels; colour conversions are said on
-    stderr, not done silently."""
+def load_images(source: str, resolution: int, channels: int, limit: int | None = None, seed: int = 0,
+                with_labels: bool = False):  # fmt: skip
+    """`(N, C, H, W)` images in [-1, 1] for a tokenizer with `channels` channels (and, with `with_labels`, their
+    labels or `None`); colour conversions are said on stderr, not done silently."""
     import torch
 
     from ..data import image_to_tensor
 
-    images, _ = read_images(source, limit, seed)
+    images, labels = read_images(source, limit, seed)
     grayscale = sum(image.mode in ("1", "L", "LA", "I", "I;16", "F") for image in images)
     converted = len(images) - grayscale if channels == 1 else grayscale
     if converted:
         kind, target = ("colour", "grayscale") if channels == 1 else ("grayscale", "RGB")
         print(f"note: converted {converted} {kind} image(s) from --images to {target} for this {channels}-channel "
               "tokenizer", file=sys.stderr)  # fmt: skip
-    return torch.stack([image_to_tensor(image, resolution, channels) for image in images])
+    tensors = torch.stack([image_to_tensor(image, resolution, channels) for image in images])
+    return (tensors, labels) if with_labels else tensors
 
 
 # ------------------------------------------------------------------------------------------------- outputs

@@ -46,6 +46,28 @@ class VQVAEModelOutput(BaseOutput):
         return self.codebook_loss + self.commitment_loss + self.auxiliary_loss
 
 
+# The defaults of the vector quantizer's options left unset, by `quantizer_recipe`. "healthy" is what keeps codebooks
+# in use (ViT-VQGAN / LlamaGen low-dim l2 codes, k-means init, restarts); "plain" is the VQ-VAE paper's quantizer.
+QUANTIZER_RECIPES = {
+    "healthy": {"codebook_dim": 16, "use_l2_norm": True, "kmeans_init": True, "dead_code_threshold": 0.5},
+    "plain": {"codebook_dim": None, "use_l2_norm": False, "kmeans_init": False, "dead_code_threshold": 0.0},
+}
+
+
+def vector_quantizer_options(config, vq_embed_dim: int) -> dict:
+    """`codebook_dim`, `use_l2_norm`, `kmeans_init`, `dead_code_threshold` of `config`, each unset one (None) taken
+    from its `quantizer_recipe` (a recipe's low-dim codes are never wider than the latents)."""
+    if config.quantizer_recipe not in QUANTIZER_RECIPES:
+        raise ValueError(f"`quantizer_recipe` must be one of {sorted(QUANTIZER_RECIPES)}, got {config.quantizer_recipe!r}")
+    options = {}
+    for name, default in QUANTIZER_RECIPES[config.quantizer_recipe].items():
+        value = getattr(config, name)
+        if value is None and name == "codebook_dim" and default is not None:
+            default = min(default, vq_embed_dim)
+        options[name] = default if value is None else value
+    return options
+
+
 class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
     r"""
     A VQ-VAE / VQ-GAN tokenizer: images in [-1, 1] ↔ grids of discrete codes.
@@ -64,8 +86,13 @@ class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         quantizer_type (`str`, defaults to `"vector"`): `"vector"`, `"gumbel"` or `"fsq"`.
         commitment_beta (`float`, defaults to 0.25): β of the commitment loss (vector quantizer).
         legacy_beta (`bool`): β on the codebook term, as taming-transformers and diffusers (converted checkpoints).
+        quantizer_recipe (`str`, defaults to `"healthy"`): The defaults of the four vector-quantizer options below
+            that are left unset (None): `"healthy"` = 16-d (at most `vq_embed_dim`) l2-normalised codes, k-means init,
+            dead-code restarts under 0.5 (the recipe that keeps codebooks in use); `"plain"` = full-dimension codes,
+            no normalisation, random init, no restarts (VQ-VAE, taming-transformers, diffusers). Configs saved before
+            the recipe existed load as `"plain"`, exactly as they were saved.
         codebook_dim (`int`, *optional*): Low-dimensional codes with in/out projections (vector quantizer).
-        use_l2_norm (`bool`): Cosine-similarity lookup with l2-normalised codes (vector quantizer).
+        use_l2_norm (`bool`, *optional*): Cosine-similarity lookup with l2-normalised codes (vector quantizer).
         use_ema (`bool`), ema_decay (`float`), ema_epsilon (`float`): EMA codebook updates (vector quantizer).
         kmeans_init (`bool`), kmeans_iters (`int`): k-means initialisation on the first batch (vector quantizer).
         dead_code_threshold (`float`): EMA usage under which a code is restarted; 0 disables (vector quantizer).
@@ -99,14 +126,15 @@ class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         quantizer_type: str = "vector",
         commitment_beta: float = 0.25,
         legacy_beta: bool = False,
+        quantizer_recipe: str = "healthy",
         codebook_dim: int | None = None,
-        use_l2_norm: bool = False,
+        use_l2_norm: bool | None = None,
         use_ema: bool = False,
         ema_decay: float = 0.99,
         ema_epsilon: float = 1e-5,
-        kmeans_init: bool = False,
+        kmeans_init: bool | None = None,
         kmeans_iters: int = 10,
-        dead_code_threshold: float = 0.0,
+        dead_code_threshold: float | None = None,
         gumbel_temperature: float = 1.0,
         gumbel_kl_weight: float = 5e-4,
         gumbel_straight_through: bool = False,
@@ -150,22 +178,29 @@ class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
             mid_block_add_attention=mid_block_add_attention,
         )
 
+    @classmethod
+    def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
+        """As diffusers' `from_config` (which `from_pretrained` calls): a config saved before `quantizer_recipe`
+        existed (vq_hub 0.1, or a diffusers `VQModel` config) takes the `"plain"` recipe, the defaults it was saved
+        under, so it builds exactly the model it described."""
+        if config is not None and "quantizer_recipe" not in config:
+            config = {**config, "quantizer_recipe": "plain"}
+        return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
     def _build_quantizer(self, vq_embed_dim: int) -> Quantizer:
         config = self.config
         if config.quantizer_type == "vector":
+            options = vector_quantizer_options(config, vq_embed_dim)
             return VectorQuantizer(
                 config.num_vq_embeddings,
                 vq_embed_dim,
-                codebook_dim=config.codebook_dim,
                 beta=config.commitment_beta,
-                use_l2_norm=config.use_l2_norm,
                 use_ema=config.use_ema,
                 decay=config.ema_decay,
                 epsilon=config.ema_epsilon,
-                kmeans_init=config.kmeans_init,
                 kmeans_iters=config.kmeans_iters,
-                dead_code_threshold=config.dead_code_threshold,
                 legacy_beta=config.legacy_beta,
+                **options,
             )
         if config.quantizer_type == "gumbel":
             return GumbelQuantizer(

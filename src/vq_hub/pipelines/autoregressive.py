@@ -34,6 +34,7 @@ class VQAutoregressivePipeline(VQPipeline):
 
     model_cpu_offload_seq = "prior->vqvae"
     card_description = "an autoregressive transformer over discrete image codes"
+    card_tags = ("autoregressive", "image-tokens")
 
     def __init__(self, vqvae: VQVAEModel, prior: PreTrainedModel):
         super().__init__()

@@ -48,6 +48,7 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
     prior_component = "denoiser"
     card_snippet_call = "num_steps=50"
     card_description = "a discrete-diffusion transformer that denoises whole grids of image codes"
+    card_tags = ("discrete-diffusion", "image-tokens")
 
     def __init__(self, vqvae: VQVAEModel, denoiser: PreTrainedModel, scheduler: DiscreteDiffusionScheduler):
         super().__init__()

@@ -20,7 +20,7 @@ from ..hub import HUB_OPTIONS, resolve_folder, write_pipeline_card
 from ..hub import push_to_hub as upload_folder_to_hub
 from ..models.priors import CodeVocabulary
 from ..utils.checks import check_float, check_int
-from ..utils.io import atomic_directory, check_safetensors_files
+from ..utils.io import atomic_directory, check_safetensors_files, quiet_loading
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
 # transformers 5 names its fast tokenizer class TokenizersBackend (PreTrainedTokenizerFast is an alias); the alias is
@@ -48,6 +48,18 @@ class VQPipelineOutput(BaseOutput):
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None
     codes: torch.LongTensor
+
+
+def register_with_diffusers(pipeline_class: type) -> None:
+    """Make `DiffusionPipeline.from_pretrained` resolve `pipeline_class` by name: diffusers looks a folder's
+    `_class_name` up with `getattr(diffusers, name)`, so the class is added to that namespace under its own name (no
+    diffusers name is ever replaced: vq_hub's names are distinct, which a test checks against a fresh diffusers)."""
+    import diffusers
+
+    existing = getattr(diffusers, pipeline_class.__name__, None) if pipeline_class.__name__ in dir(diffusers) else None
+    if existing is not None and existing is not pipeline_class:
+        raise RuntimeError(f"diffusers already defines {pipeline_class.__name__}: a vq_hub pipeline needs another name")
+    setattr(diffusers, pipeline_class.__name__, pipeline_class)
 
 
 def label_tensor(class_labels) -> torch.Tensor:
@@ -89,18 +101,24 @@ class VQPipeline(DiffusionPipeline):
     prior_component = "prior"
     card_snippet_call = ""  # the sampling arguments a model card's snippet shows before batch_size
     card_description = "a prior over discrete image codes"
+    card_pipeline_tag = "unconditional-image-generation"  # the Hub's task tag (class-conditional ones share it)
+    card_tags: tuple[str, ...] = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         for name in (cls.__name__, *cls.__dict__.get("legacy_class_names", ())):
             VQPipeline._pipelines[name] = cls
+        register_with_diffusers(cls)
 
     # ----------------------------------------------------------------------------------------------- loading
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs) -> "VQPipeline":
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, show_progress: bool = False, **kwargs
+    ) -> "VQPipeline":
         """Load a saved pipeline from a folder or a Hub repository (downloaded with `huggingface_hub`, which honours
-        `HF_HUB_OFFLINE` and the cache), as the class its `model_index.json` names."""
+        `HF_HUB_OFFLINE` and the cache), as the class its `model_index.json` names. Quiet unless `show_progress`
+        (diffusers and transformers would each print loading bars)."""
         hub_options = {key: kwargs.pop(key) for key in HUB_OPTIONS if key in kwargs}
         folder = resolve_folder(pretrained_model_name_or_path, **hub_options)
         index_file = folder / "model_index.json"
@@ -123,7 +141,8 @@ class VQPipeline(DiffusionPipeline):
             )
         for component in component_folders(folder):
             check_safetensors_files(folder / component)
-        return super(VQPipeline, pipeline_class).from_pretrained(folder, **kwargs)
+        with quiet_loading(not show_progress):
+            return super(VQPipeline, pipeline_class).from_pretrained(folder, **kwargs)
 
     # ----------------------------------------------------------------------------------------------- saving
 

@@ -12,6 +12,7 @@ class TextConditioningMixin:
     """Mixed into a [`VQPipeline`] with a `tokenizer` component whose prior has a prefix vocabulary (the text)."""
 
     card_pipeline_tag = "text-to-image"
+    card_tags = ("text-to-image",)
     card_prompt = "a caption like the training ones"  # the model card's example; training scripts set a real one
 
     def check_tokenizer(self) -> None:

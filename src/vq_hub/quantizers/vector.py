@@ -7,28 +7,50 @@ from torch import nn
 from ..utils.distributed import all_reduce_sum, broadcast_from_main, is_distributed, is_main_process
 from .base import Quantizer, QuantizerOutput, apply_projection, straight_through
 
-# Upper bound on the number of float32 distances held at once (64 MiB); see `nearest_codes`.
-DEFAULT_DISTANCE_CHUNK_ELEMENTS = 2**24
+# Scores are computed in tiles of about this many float32 values (2 MiB, the two cores' L2 caches), so the argmax
+# reads them from cache: the N×K matrix is never written to memory, let alone held (K = 65,536 works at any batch).
+DEFAULT_TILE_ELEMENTS = 2**19
+# Codebook rows per tile, capped so the block of codes a tile uses (rows × dim floats, 1 MiB) stays in cache too.
+CODEBOOK_BLOCK_ELEMENTS = 2**18
 
 
 @torch.no_grad()
 def nearest_codes(
-    vectors: torch.Tensor, codebook: torch.Tensor, max_chunk_elements: int = DEFAULT_DISTANCE_CHUNK_ELEMENTS
+    vectors: torch.Tensor, codebook: torch.Tensor, normalized: bool = False, tile_elements: int = DEFAULT_TILE_ELEMENTS
 ) -> torch.LongTensor:
-    """Index of the nearest codebook row (squared L2) for every row of `vectors`, computed in float32.
+    """Index of the nearest codebook row (squared L2) for every row of `vectors` `(N, D)`, computed in float32.
 
-    `argmin_k ||z - e_k||² = argmin_k (||e_k||² - 2 z·e_k)`, one fused `addmm` per chunk of rows. Chunking bounds
-    memory to `max_chunk_elements` distances, so K = 65,536 codes never materialise an N×K matrix.
+    `argmin_k ||z − e_k||² = argmax_k (z·e_k − ½||e_k||²)`: ||z||² is the same for every k and never computed, and
+    −½||e_k||² is folded into the product as the `addmm` bias. With `normalized=True` (l2-normalised vectors and
+    codes, all norms 1) the dot product alone decides. Scores are made and reduced tile by tile — a block of vectors
+    against a block of codes, a running best per vector across code blocks — so they never leave the cache. Ties go
+    to the lowest index, as `argmin` does.
     """
-    vectors = vectors.float()
-    codebook = codebook.float()
-    codebook_sq_norms = codebook.pow(2).sum(dim=1)
-    rows_per_chunk = max(1, max_chunk_elements // codebook.shape[0])
-    codes = torch.empty(vectors.shape[0], dtype=torch.long, device=vectors.device)
-    for start in range(0, vectors.shape[0], rows_per_chunk):
-        chunk = vectors[start : start + rows_per_chunk]
-        distances = torch.addmm(codebook_sq_norms, chunk, codebook.t(), alpha=-2.0)
-        codes[start : start + rows_per_chunk] = distances.argmin(dim=1)
+    vectors, codebook = vectors.float(), codebook.float()
+    num_vectors, (num_codes, dim) = vectors.shape[0], codebook.shape
+    bias = None if normalized else codebook.pow(2).sum(dim=1).mul_(-0.5)
+    code_block = min(num_codes, max(1, CODEBOOK_BLOCK_ELEMENTS // dim))
+    row_block = min(num_vectors, max(1, tile_elements // code_block))
+    scores = torch.empty(row_block, code_block, device=vectors.device)  # one buffer, reused by every tile
+    codes = torch.empty(num_vectors, dtype=torch.long, device=vectors.device)
+    for row in range(0, num_vectors, row_block):
+        block = vectors[row : row + row_block]
+        best_score = best_code = None
+        for first in range(0, num_codes, code_block):
+            codes_block = codebook[first : first + code_block]
+            tile = scores[: block.shape[0], : codes_block.shape[0]]
+            if bias is None:
+                torch.mm(block, codes_block.t(), out=tile)
+            else:
+                torch.addmm(bias[first : first + code_block], block, codes_block.t(), out=tile)
+            score, code = tile.max(dim=1)
+            if best_code is None:
+                best_score, best_code = score, code
+            else:  # strictly better only: an earlier block keeps a tie
+                better = score > best_score
+                best_score = torch.where(better, score, best_score)
+                best_code = torch.where(better, code + first, best_code)
+        codes[row : row + block.shape[0]] = best_code
     return codes
 
 
@@ -49,7 +71,7 @@ def kmeans(
         start = torch.randint(0, num_vectors, (num_clusters,), device=vectors.device)
     centroids = vectors[start].clone()
     for _ in range(num_iters):
-        assignment = nearest_codes(vectors, centroids)
+        assignment = nearest_codes(vectors, centroids, normalized=spherical)
         counts = torch.bincount(assignment, minlength=num_clusters).float()
         sums = torch.zeros_like(centroids).index_add_(0, assignment, vectors)
         updated = sums / counts.clamp_min(1).unsqueeze(1)
@@ -88,7 +110,6 @@ class VectorQuantizer(Quantizer):
         legacy_beta (`bool`): Put β on the codebook term as taming-transformers does.
     """
 
-    distance_chunk_elements: int = DEFAULT_DISTANCE_CHUNK_ELEMENTS
     # vq_hub's own bookkeeping, which checkpoints of other libraries lack (converters keep their fresh values).
     statistics_buffers = ("ema_cluster_size", "initialized", "num_restarts")
 
@@ -142,6 +163,7 @@ class VectorQuantizer(Quantizer):
         self.register_buffer("initialized", torch.tensor(not kmeans_init))
         self.register_buffer("num_restarts", torch.tensor(0, dtype=torch.long))
         self._restarted: torch.BoolTensor | None = None  # rows restarted since `pop_restarted_codes`
+        self._known_initialized = False
 
     # ----------------------------------------------------------------------------------------------- public API
 
@@ -157,12 +179,12 @@ class VectorQuantizer(Quantizer):
         with torch.autocast(device_type=latents.device.type, enabled=False):
             vectors = self._to_codebook_space(latents)
             if self.training:
-                if not bool(self.initialized):
+                if not self._initialized():
                     self._initialize_by_kmeans(vectors.detach())
                 # Before the lookup: a restarted code is then chosen, and receives gradient, only for what it is now.
                 self._restart_dead_codes(vectors.detach())
             codebook = self.codebook.float()
-            codes = nearest_codes(vectors, codebook, self.distance_chunk_elements)
+            codes = nearest_codes(vectors, codebook, normalized=self.use_l2_norm)
             quantized = F.embedding(codes, codebook)
             counts, batch_perplexity, usage = self.code_statistics(codes)
 
@@ -188,7 +210,8 @@ class VectorQuantizer(Quantizer):
         batch, _, height, width = latents.shape
         with torch.autocast(device_type=latents.device.type, enabled=False):
             vectors = self._to_codebook_space(latents)
-            return nearest_codes(vectors, self.codebook, self.distance_chunk_elements).view(batch, height, width)
+            codes = nearest_codes(vectors, self.codebook, normalized=self.use_l2_norm)
+            return codes.view(batch, height, width)
 
     def codes_to_latents(self, codes: torch.LongTensor) -> torch.Tensor:
         self.check_codes(codes)
@@ -255,16 +278,30 @@ class VectorQuantizer(Quantizer):
         if self.dead_code_threshold <= 0:
             return
         dead = self.ema_cluster_size < self.dead_code_threshold
-        num_dead = int(dead.sum())
-        if num_dead == 0:
-            return
-        replacements = vectors[torch.randint(0, vectors.shape[0], (num_dead,), device=vectors.device)]
-        if is_distributed():
-            replacements = broadcast_from_main(replacements.contiguous())
-        self.embedding.weight.data[dead] = replacements
-        self.ema_cluster_size[dead] = self.dead_code_threshold
+        if is_distributed():  # only the dead rows travel from rank 0: worth one host sync per step
+            if not bool(dead.any()):
+                return
+            picks = torch.randint(0, vectors.shape[0], (int(dead.sum()),), device=vectors.device)
+            rows = torch.zeros_like(self.embedding.weight)
+            rows[dead] = broadcast_from_main(vectors[picks].contiguous())
+        else:  # a candidate for every code, kept where the code is dead: no host sync in the training step
+            rows = vectors[torch.randint(0, vectors.shape[0], (self.codebook_size,), device=vectors.device)]
+        column = dead.unsqueeze(1)
+        self.embedding.weight.data.copy_(torch.where(column, rows, self.embedding.weight.data))
+        self.ema_cluster_size.copy_(torch.where(dead, self.dead_code_threshold, self.ema_cluster_size))
         if self.use_ema:
-            self.ema_embed_sum[dead] = replacements * self.dead_code_threshold
-        self.num_restarts += num_dead
+            self.ema_embed_sum.copy_(torch.where(column, rows * self.dead_code_threshold, self.ema_embed_sum))
+        self.num_restarts += dead.sum()
         self._restarted = dead if self._restarted is None else self._restarted | dead
+
+    def _initialized(self) -> bool:
+        """Whether the codebook has had its k-means init: the buffer is read (a host sync) until it says yes, then
+        remembered, so a training step does not sync on it."""
+        if not self._known_initialized:
+            self._known_initialized = bool(self.initialized)
+        return self._known_initialized
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._known_initialized = False  # the loaded buffer decides again
 

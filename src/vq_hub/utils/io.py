@@ -137,3 +137,23 @@ def check_safetensors_files(folder: str | os.PathLike) -> None:
             raise OSError(
                 f"{path}: the weights file is damaged or truncated ({error}); save or download it again"
             ) from error
+
+
+@contextlib.contextmanager
+def quiet_loading(enabled: bool = True) -> Iterator[None]:
+    """diffusers' and transformers' loading bars off for the block (one pipeline load printed several nested bars),
+    then back as they were; `enabled=False` leaves them alone."""
+    import diffusers
+    import transformers
+
+    libraries = [(diffusers.utils.logging, diffusers.utils.logging.is_progress_bar_enabled()),
+                 (transformers.utils.logging, transformers.utils.logging.is_progress_bar_enabled())]  # fmt: skip
+    if enabled:
+        for logging, _ in libraries:
+            logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for logging, was_enabled in libraries:
+            if was_enabled:
+                logging.enable_progress_bar()

@@ -1,0 +1,48 @@
+"""`vq-hub codebook`: one picture of a tokenizer's codebook — every code decoded as a tile, and with --images the
+usage histogram (perplexity, dead codes) and the image patches behind the most used codes.
+
+example:
+  vq-hub codebook --model checkpoints/fashion-mnist-vqvae --images test.parquet --out codebook.png
+"""
+
+from pathlib import Path
+
+from ._common import CommandError, load_images, load_tokenizer, positive_int
+from .images import IMAGES_HELP, MODEL_HELP
+
+
+def register(commands) -> None:
+    parser = commands.add_parser("codebook", help="Draw a tokenizer's codebook: code tiles, usage, top-code patches.",
+                                 description=__doc__)  # fmt: skip
+    parser.add_argument("--model", required=True, help=MODEL_HELP)
+    parser.add_argument("--images", help=IMAGES_HELP + " Without it there is no usage: only the tiles, in code order.")
+    parser.add_argument("--num-images", type=positive_int, default=2000, help="How many images to count codes "
+                        "over, drawn across classes when the file has labels.")  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the draw of images.")
+    parser.add_argument("--context", choices=("neutral", "uniform"), default="neutral",
+                        help="Tile of a code: alone amid the code of a black image (neutral), or a grid filled with "
+                        "it (uniform).")  # fmt: skip
+    parser.add_argument("--max-tiles", type=positive_int, default=1024, help="Draw at most this many tiles (the most "
+                        "used first) for very large codebooks.")  # fmt: skip
+    parser.add_argument("--top-codes", type=positive_int, default=8, help="Rows of patches: the most used codes.")
+    parser.add_argument("--out", default="codebook.png", help="The picture to write (PNG).")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> str:
+    from ..visualization import measure_usage, write_codebook_figure
+
+    if Path(args.out).suffix.lower() != ".png":
+        raise CommandError(f"--out {args.out}: give a .png file name")
+    model = load_tokenizer(args.model)
+    images = usage = None
+    if args.images:
+        config = model.config
+        images = load_images(args.images, config.sample_size, config.in_channels, args.num_images, args.seed)
+        usage = measure_usage(model, images)
+    write_codebook_figure(model, args.out, images, usage=usage, context=args.context, max_tiles=args.max_tiles,
+                          num_top_codes=args.top_codes)  # fmt: skip
+    if usage is None:
+        return f"wrote {args.out}: {model.codebook_size} code tiles in code order (give --images for usage)"
+    return (f"wrote {args.out}: {len(images)} images, perplexity {usage.perplexity:.1f} / {model.codebook_size}, "
+            f"usage {usage.usage:.0%}, {len(usage.dead_codes)} dead codes")  # fmt: skip
