@@ -31,8 +31,11 @@ logger = get_logger(__name__)
 def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     """The flags both scripts take: data, transformer size, conditioning, optimisation, output and sample grids."""
     data = parser.add_argument_group("data")
-    data.add_argument("--codes_dir", default="codes-output",
-                      help="Output folder of examples/encode_dataset.py (its default output folder by default).")
+    data.add_argument(
+        "--codes_dir",
+        default="codes-output",
+        help="Output folder of examples/encode_dataset.py (its default output folder by default).",
+    )
     data.add_argument("--max_train_samples", type=int)
     data.add_argument("--vqvae_name_or_path", help="The tokenizer that made the codes (default: the one recorded).")
 

@@ -248,3 +248,35 @@ def test_a_diffusion_prior_trained_on_two_captions_draws_each():
 
     grids = train_on_two_captions(pipe, 250, loss_of)
     assert torch.equal(codes_of(pipe, prompt=TWO, temperature=0, guidance_scale=1.0, num_steps=8).flatten(1), grids)
+
+
+def test_prompt_dropout_trains_rows_on_exactly_the_empty_prompt(pipes):
+    """code_prior_training.start_tokens with prompt dropout p: about p of the rows become the empty prompt — token for
+    token the rows the pipelines guide against — and the others keep their caption; without a prefix no random number
+    is drawn (class-conditional runs are unchanged)."""
+    from conftest import load_example
+
+    training = load_example("code_prior_training")
+    pipe = pipes["autoregressive"]
+    vocabulary = pipe.vocabulary
+    ids, mask = encode_prompts(pipe.tokenizer, [CAPTIONS[0]] * 4000, pipe.max_text_length)
+    batch = {"codes": torch.zeros(4000, 32, dtype=torch.long), "labels": torch.full((4000,), -1),
+             "prefix_ids": ids, "prefix_mask": mask}  # fmt: skip
+    torch.manual_seed(0)
+    tokens, attention_mask = training.start_tokens(vocabulary, batch, class_dropout=0.1, prompt_dropout=0.25)
+    empty_tokens, empty_mask, _, _ = pipe.prompt_start_tokens("", None, 1, 1.0)
+    prompt_tokens, prompt_mask, _, _ = pipe.prompt_start_tokens(CAPTIONS[0], None, 1, 1.0)
+    dropped = (tokens == empty_tokens).all(1) & (attention_mask == empty_mask).all(1)
+    kept = (tokens == prompt_tokens).all(1) & (attention_mask == prompt_mask).all(1)
+    assert bool((dropped | kept).all()) and abs(float(dropped.float().mean()) - 0.25) < 0.03
+    assert int(attention_mask[dropped, :-1].sum()) == 0  # only BOS is attended to in an empty-prompt row
+    unchanged = training.start_tokens(vocabulary, batch, class_dropout=0.1, prompt_dropout=0.0)
+    assert torch.equal(unchanged[0], prompt_tokens.expand(4000, -1))
+
+    class_vocabulary, labels = type(vocabulary)(CODEBOOK, num_classes=3), {"labels": torch.tensor([0, 1, 2])}
+    states = []
+    for prompt_dropout in (0.0, 0.5):
+        torch.manual_seed(0)
+        training.start_tokens(class_vocabulary, labels, class_dropout=0.1, prompt_dropout=prompt_dropout)
+        states.append(torch.get_rng_state())
+    assert torch.equal(*states)
