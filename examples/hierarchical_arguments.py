@@ -40,7 +40,7 @@ def build_hierarchical_model(args: argparse.Namespace, quantizer: dict) -> Hiera
         latent_channels=args.latent_channels,
         vq_embed_dim=args.vq_embed_dim,
         norm_num_groups=args.norm_num_groups,
-        sample_size=args.resolution,
+        sample_size=args.resolution[0] if len(args.resolution) == 1 else list(args.resolution),
         top_block_out_channels=tuple(args.top_block_out_channels),
         top_latent_channels=args.top_latent_channels,
         top_quantizer=top_quantizer,

@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--validation_data_dir", help="An imagefolder for validation.")
     data.add_argument("--validation_split", help="Split of --dataset_name used for validation, e.g. 'test'.")
     data.add_argument("--image_column", default="image")
-    data.add_argument("--resolution", type=int, default=32)
+    data.add_argument("--resolution", type=int, nargs="+", default=[32],
+                      help="Image size: one number (square) or height and width (e.g. 32 64).")  # fmt: skip
     data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random.")
     data.add_argument("--max_train_samples", type=int)
     data.add_argument("--max_validation_samples", type=int)
@@ -121,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.in_channels = 1 if args.use_shipped_data else 3
     if args.vqvae:
         args.discriminator_weight, args.perceptual_weight = 0.0, 0.0
+    if len(args.resolution) > 2:
+        parser.error("--resolution takes one number (square images) or two (height width)")
     return args
 
 
@@ -151,7 +154,7 @@ def build_model(args: argparse.Namespace) -> VQVAEModel:
         latent_channels=args.latent_channels,
         vq_embed_dim=args.vq_embed_dim,
         norm_num_groups=args.norm_num_groups,
-        sample_size=args.resolution,
+        sample_size=args.resolution[0] if len(args.resolution) == 1 else list(args.resolution),
         **quantizer,
     )
 
@@ -259,9 +262,9 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             perceptual.to(accelerator.device)
     train_dataset, validation_dataset = build_datasets(args, model.config.in_channels)
-    if args.resolution % model.downsample_factor:
-        raise SystemExit(f"--resolution {args.resolution} must be divisible by the downsampling factor "
-                         f"{model.downsample_factor} of the model")  # fmt: skip
+    if any(size % model.image_size_multiple for size in args.resolution):
+        raise SystemExit(f"--resolution {' '.join(map(str, args.resolution))} must be divisible by the downsampling "
+                         f"factor {model.downsample_factor} of the model")  # fmt: skip
 
     sampler = EpochSeededSampler(len(train_dataset), args.seed)
     train_dataloader = torch.utils.data.DataLoader(
@@ -392,7 +395,9 @@ def main(argv: list[str] | None = None) -> dict:
                 write_codebook_figure(unwrapped, output_dir / "validation" / "codebook.png", codebook_images)
             if discriminator is not None:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
-            write_text_atomically(output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2))
+            write_text_atomically(
+                output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2)
+            )
             repo_id = args.hub_model_id or output_dir.name
             training = (
                 f"`{training_command('train_vqgan.py', argv)}`\n\n{global_step} steps on "

@@ -19,8 +19,10 @@ from .models import (
 from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
 from .pipelines import (
     VQAutoregressivePipeline,
+    VQAutoregressiveTextToImagePipeline,
     VQDiscreteDiffusionPipeline,
     VQDiscreteDiffusionPipelineOutput,
+    VQDiscreteDiffusionTextToImagePipeline,
     VQHierarchicalPipeline,
     VQHierarchicalPipelineOutput,
     VQPipeline,
@@ -40,8 +42,10 @@ __all__ = [
     "Quantizer",
     "QuantizerOutput",
     "VQAutoregressivePipeline",
+    "VQAutoregressiveTextToImagePipeline",
     "VQDiscreteDiffusionPipeline",
     "VQDiscreteDiffusionPipelineOutput",
+    "VQDiscreteDiffusionTextToImagePipeline",
     "VQHierarchicalPipeline",
     "VQHierarchicalPipelineOutput",
     "VQVAEModel",

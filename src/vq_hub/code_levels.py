@@ -31,8 +31,10 @@ def codebook_sizes(tokenizer) -> tuple[int, ...]:
 
 def code_grid_sizes(tokenizer, height: int | None = None, width: int | None = None) -> tuple[tuple[int, int], ...]:
     """Each level's `(h, w)` code grid for images of `height × width` (default: the tokenizer's `sample_size`)."""
-    height = height or tokenizer.config.sample_size
-    width = width or height
+    if height is None or width is None:
+        from .data import image_size
+
+        height, width = image_size(tokenizer.config.sample_size)
     if is_hierarchical(tokenizer):
         return tuple(tokenizer.code_grid_sizes(height, width))
     return (tuple(tokenizer.code_grid_size(height, width)),)

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoConfig, PretrainedConfig
 
+from ..data import image_size
 from .vq_model import VQVAEModel
 
 
@@ -185,13 +186,14 @@ class CodeVocabulary:
         return codes.long()
 
 
-def tokenizer_grid_size(vqvae: VQVAEModel, resolution: int | None = None) -> tuple[int, int]:
-    """The code grid of the tokenizer's images (`resolution`, else its `sample_size`)."""
-    size = resolution or vqvae.config.sample_size
-    return vqvae.code_grid_size(size, size)
+def tokenizer_grid_size(vqvae: VQVAEModel, resolution: int | tuple[int, int] | None = None) -> tuple[int, int]:
+    """The code grid of the tokenizer's images (`resolution`: an int or (H, W); else its `sample_size`)."""
+    return vqvae.code_grid_size(*image_size(resolution or vqvae.config.sample_size))
 
 
-def level_codes(vqvae, level: str | None = None, resolution: int | None = None) -> tuple[int, tuple[int, int], int, int]:
+def level_codes(
+    vqvae, level: str | None = None, resolution: int | tuple[int, int] | None = None
+) -> tuple[int, tuple[int, int], int, int]:
     """`(codebook_size, grid, prefix_vocab_size, prefix_length)` of the codes a prior over `level` of `vqvae` models.
     A single-level tokenizer has one level (`level` None). For a two-level tokenizer (VQ-VAE-2) `level` is "top" or
     "bottom", and a bottom prior is conditioned on the top codes: its prefix is the top grid, from the top codebook."""
@@ -202,8 +204,8 @@ def level_codes(vqvae, level: str | None = None, resolution: int | None = None) 
         level = names[0]
     if level not in names:
         raise ValueError(f"`level` must be one of {names} for this {type(vqvae).__name__}, got {level!r}")
-    size = resolution or vqvae.config.sample_size
-    index, grids, sizes = names.index(level), code_grid_sizes(vqvae, size, size), codebook_sizes(vqvae)
+    height, width = image_size(resolution or vqvae.config.sample_size)
+    index, grids, sizes = names.index(level), code_grid_sizes(vqvae, height, width), codebook_sizes(vqvae)
     if index == 0:
         return sizes[0], tuple(grids[0]), 0, 0
     coarser = grids[index - 1]
@@ -251,7 +253,7 @@ def autoregressive_prior_config(
     vqvae: VQVAEModel,
     num_classes: int = 0,
     model_type: str = "gpt2",
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     hidden_size: int = 256,
     num_layers: int = 8,
     num_heads: int = 8,
@@ -277,7 +279,7 @@ def denoiser_config(
     vqvae: VQVAEModel,
     num_classes: int = 0,
     model_type: str = "bert",
-    resolution: int | None = None,
+    resolution: int | tuple[int, int] | None = None,
     hidden_size: int = 256,
     num_layers: int = 8,
     num_heads: int = 8,

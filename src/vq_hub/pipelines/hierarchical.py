@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel
 
-from ..code_levels import as_levels
+from ..code_levels import as_levels, code_grid_sizes
 from ..models.hierarchical_vq_model import HierarchicalVQModel
 from ..models.priors import CodeVocabulary
 from ..schedulers import DiscreteDiffusionScheduler
@@ -76,8 +76,7 @@ class VQHierarchicalPipeline(VQPipeline):
         and a denoiser needs the scheduler: said when the pipeline is built, not at the first call."""
         if not isinstance(self.vqvae, HierarchicalVQModel):
             raise TypeError(f"`vqvae` must be a HierarchicalVQModel, got {type(self.vqvae).__name__}")
-        size = self.vqvae.config.sample_size
-        top_grid, bottom_grid = self.vqvae.code_grid_sizes(size, size)
+        top_grid, bottom_grid = code_grid_sizes(self.vqvae)
         top_size, bottom_size = self.vqvae.codebook_sizes
         top = CodeVocabulary.from_config(self.top_prior.config)
         if top.codebook_size != top_size or top.prefix_length:
@@ -296,8 +295,7 @@ class VQHierarchicalPipeline(VQPipeline):
 
     @property
     def bottom_grid_size(self) -> tuple[int, int]:
-        size = self.vqvae.config.sample_size
-        return tuple(self.vqvae.code_grid_sizes(size, size)[1])
+        return tuple(code_grid_sizes(self.vqvae)[1])
 
     def mask_to_cells(self, mask, batch_size: int) -> torch.BoolTensor:
         """A pixel mask (1 = regenerate) → `(B, h_bottom, w_bottom)` bottom cells to regenerate (any masked pixel in
