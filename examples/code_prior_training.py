@@ -13,10 +13,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from caption_conditioning import add_caption_arguments, prepare_captions
+from hierarchical_priors import add_level_arguments, check_level, level_pipeline
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
-from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline
+from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline, load_tokenizer
+from vq_hub.code_levels import codebook_sizes, level_names
 from vq_hub.data import collate_code_batch, load_code_dataset
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
@@ -51,10 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
         default=0.1,
         help="Probability of training a row without its class (for classifier-free guidance).",
     )
-    model.add_argument("--prompt_dropout", type=float, default=0.1, help="Probability of training a row with the "
-                       "empty prefix — the empty prompt of a text-to-image prior (for classifier-free "
-                       "guidance).")  # fmt: skip
+    model.add_argument("--prompt_dropout", type=float, help="Probability of training a row with the empty prefix — "
+                       "the empty prompt of a text-to-image prior (for classifier-free guidance); default 0.1, or 0 "
+                       "for a VQ-VAE-2 bottom prior, whose prefix (the top codes) is always known.")  # fmt: skip
     add_caption_arguments(parser)
+    add_level_arguments(parser)
 
     add_optimization_arguments(parser, learning_rate=5e-4, betas=(0.9, 0.95), train_batch_size=64, weight_decay=0.01)
     output = add_output_arguments(parser, output_dir=output_dir)
@@ -74,7 +77,7 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
         config = config_helper(
             vqvae, num_classes, model_type=args.model_type, resolution=info["resolution"],
             hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
-            prefix_vocab_size=prefix[0], prefix_length=prefix[1],
+            prefix_vocab_size=prefix[0], prefix_length=prefix[1], level=info.get("level"),
         )  # fmt: skip
         return auto_class.from_config(config)
     config = AutoConfig.from_pretrained(args.config_name_or_path)
@@ -82,7 +85,7 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
         vocabulary = CodeVocabulary.from_config(config)
     except ValueError as error:
         raise SystemExit(f"--config_name_or_path: {error}") from None
-    expected = (vqvae.codebook_size, num_classes, with_mask_token, info["code_grid_size"], *prefix)
+    expected = (info["codebook_size"], num_classes, with_mask_token, info["code_grid_size"], *prefix)
     found = (vocabulary.codebook_size, vocabulary.num_classes, vocabulary.with_mask_token, list(config.code_grid_size),
              vocabulary.prefix_vocab_size, vocabulary.prefix_length)  # fmt: skip
     if found != expected:
@@ -162,19 +165,29 @@ def train(
         raise SystemExit(f"--codes_dir {args.codes_dir}: no such folder; encode a dataset first with "
                          "`accelerate launch examples/encode_dataset.py` (with no arguments it encodes the subset "
                          "shipped with vq_hub into codes-output/)")  # fmt: skip
-    train_dataset, info = load_code_dataset(args.codes_dir, "train")
+    try:  # a two-level encoding: the view of --level (the bottom level's prefix_ids are the top codes)
+        train_dataset, info = load_code_dataset(args.codes_dir, "train", level=args.level)
+    except ValueError as error:
+        raise SystemExit(f"--codes_dir {args.codes_dir}: {error}") from None
+    if args.prompt_dropout is None:
+        args.prompt_dropout = 0.0 if info.get("level") else 0.1
     if args.max_train_samples:
         train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
     validation_dataset = None
     if (Path(args.codes_dir) / "validation.parquet").is_file():
-        validation_dataset, _ = load_code_dataset(args.codes_dir, "validation")
+        validation_dataset, _ = load_code_dataset(args.codes_dir, "validation", level=args.level)
     tokenizer, train_dataset, validation_dataset, prompts = prepare_captions(args, info, train_dataset,
                                                                              validation_dataset)  # fmt: skip
     if prompts is not None:
         sample_kwargs = {**sample_kwargs, "prompts": prompts}
-    vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path or info["tokenizer"]).eval().requires_grad_(False)
-    if vqvae.codebook_size != info["codebook_size"]:
-        raise SystemExit(f"the tokenizer has {vqvae.codebook_size} codes but the codes were made with "
+    vqvae = load_tokenizer(args.vqvae_name_or_path or info["tokenizer"]).eval().requires_grad_(False)
+    top_prior = check_level(args, info, vqvae, allow_top=script == "train_prior.py")
+    codebook_size = dict(zip(level_names(vqvae), codebook_sizes(vqvae))).get(info.get("level", "codes"))
+    if codebook_size is None:
+        raise SystemExit(f"the tokenizer has two levels of codes but {args.codes_dir} holds single-level codes: pass "
+                         f"the tokenizer that encoded them")  # fmt: skip
+    if codebook_size != info["codebook_size"]:
+        raise SystemExit(f"the tokenizer has {codebook_size} codes but the codes were made with "
                          f"{info['codebook_size']}: pass the tokenizer that encoded {args.codes_dir}")  # fmt: skip
     model = build_model(vqvae, info)
 
@@ -213,6 +226,8 @@ def train(
 
     def pipeline() -> VQPipeline:
         pipe = make_pipeline(vqvae, accelerator.unwrap_model(model), tokenizer)
+        if info.get("level"):  # VQ-VAE-2: saved as a VQHierarchicalPipeline
+            pipe = level_pipeline(pipe, info["level"], top_prior)
         pipe.set_progress_bar_config(disable=True)
         if prompts:
             pipe.card_prompt = prompts[0]
@@ -279,7 +294,7 @@ def train(
                         f"{accelerator.num_processes} process(es) ({accelerator.device.type}), "
                         f"{summary['train_seconds']} s; codes from `{info['tokenizer']}`.")  # fmt: skip
             pipe = pipeline()
-            getattr(pipe, pipe.prior_component).eval()
+            accelerator.unwrap_model(model).eval()
             pipe.save_pretrained(output_dir, training=training, evaluation=summary.get("validation"),
                                  repo_id=args.hub_model_id or output_dir.name)  # fmt: skip
             write_samples(global_step)

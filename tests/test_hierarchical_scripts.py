@@ -122,7 +122,11 @@ def test_encoding_writes_both_levels_and_priors_read_their_level(tokenizer_folde
     assert torch.equal(top_view[:5]["codes"], top.flatten(1))
     bottom_view, bottom_info = load_code_dataset(tmp_path / "codes", level="bottom")
     assert set(bottom_view.column_names) == {"codes", "prefix_ids", "label"}
-    assert (bottom_info["codebook_size"], bottom_info["prefix_vocab_size"], bottom_info["prefix_length"]) == (32, 16, 16)
+    assert (bottom_info["codebook_size"], bottom_info["prefix_vocab_size"], bottom_info["prefix_length"]) == (
+        32,
+        16,
+        16,
+    )
     assert torch.equal(bottom_view[:5]["codes"], bottom.flatten(1))
     assert torch.equal(bottom_view[:5]["prefix_ids"], top.flatten(1)), "the bottom prior's prefix is the top grid"
     with pytest.raises(ValueError, match="choose one with `level`"):
@@ -173,3 +177,56 @@ def test_cli_refuses_codes_of_the_wrong_kind(capsys, tokenizer_folder, tmp_path)
     for name, message in cases:
         code, _, err = cli(capsys, "detokenize", "--model", str(tokenizer_folder), "--codes", str(tmp_path / name))
         assert code == 1 and message in err, err
+
+
+# ------------------------------------------------------------------------------------------------- the priors
+
+
+TINY_PRIOR = [
+    "--hidden_size", "32", "--num_layers", "1", "--num_heads", "2", "--train_batch_size", "8", "--report_to", "none",
+    "--lr_warmup_steps", "0", "--images_per_class", "2", "--max_train_steps", "8", "--validation_steps", "8",
+    "--checkpointing_steps", "100", "--learning_rate", "3e-3",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_prior_scripts_train_the_top_then_the_bottom_into_one_pipeline(tokenizer_folder, synthetic_parquet,
+                                                                           tmp_path):  # fmt: skip
+    from vq_hub import VQHierarchicalPipeline, VQPipeline
+
+    codes = tmp_path / "codes"
+    run_script("encode_dataset.py", [
+        "--vqvae_name_or_path", str(tokenizer_folder), "--train_parquet", str(synthetic_parquet / "train.parquet"),
+        "--validation_parquet", str(synthetic_parquet / "test.parquet"), "--batch_size", "16", "--output_dir", str(codes),
+    ])  # fmt: skip
+    refused = run_script(
+        "train_prior.py", ["--codes_dir", str(codes), "--output_dir", str(tmp_path / "x")], check=False
+    )
+    assert refused.returncode != 0 and "choose one with `level` (--level in the prior scripts)" in refused.stderr
+    refused = run_script("train_diffusion.py", ["--codes_dir", str(codes), "--level", "top", "--output_dir",
+                                                str(tmp_path / "x")], check=False)  # fmt: skip
+    assert refused.returncode != 0 and "train it with train_prior.py --level top" in refused.stderr
+
+    run_script("train_prior.py", ["--codes_dir", str(codes), "--level", "top", "--output_dir", str(tmp_path / "top"),
+                                  *TINY_PRIOR])  # fmt: skip
+    top_only = VQPipeline.from_pretrained(tmp_path / "top")
+    assert type(top_only) is VQHierarchicalPipeline and top_only.bottom_prior is None
+    assert (tmp_path / "top" / "samples" / "step-0000008.png").is_file(), "a grid of top-only decodes"
+
+    for script, extra in [("train_prior.py", []), ("train_diffusion.py", ["--num_steps", "4"])]:
+        output = tmp_path / script.replace(".py", "")
+        run_script(script, ["--codes_dir", str(codes), "--level", "bottom", "--top_prior_name_or_path",
+                            str(tmp_path / "top"), "--output_dir", str(output), *TINY_PRIOR, *extra])  # fmt: skip
+        summary = json.loads((output / "training_summary.json").read_text())
+        assert summary["args"]["prompt_dropout"] == 0.0, "the top codes are always known: no prefix dropout"
+        assert summary["validation"]["num_examples"] == 16
+        pipe = VQPipeline.from_pretrained(output)
+        assert type(pipe) is VQHierarchicalPipeline and pipe.bottom_prior is not None
+        assert pipe.bottom_is_denoiser == (script == "train_diffusion.py")
+        for name in ("vqvae", "top_prior"):
+            expected, actual = getattr(top_only, name).state_dict(), getattr(pipe, name).state_dict()
+            assert all(torch.equal(expected[key], actual[key]) for key in expected), f"the top run's {name} is kept"
+        pipe.set_progress_bar_config(disable=True)
+        kwargs = {"num_steps": 4} if pipe.bottom_is_denoiser else {}
+        images = pipe(class_labels=[0, 2], generator=torch.Generator().manual_seed(0), **kwargs).images
+        assert [image.size for image in images] == [(16, 16), (16, 16)]

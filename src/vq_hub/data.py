@@ -186,8 +186,8 @@ def select_code_level(dataset, info: dict, level: str | None):
             raise ValueError(f"`level` {level!r} was given, but the codes are of a single-level tokenizer")
         return dataset, info
     if level not in levels:
-        raise ValueError(f"these codes have the levels {levels} (a two-level tokenizer): choose one with `level`, "
-                         f"got {level!r}")  # fmt: skip
+        raise ValueError(f"these codes have the levels {levels} (a two-level tokenizer): choose one with `level` "
+                         f"(--level in the prior scripts), got {level!r}")  # fmt: skip
     info = {**info, "level": level, "codebook_size": info["codebook_sizes"][level],
             "code_grid_size": info["code_grid_sizes"][level]}  # fmt: skip
     dataset = dataset.rename_column(f"{level}_codes", "codes")

@@ -26,7 +26,9 @@ def vector_quantizer_options(config, vq_embed_dim: int) -> dict:
     """`codebook_dim`, `use_l2_norm`, `kmeans_init`, `dead_code_threshold` of `config`, each unset one (None) taken
     from its `quantizer_recipe` (a recipe's low-dim codes are never wider than the latents)."""
     if config.quantizer_recipe not in QUANTIZER_RECIPES:
-        raise ValueError(f"`quantizer_recipe` must be one of {sorted(QUANTIZER_RECIPES)}, got {config.quantizer_recipe!r}")
+        raise ValueError(
+            f"`quantizer_recipe` must be one of {sorted(QUANTIZER_RECIPES)}, got {config.quantizer_recipe!r}"
+        )
     options = {}
     for name, default in QUANTIZER_RECIPES[config.quantizer_recipe].items():
         value = getattr(config, name)
