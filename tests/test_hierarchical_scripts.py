@@ -230,3 +230,17 @@ def test_the_prior_scripts_train_the_top_then_the_bottom_into_one_pipeline(token
         kwargs = {"num_steps": 4} if pipe.bottom_is_denoiser else {}
         images = pipe(class_labels=[0, 2], generator=torch.Generator().manual_seed(0), **kwargs).images
         assert [image.size for image in images] == [(16, 16), (16, 16)]
+
+
+def test_cli_generates_with_a_two_level_pipeline_and_describes_it(capsys, tmp_path):
+    from test_hierarchical_pipeline import tiny_pipeline
+
+    tiny_pipeline("denoiser").save_pretrained(tmp_path / "pipe")
+    code, out, _ = cli(capsys, "generate", "--model", str(tmp_path / "pipe"), "--num-steps", "2", "--class", "0", "2",
+                       "--num-images", "3", "--top-k", "5", "--out", str(tmp_path / "grid.png"))  # fmt: skip
+    assert code == 0, out
+    with Image.open(tmp_path / "grid.png") as grid:
+        assert grid.size == (3 * 18 + 2, 2 * 18 + 2)
+    code, out, _ = cli(capsys, "info", str(tmp_path / "pipe"))
+    assert code == 0 and "pipeline: VQHierarchicalPipeline" in out and "bottom prior: BertForMaskedLM" in out
+    assert "scheduler: mask corruption" in out and "codes top 4×4 of 16, bottom 8×8 of 32" in out

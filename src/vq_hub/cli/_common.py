@@ -79,14 +79,16 @@ def sampling_options(args: argparse.Namespace, pipe) -> dict:
     from ..pipelines import VQDiscreteDiffusionPipeline
 
     is_diffusion = isinstance(pipe, VQDiscreteDiffusionPipeline)
-    if args.num_steps is not None and not is_diffusion:
+    # A VQ-VAE-2 pipeline samples its top autoregressively; its bottom prior may be a denoiser (then it takes steps).
+    takes_steps, takes_top_k = is_diffusion or getattr(pipe, "bottom_is_denoiser", False), not is_diffusion
+    if args.num_steps is not None and not takes_steps:
         raise CommandError(f"--num-steps applies to diffusion pipelines; {args.model} holds a {type(pipe).__name__}")
-    if args.top_k is not None and is_diffusion:
+    if args.top_k is not None and not takes_top_k:
         raise CommandError(f"--top-k applies to autoregressive pipelines; {args.model} holds a {type(pipe).__name__}")
     options = {"guidance_scale": args.guidance_scale, "temperature": args.temperature}
-    if is_diffusion:
+    if takes_steps:
         options["num_steps"] = args.num_steps
-    elif args.top_k is not None:
+    if takes_top_k and args.top_k is not None:
         options["top_k"] = args.top_k
     return options
 
