@@ -1,5 +1,7 @@
 """The training loop `train_prior.py` and `train_diffusion.py` share: a transformer over the codes of an encoded
-dataset (examples/encode_dataset.py), with Accelerate. Each script brings its model, its loss and its pipeline."""
+dataset (examples/encode_dataset.py), with Accelerate. Each script brings its model, its loss and its pipeline.
+Grids are conditioned on a class token and/or a prefix from a second vocabulary (captions: caption_conditioning.py;
+any `prefix_ids` column of the encoded dataset)."""
 
 import argparse
 import json
@@ -10,11 +12,14 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from caption_conditioning import add_caption_arguments, prepare_captions
+from hierarchical_priors import add_level_arguments, check_level, level_pipeline
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
-from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline
-from vq_hub.data import collate_codes, load_code_dataset
+from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline, load_tokenizer
+from vq_hub.code_levels import codebook_sizes, level_names
+from vq_hub.data import collate_code_batch, load_code_dataset
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
     EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
@@ -28,8 +33,11 @@ logger = get_logger(__name__)
 def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     """The flags both scripts take: data, transformer size, conditioning, optimisation, output and sample grids."""
     data = parser.add_argument_group("data")
-    data.add_argument("--codes_dir", default="codes-output",
-                      help="Output folder of examples/encode_dataset.py (its default output folder by default).")
+    data.add_argument(
+        "--codes_dir",
+        default="codes-output",
+        help="Output folder of examples/encode_dataset.py (its default output folder by default).",
+    )
     data.add_argument("--max_train_samples", type=int)
     data.add_argument("--vqvae_name_or_path", help="The tokenizer that made the codes (default: the one recorded).")
 
@@ -45,6 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
         default=0.1,
         help="Probability of training a row without its class (for classifier-free guidance).",
     )
+    model.add_argument("--prompt_dropout", type=float, help="Probability of training a row with the empty prefix — "
+                       "the empty prompt of a text-to-image prior (for classifier-free guidance); default 0.1, or 0 "
+                       "for a VQ-VAE-2 bottom prior, whose prefix (the top codes) is always known.")  # fmt: skip
+    add_caption_arguments(parser)
+    add_level_arguments(parser)
 
     add_optimization_arguments(parser, learning_rate=5e-4, betas=(0.9, 0.95), train_batch_size=64, weight_decay=0.01)
     output = add_output_arguments(parser, output_dir=output_dir)
@@ -59,12 +72,15 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
 def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, auto_class, config_helper,
                       with_mask_token: bool = False):  # fmt: skip
     """`auto_class.from_config` of `--config_name_or_path` (checked against the codes) or of `config_helper` (one of
-    vq_hub's `autoregressive_prior_config` / `denoiser_config`) with the size flags."""
+    vq_hub's `autoregressive_prior_config` / `denoiser_config`) with the size flags (and `info`'s prefix vocabulary:
+    the captions' tokenizer, or a `prefix_ids` column recorded in encoding.json)."""
     num_classes = 0 if args.unconditional else info["num_classes"]
+    prefix = (info.get("prefix_vocab_size", 0), info.get("prefix_length", 0))
     if not args.config_name_or_path:
         config = config_helper(
             vqvae, num_classes, model_type=args.model_type, resolution=info["resolution"],
             hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
+            prefix_vocab_size=prefix[0], prefix_length=prefix[1], level=info.get("level"),
         )  # fmt: skip
         return auto_class.from_config(config)
     config = AutoConfig.from_pretrained(args.config_name_or_path)
@@ -72,12 +88,14 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
         vocabulary = CodeVocabulary.from_config(config)
     except ValueError as error:
         raise SystemExit(f"--config_name_or_path: {error}") from None
-    expected = (vqvae.codebook_size, num_classes, with_mask_token, info["code_grid_size"])
-    found = (vocabulary.codebook_size, vocabulary.num_classes, vocabulary.with_mask_token, list(config.code_grid_size))
+    expected = (info["codebook_size"], num_classes, with_mask_token, info["code_grid_size"], *prefix)
+    found = (vocabulary.codebook_size, vocabulary.num_classes, vocabulary.with_mask_token, list(config.code_grid_size),
+             vocabulary.prefix_vocab_size, vocabulary.prefix_length)  # fmt: skip
     if found != expected:
         raise SystemExit(
-            f"--config_name_or_path: (codebook_size, num_classes, mask token, code_grid_size) are {found}, these codes "
-            f"need {expected} (build the config with vq_hub.{config_helper.__name__})"
+            f"--config_name_or_path: (codebook_size, num_classes, mask token, code_grid_size, prefix_vocab_size, "
+            f"prefix_length) are {found}, these codes need {expected} (build the config with "
+            f"vq_hub.{config_helper.__name__})"
         )
     return auto_class.from_config(config)
 
@@ -90,7 +108,31 @@ def condition_tokens(vocabulary: CodeVocabulary, labels: torch.Tensor, class_dro
     return vocabulary.condition_tokens(torch.where(dropped, -1, labels), labels.shape[0], labels.device)
 
 
-# loss_fn(model, codes (B, n), labels (B,), reduction="mean" | "none" (one loss per grid), training=True | False)
+def condition_prefix(vocabulary: CodeVocabulary, batch: dict, prompt_dropout: float):
+    """`(prefix ids, prefix mask)` of a batch, each row emptied (mask 0: the empty prompt, the unconditional input)
+    with probability `prompt_dropout` (global RNG: resumable); `(None, None)` for a prior without a prefix (then no
+    random number is drawn, so class-conditional runs are unchanged)."""
+    if vocabulary.prefix_length == 0:
+        return None, None
+    if "prefix_ids" not in batch:
+        raise ValueError("the prior has a prefix vocabulary, but the batch has no `prefix_ids`")
+    ids = batch["prefix_ids"]
+    mask = batch.get("prefix_mask", torch.ones_like(ids))
+    if prompt_dropout > 0:
+        kept = torch.rand(ids.shape[0], device=ids.device) >= prompt_dropout
+        mask = mask * kept[:, None]
+    return ids, mask
+
+
+def start_tokens(vocabulary: CodeVocabulary, batch: dict, class_dropout: float, prompt_dropout: float):
+    """`(tokens, attention mask)` of everything before the first code — `[prefix, condition token]` — with class and
+    prefix dropout (0 for evaluation)."""
+    conditions = condition_tokens(vocabulary, batch["labels"], class_dropout)
+    return vocabulary.start_tokens(conditions, *condition_prefix(vocabulary, batch, prompt_dropout))
+
+
+# loss_fn(model, batch {"codes": (B, n), "labels": (B,), "prefix_ids"/"prefix_mask": (B, L) when there is a prefix},
+#         reduction="mean" | "none" (one loss per grid), training=True | False)
 LossFunction = Callable[..., torch.Tensor]
 
 
@@ -100,8 +142,8 @@ def evaluate(model, dataloader, loss_fn: LossFunction, accelerator: Accelerator,
     losses = []
     with torch.random.fork_rng(devices=[]), evaluating(accelerator.unwrap_model(model)) as unwrapped:
         torch.manual_seed(seed + accelerator.process_index)
-        for codes, labels in dataloader:
-            per_grid = loss_fn(unwrapped, codes, labels, reduction="none", training=False)
+        for batch in dataloader:
+            per_grid = loss_fn(unwrapped, batch, reduction="none", training=False)
             losses.append(accelerator.gather_for_metrics(per_grid))
     losses = torch.cat(losses)
     return {"loss": float(losses.mean()), "num_examples": int(losses.numel())}
@@ -137,11 +179,12 @@ def train(
     script: str,
     build_model: Callable[[VQVAEModel, dict], torch.nn.Module],
     loss_fn: LossFunction,
-    make_pipeline: Callable[[VQVAEModel, torch.nn.Module], VQPipeline],
+    make_pipeline: Callable[..., VQPipeline],
     sample_kwargs: dict,
     metrics: Callable[[dict], dict] = lambda figures: figures,
 ) -> dict:
-    """Train `build_model(vqvae, info)` with `loss_fn(model, codes, labels)` and save `make_pipeline(vqvae, model)`."""
+    """Train `build_model(vqvae, info)` with `loss_fn(model, batch)` and save `make_pipeline(vqvae, model, tokenizer)`
+    (the captions' tokenizer, or None)."""
     output_dir = Path(args.output_dir)
     accelerator = start_training(args)
 
@@ -149,15 +192,29 @@ def train(
         raise SystemExit(f"--codes_dir {args.codes_dir}: no such folder; encode a dataset first with "
                          "`accelerate launch examples/encode_dataset.py` (with no arguments it encodes the subset "
                          "shipped with vq_hub into codes-output/)")  # fmt: skip
-    train_dataset, info = load_code_dataset(args.codes_dir, "train")
+    try:  # a two-level encoding: the view of --level (the bottom level's prefix_ids are the top codes)
+        train_dataset, info = load_code_dataset(args.codes_dir, "train", level=args.level)
+    except ValueError as error:
+        raise SystemExit(f"--codes_dir {args.codes_dir}: {error}") from None
+    if args.prompt_dropout is None:
+        args.prompt_dropout = 0.0 if info.get("level") else 0.1
     if args.max_train_samples:
         train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
     validation_dataset = None
     if (Path(args.codes_dir) / "validation.parquet").is_file():
-        validation_dataset, _ = load_code_dataset(args.codes_dir, "validation")
-    vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path or info["tokenizer"]).eval().requires_grad_(False)
-    if vqvae.codebook_size != info["codebook_size"]:
-        raise SystemExit(f"the tokenizer has {vqvae.codebook_size} codes but the codes were made with "
+        validation_dataset, _ = load_code_dataset(args.codes_dir, "validation", level=args.level)
+    tokenizer, train_dataset, validation_dataset, prompts = prepare_captions(args, info, train_dataset,
+                                                                             validation_dataset)  # fmt: skip
+    if prompts is not None:
+        sample_kwargs = {**sample_kwargs, "prompts": prompts}
+    vqvae = load_tokenizer(args.vqvae_name_or_path or info["tokenizer"]).eval().requires_grad_(False)
+    top_prior = check_level(args, info, vqvae, allow_top=script == "train_prior.py")
+    codebook_size = dict(zip(level_names(vqvae), codebook_sizes(vqvae))).get(info.get("level", "codes"))
+    if codebook_size is None:
+        raise SystemExit(f"the tokenizer has two levels of codes but {args.codes_dir} holds single-level codes: pass "
+                         f"the tokenizer that encoded them")  # fmt: skip
+    if codebook_size != info["codebook_size"]:
+        raise SystemExit(f"the tokenizer has {codebook_size} codes but the codes were made with "
                          f"{info['codebook_size']}: pass the tokenizer that encoded {args.codes_dir}")  # fmt: skip
     model = build_model(vqvae, info)
     feature_network = feature_network_of(args, accelerator)
@@ -166,7 +223,7 @@ def train(
         train_dataset,
         batch_size=args.train_batch_size,
         sampler=EpochSeededSampler(len(train_dataset), args.seed),
-        collate_fn=collate_codes,
+        collate_fn=collate_code_batch,
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),
     )  # fmt: skip  (a generator of its own: else each epoch's iterator draws a seed from the global RNG)
@@ -178,7 +235,7 @@ def train(
     validation_dataloader = None
     if validation_dataset is not None:
         validation_dataloader = accelerator.prepare(torch.utils.data.DataLoader(
-            validation_dataset, batch_size=args.eval_batch_size, collate_fn=collate_codes))  # fmt: skip
+            validation_dataset, batch_size=args.eval_batch_size, collate_fn=collate_code_batch))  # fmt: skip
     vqvae.to(accelerator.device)
     ema_model = make_ema(args, model, accelerator)
 
@@ -196,8 +253,12 @@ def train(
     )
 
     def pipeline() -> VQPipeline:
-        pipe = make_pipeline(vqvae, accelerator.unwrap_model(model))
+        pipe = make_pipeline(vqvae, accelerator.unwrap_model(model), tokenizer)
+        if info.get("level"):  # VQ-VAE-2: saved as a VQHierarchicalPipeline
+            pipe = level_pipeline(pipe, info["level"], top_prior)
         pipe.set_progress_bar_config(disable=True)
+        if prompts:
+            pipe.card_prompt = prompts[0]
         return pipe
 
     def write_samples(step: int) -> None:
@@ -226,11 +287,11 @@ def train(
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time, history = time.perf_counter(), []
     model.train()
-    for codes, labels in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
+    for batch in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
         if global_step >= max_train_steps:  # checked first: a run resumed at its last step trains nothing more
             break
         with accelerator.accumulate(model):
-            loss = loss_fn(model, codes, labels)
+            loss = loss_fn(model, batch)
             apply_update(accelerator, loss, {"loss": loss}, model, optimizer, lr_scheduler, args.max_grad_norm,
                          global_step, output_dir)  # fmt: skip
         if not accelerator.sync_gradients:
@@ -277,11 +338,13 @@ def train(
                         f"{accelerator.num_processes} process(es) ({accelerator.device.type}), "
                         f"{summary['train_seconds']} s; codes from `{info['tokenizer']}`.")  # fmt: skip
             pipe = pipeline()
-            getattr(pipe, pipe.prior_component).eval()
+            accelerator.unwrap_model(model).eval()
             pipe.save_pretrained(output_dir, training=training, evaluation=summary.get("validation"),
                                  repo_id=args.hub_model_id or output_dir.name)  # fmt: skip
             write_samples(global_step)
-            write_text_atomically(output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2))
+            write_text_atomically(
+                output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2)
+            )
             if args.push_to_hub:
                 url = pipe.push_to_hub(args.hub_model_id or output_dir.name, token=args.hub_token,
                                        training=training, evaluation=summary.get("validation"))  # fmt: skip

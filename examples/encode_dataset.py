@@ -4,10 +4,12 @@
         --train_parquet ../shared/data/fashion_mnist/train.parquet \
         --validation_parquet ../shared/data/fashion_mnist/test.parquet --output_dir codes-fashion
 
-writes `codes-fashion/{train,validation}.parquet` (columns `codes`: h·w ints in raster order, `label`) and
-`codes-fashion/encoding.json`; `train_prior.py` and `train_diffusion.py` read them. The same inputs always give the
-same codes. With no arguments it encodes the subset shipped with vq_hub with the shipped tokenizer into codes-output/,
-which the prior scripts read by default.
+writes `codes-fashion/{train,validation}.parquet` (columns `codes`: h·w ints in raster order, `label`, and the
+captions with `--caption_column`) and `codes-fashion/encoding.json`; `train_prior.py` and `train_diffusion.py` read
+them. The same inputs always give the same codes. With no arguments it encodes the subset shipped with vq_hub with
+the shipped tokenizer into codes-output/, which the prior scripts read by default. A two-level tokenizer (VQ-VAE-2)
+writes one column per level, `top_codes` and `bottom_codes`, and records each level's grid and codebook in
+encoding.json (`levels`, `code_grid_sizes`, `codebook_sizes`).
 """
 
 import argparse
@@ -21,9 +23,10 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from vq_hub import VQVAEModel
+from vq_hub import VQVAEModel, load_tokenizer
+from vq_hub.code_levels import code_grid_sizes, codebook_sizes, column_name, level_names, tokenize_levels
 from vq_hub.data import (
-    ENCODING_INFO, SHIPPED_DATA_NOTE, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
+    ENCODING_INFO, SHIPPED_DATA_NOTE, image_size, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
 )  # fmt: skip
 from vq_hub.utils.io import atomic_directory
 
@@ -33,7 +36,8 @@ SHIPPED_TOKENIZER = Path(__file__).resolve().parents[1] / "checkpoints" / "fashi
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--vqvae_name_or_path", default=str(SHIPPED_TOKENIZER),
-                        help="A saved VQVAEModel (folder or Hub id); by default the tokenizer shipped in checkpoints/.")
+                        help="A saved tokenizer, VQVAEModel or HierarchicalVQModel (folder or Hub id); by default the "
+                        "tokenizer shipped in checkpoints/.")  # fmt: skip
     parser.add_argument("--dataset_name", help="A dataset on the Hub (or a local dataset script/folder).")
     parser.add_argument("--dataset_config_name")
     parser.add_argument("--train_data_dir", help="An imagefolder with the training images.")
@@ -43,7 +47,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--validation_split", help="Split of --dataset_name encoded as validation, e.g. 'test'.")
     parser.add_argument("--image_column", default="image")
     parser.add_argument("--label_column", default="label", help="Class labels; -1 is written when it is missing.")
-    parser.add_argument("--resolution", type=int, help="Image size (default: the tokenizer's sample_size).")
+    parser.add_argument("--caption_column", help="Text captions, stored beside the codes under the same name (for "
+                        "text-to-image priors: train_prior.py / train_diffusion.py --caption_column).")  # fmt: skip
+    parser.add_argument("--resolution", type=int, nargs="+", help="Image size: one number (square) or height and "
+                        "width (default: the tokenizer's sample_size).")  # fmt: skip
     parser.add_argument("--max_samples", type=int, help="Encode at most this many images per split.")
     parser.add_argument("--batch_size", type=int, default=256, help="Per process.")
     parser.add_argument("--cache_dir")
@@ -52,6 +59,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sources = sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet))
     if sources > 1:
         parser.error("give at most one of --dataset_name, --train_data_dir, --train_parquet")
+    if args.resolution is not None and len(args.resolution) > 2:
+        parser.error("--resolution takes one number (square images) or two (height width)")
     args.use_shipped_data = sources == 0  # the bare command encodes the subset the package ships
     return args
 
@@ -84,8 +93,16 @@ def num_classes_of(dataset: datasets.Dataset, label_column: str) -> int:
 
 @torch.no_grad()
 def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
-    """`(codes (N, h·w), labels (N,))` of every image, each process encoding its shard, gathered in order."""
+    """`(codes, labels (N,), captions or None)` of every image, `codes` a list with one `(N, h·w)` tensor per level
+    (top first), each process encoding its shard, gathered in order (the captions are the dataset's, in the same
+    order)."""
     has_labels = args.label_column in dataset.column_names
+    captions = None
+    if args.caption_column:
+        if args.caption_column not in dataset.column_names:
+            raise SystemExit(f"--caption_column {args.caption_column}: the {name} split has no such column "
+                             f"({dataset.column_names})")  # fmt: skip
+        captions = dataset[args.caption_column]
 
     def collate(examples):
         images = torch.stack([example["pixel_values"] for example in examples])
@@ -94,13 +111,13 @@ def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator
 
     dataset.set_transform(image_transform(args.resolution, vqvae.config.in_channels, args.image_column))
     loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate))
-    all_codes, all_labels = [], []
+    all_codes, all_labels = [[] for _ in level_names(vqvae)], []
     for images, labels in tqdm(loader, desc=f"encoding {name}", disable=not accelerator.is_local_main_process):
-        codes = vqvae.tokenize(images.to(vqvae.dtype)).flatten(1)
-        # gather_for_metrics drops the samples repeated to even out the last batch across processes.
-        all_codes.append(accelerator.gather_for_metrics(codes).cpu())
+        for level_codes, codes in zip(all_codes, tokenize_levels(vqvae, images.to(vqvae.dtype))):
+            # gather_for_metrics drops the samples repeated to even out the last batch across processes.
+            level_codes.append(accelerator.gather_for_metrics(codes.flatten(1)).cpu())
         all_labels.append(accelerator.gather_for_metrics(labels).cpu())
-    return torch.cat(all_codes), torch.cat(all_labels)
+    return [torch.cat(level_codes) for level_codes in all_codes], torch.cat(all_labels), captions
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -109,35 +126,46 @@ def main(argv: list[str] | None = None) -> dict:
         print(SHIPPED_DATA_NOTE, flush=True)
     accelerator = Accelerator()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    vqvae = VQVAEModel.from_pretrained(args.vqvae_name_or_path).to(accelerator.device).eval()
-    args.resolution = args.resolution or vqvae.config.sample_size
-    if args.resolution % vqvae.downsample_factor:
-        raise SystemExit(f"--resolution {args.resolution} must be divisible by the tokenizer's downsampling factor "
-                         f"{vqvae.downsample_factor}")  # fmt: skip
+    vqvae = load_tokenizer(args.vqvae_name_or_path).to(accelerator.device).eval()
+    height, width = image_size(args.resolution or vqvae.config.sample_size)
+    args.resolution = height if height == width else [height, width]
+    if height % vqvae.image_size_multiple or width % vqvae.image_size_multiple:
+        raise SystemExit(f"--resolution {height} {width} must be divisible by the tokenizer's downsampling factor "
+                         f"{vqvae.image_size_multiple}")  # fmt: skip
     splits = load_splits(args)
     # Codes fit int16 for codebooks up to 32,768 entries: half the disk of int32.
-    dtype = np.int16 if vqvae.codebook_size <= np.iinfo(np.int16).max + 1 else np.int32
+    dtype = np.int16 if max(codebook_sizes(vqvae)) <= np.iinfo(np.int16).max + 1 else np.int32
     encoded = {name: encode_split(vqvae, split, args, accelerator, name) for name, split in splits.items()}
 
+    levels, grids = level_names(vqvae), code_grid_sizes(vqvae, height, width)
     info = {
         "tokenizer": str(args.vqvae_name_or_path),
-        "codebook_size": vqvae.codebook_size,
-        "code_grid_size": list(vqvae.code_grid_size(args.resolution, args.resolution)),
         "resolution": args.resolution,
         "num_classes": num_classes_of(splits["train"], args.label_column),
-        "num_examples": {name: len(codes) for name, (codes, _) in encoded.items()},
+        "num_examples": {name: len(labels) for name, (_, labels, _) in encoded.items()},
     }
+    if len(levels) == 1:
+        info.update(codebook_size=codebook_sizes(vqvae)[0], code_grid_size=list(grids[0]))
+    else:  # one column per level; `vq_hub.data.select_code_level` gives a prior its level's view
+        info.update(levels=list(levels), codebook_sizes=dict(zip(levels, codebook_sizes(vqvae))),
+                    code_grid_sizes={level: list(grid) for level, grid in zip(levels, grids)})  # fmt: skip
+    if args.caption_column:
+        info["caption_column"] = args.caption_column
     if accelerator.is_main_process:
         with atomic_directory(args.output_dir, replaces=["*"]) as staging:  # the folder as a whole: no stale split
-            for name, (codes, labels) in encoded.items():
-                table = datasets.Dataset.from_dict(
-                    {"codes": codes.numpy().astype(dtype), "label": labels.numpy()},
-                    features=datasets.Features({"codes": datasets.Sequence(datasets.Value(np.dtype(dtype).name)),
-                                                "label": datasets.Value("int64")}),
-                )  # fmt: skip
+            code_feature = datasets.Sequence(datasets.Value(np.dtype(dtype).name))
+            for name, (codes, labels, captions) in encoded.items():
+                columns = {column_name(level): grid.numpy().astype(dtype) for level, grid in zip(levels, codes)}
+                features = {**{column: code_feature for column in columns}, "label": datasets.Value("int64")}
+                columns["label"] = labels.numpy()
+                if args.caption_column:  # rows are encoded in dataset order: the captions line up with the codes
+                    columns[args.caption_column] = captions
+                    features[args.caption_column] = datasets.Value("string")
+                table = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
                 table.to_parquet(str(staging / f"{name}.parquet"))
             (staging / ENCODING_INFO).write_text(json.dumps(info, indent=2))
-        print(f"wrote {info['num_examples']} code grids of {info['code_grid_size']} to {args.output_dir}", flush=True)
+        shapes = " + ".join(str(list(grid)) for grid in grids)
+        print(f"wrote {info['num_examples']} code grids of {shapes} to {args.output_dir}", flush=True)
     accelerator.wait_for_everyone()
     return info
 

@@ -5,7 +5,8 @@
 
 The result is a whole pipeline: `VQPipeline.from_pretrained("diffusion-fashion")(num_steps=50)`. The denoiser is
 `BertForMaskedLM` by default (`--model_type`: any `AutoModelForMaskedLM` type, or `--config_name_or_path`); it sees
-`[class token, x_t]` and predicts x_0 at every position. The loop is shared with train_prior.py
+`[class token, x_t]` and predicts x_0 at every position. With `--caption_column` it is MUSE style: the denoiser sees
+`[text tokens, BOS, x_t]`, saved as a `VQDiscreteDiffusionTextToImagePipeline` with its tokenizer. The loop is shared with train_prior.py
 (code_prior_training.py).
 """
 
@@ -15,10 +16,13 @@ from functools import partial
 
 import torch
 from accelerate.utils import extract_model_from_parallel
-from code_prior_training import add_arguments, build_transformer, condition_tokens, train
+from code_prior_training import add_arguments, build_transformer, start_tokens, train
 from transformers import AutoModelForMaskedLM
 
-from vq_hub import CodeVocabulary, DiscreteDiffusionScheduler, VQDiscreteDiffusionPipeline, denoiser_config
+from vq_hub import (
+    CodeVocabulary, DiscreteDiffusionScheduler, VQDiscreteDiffusionPipeline, VQDiscreteDiffusionTextToImagePipeline,
+    denoiser_config,
+)  # fmt: skip
 from vq_hub.models.priors import denoising_loss
 from vq_hub.schedulers.scheduling_discrete_diffusion import CORRUPTIONS, SCHEDULES
 
@@ -47,19 +51,30 @@ def make_scheduler(num_train_timesteps: int, codebook_size: int, corruption: str
     return DiscreteDiffusionScheduler(num_train_timesteps, codebook_size, corruption, mask_token_id, schedule)
 
 
-def diffusion_loss(args, denoiser, codes, labels, reduction: str = "mean", training: bool = True):
-    """Corrupt each grid at a random timestep (global RNG: resumable) and score the prediction of the clean codes."""
+def diffusion_loss(args, denoiser, batch: dict, reduction: str = "mean", training: bool = True):
+    """Corrupt each grid at a random timestep (global RNG: resumable) and score the prediction of the clean codes
+    from `[prefix, condition token, x_t]` (class and prompt dropout while training)."""
     scheduler = scheduler_for(args, denoiser)
     vocabulary = CodeVocabulary.from_config(extract_model_from_parallel(denoiser).config)
+    codes = batch["codes"]
     timesteps = torch.randint(1, scheduler.config.num_train_timesteps + 1, (codes.shape[0],), device=codes.device)
     noisy = scheduler.add_noise(codes, timesteps)
-    conditions = condition_tokens(vocabulary, labels, args.class_dropout if training else 0.0)
-    tokens = torch.cat([conditions[:, None], noisy], dim=1)
-    logits = denoiser(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits[
-        :, 1:, : vocabulary.codebook_size
+    start, start_mask = start_tokens(vocabulary, batch, args.class_dropout if training else 0.0,
+                                     args.prompt_dropout if training else 0.0)  # fmt: skip
+    tokens = torch.cat([start, noisy], dim=1)
+    attention_mask = torch.cat([start_mask, torch.ones_like(noisy)], dim=1)
+    logits = denoiser(input_ids=tokens, attention_mask=attention_mask).logits[
+        :, start.shape[1] :, : vocabulary.codebook_size
     ]
     mask_token_id = vocabulary.mask_token_id if args.corruption == "mask" else None
     return denoising_loss(logits, codes, noisy, mask_token_id, reduction=reduction)
+
+
+def make_pipeline(args, vqvae, denoiser, tokenizer=None):
+    scheduler = scheduler_for(args, denoiser)
+    if tokenizer is None:
+        return VQDiscreteDiffusionPipeline(vqvae, denoiser, scheduler)
+    return VQDiscreteDiffusionTextToImagePipeline(vqvae, tokenizer, denoiser, scheduler)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
         build_model=partial(build_transformer, args, auto_class=AutoModelForMaskedLM, config_helper=denoiser_config,
                             with_mask_token=True),
         loss_fn=partial(diffusion_loss, args),
-        make_pipeline=lambda vqvae, denoiser: VQDiscreteDiffusionPipeline(vqvae, denoiser, scheduler_for(args, denoiser)),
+        make_pipeline=partial(make_pipeline, args),
         sample_kwargs={"num_steps": args.num_steps},
     )  # fmt: skip
 

@@ -4,6 +4,8 @@
         --output_dir prior-fashion
 
 The result is a whole pipeline: `VQPipeline.from_pretrained("prior-fashion")(batch_size=4, class_labels=[0, 1, 2, 3])`.
+With `--caption_column` it is a text-to-image prior, DALL-E style: one causal LM over `[text tokens, BOS, codes]`,
+saved as a `VQAutoregressiveTextToImagePipeline` with its tokenizer (`pipe(prompt=[...])`).
 The prior is `GPT2LMHeadModel` by default; `--model_type llama` (any `AutoModelForCausalLM` type) or
 `--config_name_or_path` choose another. The loop is shared with train_diffusion.py (code_prior_training.py).
 """
@@ -14,10 +16,12 @@ from functools import partial
 
 import torch
 from accelerate.utils import extract_model_from_parallel
-from code_prior_training import add_arguments, build_transformer, condition_tokens, train
+from code_prior_training import add_arguments, build_transformer, start_tokens, train
 from transformers import AutoModelForCausalLM
 
-from vq_hub import CodeVocabulary, VQAutoregressivePipeline, autoregressive_prior_config
+from vq_hub import (
+    CodeVocabulary, VQAutoregressivePipeline, VQAutoregressiveTextToImagePipeline, autoregressive_prior_config,
+)  # fmt: skip
 from vq_hub.models.priors import next_code_loss
 
 
@@ -29,19 +33,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def prior_loss(args, prior, codes, labels, reduction: str = "mean", training: bool = True) -> torch.Tensor:
-    """Next-code cross-entropy of `[condition token, codes]` (class dropout while training)."""
+def prior_loss(args, prior, batch: dict, reduction: str = "mean", training: bool = True) -> torch.Tensor:
+    """Next-code cross-entropy of `[prefix, condition token, codes]` (class and prompt dropout while training)."""
     vocabulary = CodeVocabulary.from_config(extract_model_from_parallel(prior).config)
-    conditions = condition_tokens(vocabulary, labels, args.class_dropout if training else 0.0)
-    tokens = torch.cat([conditions[:, None], codes], dim=1)
-    # The all-ones mask tells transformers that BOS (= PAD in this small vocabulary) is not padding.
-    logits = prior(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits
-    losses = next_code_loss(logits, tokens, vocabulary.codebook_size, reduction="none")
+    start, start_mask = start_tokens(vocabulary, batch, args.class_dropout if training else 0.0,
+                                     args.prompt_dropout if training else 0.0)  # fmt: skip
+    codes = batch["codes"]
+    tokens = torch.cat([start, codes], dim=1)
+    # The mask is 0 on empty prefix slots only (a vq_hub 0.1 vocabulary's BOS is also its PAD: never padding here).
+    logits = prior(input_ids=tokens, attention_mask=torch.cat([start_mask, torch.ones_like(codes)], dim=1)).logits
+    losses = next_code_loss(logits, tokens, vocabulary.codebook_size, reduction="none",
+                            prefix_length=vocabulary.prefix_length)  # fmt: skip
     return losses.mean() if reduction == "mean" else losses.mean(dim=1)
 
 
 def with_bits_per_code(figures: dict) -> dict:
     return {**figures, "bits_per_code": figures["loss"] / math.log(2)}
+
+
+def make_pipeline(vqvae, prior, tokenizer=None):
+    if tokenizer is None:
+        return VQAutoregressivePipeline(vqvae=vqvae, prior=prior)
+    return VQAutoregressiveTextToImagePipeline(vqvae=vqvae, tokenizer=tokenizer, prior=prior)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -51,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         build_model=partial(build_transformer, args, auto_class=AutoModelForCausalLM,
                             config_helper=autoregressive_prior_config),
         loss_fn=partial(prior_loss, args),
-        make_pipeline=lambda vqvae, prior: VQAutoregressivePipeline(vqvae=vqvae, prior=prior),
+        make_pipeline=make_pipeline,
         sample_kwargs={"top_k": args.top_k},
         metrics=with_bits_per_code,
     )  # fmt: skip

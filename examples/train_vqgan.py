@@ -5,7 +5,8 @@
         --resolution 32 --num_vq_embeddings 1024 --max_train_steps 2000 --output_dir vqgan-cifar10
 
 The result loads with `VQVAEModel.from_pretrained(output_dir)`; the discriminator is saved in `output_dir/discriminator`.
-Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss). With no data flag at all,
+Pass `--vqvae` for a plain VQ-VAE (no discriminator, no perceptual loss), `--hierarchical` for a two-level VQ-VAE-2
+(`HierarchicalVQModel`; `vq_hub.load_tokenizer(output_dir)` loads either). With no data flag at all,
 `accelerate launch examples/train_vqgan.py` trains on the Fashion-MNIST subset shipped with vq_hub into vqgan-output/.
 The quantizer follows `--quantizer_recipe healthy` (16-d l2-normalised codes, k-means init, dead-code restarts) unless
 `--quantizer_recipe plain` or its options say otherwise.
@@ -19,9 +20,13 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.logging import get_logger
+from hierarchical_arguments import add_hierarchical_arguments, build_hierarchical_model
 from tqdm.auto import tqdm
 
-from vq_hub import PatchDiscriminator, VQVAEModel
+from vq_hub import PatchDiscriminator, VQVAEModel, load_tokenizer
+from vq_hub.code_levels import (
+    codebook_sizes, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, tokenize_levels,
+)  # fmt: skip
 from vq_hub.models.vq_model import QUANTIZER_RECIPES
 from vq_hub.data import (
     SHIPPED_DATA_NOTE, image_grid, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
@@ -29,6 +34,7 @@ from vq_hub.data import (
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
 from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
+from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
     EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
@@ -51,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--validation_data_dir", help="An imagefolder for validation.")
     data.add_argument("--validation_split", help="Split of --dataset_name used for validation, e.g. 'test'.")
     data.add_argument("--image_column", default="image")
-    data.add_argument("--resolution", type=int, default=32)
+    data.add_argument("--resolution", type=int, nargs="+", default=[32],
+                      help="Image size: one number (square) or height and width (e.g. 32 64).")  # fmt: skip
     data.add_argument("--random_flip", action="store_true", help="Flip training images horizontally at random.")
     data.add_argument("--max_train_samples", type=int)
     data.add_argument("--max_validation_samples", type=int)
@@ -61,8 +68,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model = parser.add_argument_group(
         "model (ignored with --model_config_name_or_path / --pretrained_model_name_or_path)"
     )
-    model.add_argument("--pretrained_model_name_or_path", help="Start from a saved VQVAEModel (folder or Hub id).")
-    model.add_argument("--model_config_name_or_path", help="A VQVAEModel config.json (file or folder).")
+    model.add_argument("--pretrained_model_name_or_path",
+                       help="Start from a saved tokenizer, VQVAEModel or HierarchicalVQModel (folder or Hub id).")
+    model.add_argument("--model_config_name_or_path", help="A VQVAEModel or HierarchicalVQModel config.json (file or "
+                       "folder): its _class_name picks the model.")
     model.add_argument("--in_channels", type=int, help="Image channels (default: 3, or 1 for the shipped grayscale data).")
     model.add_argument("--block_out_channels", type=int, nargs="+", default=[32, 64, 64],
                        help="Channels per level; the image is downsampled 2^(levels - 1) times (default: 4×).")
@@ -85,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--fsq_levels", type=int, nargs="+")
     model.add_argument("--gumbel_temperature", type=float, default=1.0)
     model.add_argument("--gumbel_kl_weight", type=float, default=5e-4)
+    add_hierarchical_arguments(parser)
 
     loss = parser.add_argument_group("loss")
     loss.add_argument("--vqvae", action="store_true", help="Plain VQ-VAE: no discriminator, no perceptual loss.")
@@ -115,14 +125,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.in_channels = 1 if args.use_shipped_data else 3
     if args.vqvae:
         args.discriminator_weight, args.perceptual_weight = 0.0, 0.0
+    if len(args.resolution) > 2:
+        parser.error("--resolution takes one number (square images) or two (height width)")
     return args
 
 
 def build_model(args: argparse.Namespace) -> VQVAEModel:
     if args.pretrained_model_name_or_path:
-        return VQVAEModel.from_pretrained(args.pretrained_model_name_or_path)
+        return load_tokenizer(args.pretrained_model_name_or_path)
     if args.model_config_name_or_path:
-        return VQVAEModel.from_config(VQVAEModel.load_config(args.model_config_name_or_path))
+        config = VQVAEModel.load_config(args.model_config_name_or_path)
+        model_class = tokenizer_classes().get(config.get("_class_name"), VQVAEModel)
+        return model_class.from_config(config)
+    quantizer = dict(
+        quantizer_type=args.quantizer_type, num_vq_embeddings=args.num_vq_embeddings, commitment_beta=args.commitment_beta,
+        quantizer_recipe=args.quantizer_recipe, codebook_dim=args.codebook_dim, use_l2_norm=args.use_l2_norm,
+        use_ema=args.use_ema_codebook, ema_decay=args.codebook_ema_decay, kmeans_init=args.kmeans_init,
+        dead_code_threshold=args.dead_code_threshold, fsq_levels=args.fsq_levels,
+        gumbel_temperature=args.gumbel_temperature, gumbel_kl_weight=args.gumbel_kl_weight,
+    )  # fmt: skip
+    if args.hierarchical:
+        return build_hierarchical_model(args, quantizer)
     depth = len(args.block_out_channels)
     return VQVAEModel(
         in_channels=args.in_channels,
@@ -134,20 +157,8 @@ def build_model(args: argparse.Namespace) -> VQVAEModel:
         latent_channels=args.latent_channels,
         vq_embed_dim=args.vq_embed_dim,
         norm_num_groups=args.norm_num_groups,
-        sample_size=args.resolution,
-        num_vq_embeddings=args.num_vq_embeddings,
-        quantizer_type=args.quantizer_type,
-        commitment_beta=args.commitment_beta,
-        quantizer_recipe=args.quantizer_recipe,
-        codebook_dim=args.codebook_dim,
-        use_l2_norm=args.use_l2_norm,
-        use_ema=args.use_ema_codebook,
-        ema_decay=args.codebook_ema_decay,
-        kmeans_init=args.kmeans_init,
-        dead_code_threshold=args.dead_code_threshold,
-        fsq_levels=args.fsq_levels,
-        gumbel_temperature=args.gumbel_temperature,
-        gumbel_kl_weight=args.gumbel_kl_weight,
+        sample_size=args.resolution[0] if len(args.resolution) == 1 else list(args.resolution),
+        **quantizer,
     )
 
 
@@ -192,22 +203,30 @@ def random_flip(images: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
-    """Test-split PSNR, codebook usage and perplexity; every process takes its shard, figures are global."""
-    squared_errors, counts = [], 0
+    """Test-split PSNR, codebook usage and perplexity (per level: `top_…`, `bottom_…` for VQ-VAE-2, with the PSNR of
+    top-only decodes); every process takes its shard, figures are global."""
+    squared_errors, top_only_errors = [], []
     with evaluating(accelerator.unwrap_model(model)) as tokenizer:
+        counts = [0] * len(level_names(tokenizer))
         for images in dataloader:
-            codes = tokenizer.tokenize(images)
-            mse = per_image_mse(tokenizer.detokenize(codes).clamp(-1, 1), images)
+            levels = tokenize_levels(tokenizer, images)
+            mse = per_image_mse(detokenize_levels(tokenizer, levels).clamp(-1, 1), images)
             # gather_for_metrics drops the samples repeated to even out the last batch across processes.
             squared_errors.append(accelerator.gather_for_metrics(mse))
-            counts = counts + code_counts(accelerator.gather_for_metrics(codes), tokenizer.codebook_size)
+            if is_hierarchical(tokenizer):
+                top_only = per_image_mse(tokenizer.detokenize_top(levels[0]).clamp(-1, 1), images)
+                top_only_errors.append(accelerator.gather_for_metrics(top_only))
+            for index, (codes, size) in enumerate(zip(levels, codebook_sizes(tokenizer))):
+                counts[index] = counts[index] + code_counts(accelerator.gather_for_metrics(codes), size)
+        names = level_names(tokenizer)
     mse = torch.cat(squared_errors)
-    return {
-        "psnr": float(psnr_from_mse(mse)),
-        "codebook_usage": float(codebook_usage(counts)),
-        "perplexity": float(perplexity(counts)),
-        "num_images": int(mse.numel()),
-    }
+    figures = {"psnr": float(psnr_from_mse(mse))}
+    if top_only_errors:
+        figures["top_only_psnr"] = float(psnr_from_mse(torch.cat(top_only_errors)))
+    for name, level_counts in zip(names, counts):
+        figures[level_prefix(name) + "codebook_usage"] = float(codebook_usage(level_counts))
+        figures[level_prefix(name) + "perplexity"] = float(perplexity(level_counts))
+    return {**figures, "num_images": int(mse.numel())}
 
 
 def feature_network_of(args: argparse.Namespace, accelerator: Accelerator):
@@ -231,10 +250,14 @@ def reconstruction_quality(model, images: torch.Tensor, feature_network, acceler
 
 
 def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: Accelerator) -> None:
+    """Originals above reconstructions (and, for VQ-VAE-2, above the decodes of the top codes alone)."""
     with evaluating(accelerator.unwrap_model(model)) as tokenizer:
-        reconstructions = tokenizer.detokenize(tokenizer.tokenize(images))
+        levels = tokenize_levels(tokenizer, images)
+        rows = [images, detokenize_levels(tokenizer, levels)]
+        if is_hierarchical(tokenizer):
+            rows.append(tokenizer.detokenize_top(levels[0]))
     path.parent.mkdir(parents=True, exist_ok=True)
-    image_grid([images.cpu(), reconstructions.cpu()]).save(path)
+    image_grid([row.cpu() for row in rows]).save(path)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -262,9 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
         else:
             perceptual.to(accelerator.device)
     train_dataset, validation_dataset = build_datasets(args, model.config.in_channels)
-    if args.resolution % model.downsample_factor:
-        raise SystemExit(f"--resolution {args.resolution} must be divisible by the downsampling factor "
-                         f"{model.downsample_factor} of the model")  # fmt: skip
+    if any(size % model.image_size_multiple for size in args.resolution):
+        raise SystemExit(f"--resolution {' '.join(map(str, args.resolution))} must be divisible by the downsampling "
+                         f"factor {model.downsample_factor} of the model")  # fmt: skip
 
     sampler = EpochSeededSampler(len(train_dataset), args.seed)
     train_dataloader = torch.utils.data.DataLoader(
@@ -357,18 +380,16 @@ def main(argv: list[str] | None = None) -> dict:
         progress.update(1)
 
         if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
-            quantizer = accelerator.unwrap_model(model).quantize
-            terms.update(
-                codebook_loss=output.codebook_loss.detach(), commitment_loss=output.commitment_loss.detach(),
-                perplexity=output.perplexity, codebook_usage=output.codebook_usage,
-                psnr=psnr(output.sample.detach(), images),
-            )  # fmt: skip
+            statistics = forward_statistics(accelerator.unwrap_model(model), output)  # per level for VQ-VAE-2
+            restarts = {name: int(statistics.pop(name)) for name in list(statistics) if name.endswith("restarts")}
+            terms.update(statistics, psnr=psnr(output.sample.detach(), images))
             logs = {name: float(accelerator.reduce(value.float(), "mean")) for name, value in terms.items()}
             logs["lr"] = lr_scheduler.get_last_lr()[0]
-            logs["dead_code_restarts"] = int(getattr(quantizer, "num_restarts", torch.zeros(())))
+            logs.update(restarts)
             accelerator.log(logs, step=global_step)
             history.append({"step": global_step, **logs})
-            progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", usage=f"{logs['codebook_usage']:.0%}")
+            usage = {name: f"{logs[name]:.0%}" for name in logs if name.endswith("codebook_usage")}
+            progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", **usage)
 
         if global_step % args.checkpointing_steps == 0:
             save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
@@ -401,10 +422,13 @@ def main(argv: list[str] | None = None) -> dict:
             unwrapped.save_pretrained(output_dir)
             codebook_images = None if validation_dataset is None else \
                 collate([validation_dataset[i] for i in range(min(1000, len(validation_dataset)))])  # fmt: skip
-            write_codebook_figure(unwrapped, output_dir / "validation" / "codebook.png", codebook_images)
+            if not is_hierarchical(unwrapped):  # the codebook page draws one codebook (VQ-VAE-2: per-level logs)
+                write_codebook_figure(unwrapped, output_dir / "validation" / "codebook.png", codebook_images)
             if discriminator is not None:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
-            write_text_atomically(output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2))
+            write_text_atomically(
+                output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2)
+            )
             repo_id = args.hub_model_id or output_dir.name
             training = (
                 f"`{training_command('train_vqgan.py', argv)}`\n\n{global_step} steps on "

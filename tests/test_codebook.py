@@ -76,6 +76,15 @@ def test_neutral_tile_is_the_code_alone_amid_the_neutral_code(model):
         code_tiles(model, context="blank")
 
 
+def test_neutral_code_of_a_tokenizer_for_wide_images():
+    """A tokenizer of 16×32 images (sample_size [h, w], as for the captioned scenes) has a blank-image code too."""
+    torch.manual_seed(0)
+    wide = VQVAEModel(**tiny_vq_config(num_vq_embeddings=16, sample_size=[16, 32])).eval()
+    with torch.no_grad():
+        expected = int(torch.bincount(wide.tokenize(-torch.ones(1, 3, 16, 32)).flatten()).argmax())
+    assert blank_image_code(wide) == expected
+
+
 def test_mosaic_lays_tiles_out_in_order_and_marks_dead_codes():
     tiles = torch.stack([torch.full((1, 2, 2), value) for value in (-1.0, 0.0, 1.0)])
     mosaic = tile_mosaic(tiles, order=torch.tensor([2, 0, 1]), dead=torch.tensor([1]), columns=3, scale=4)

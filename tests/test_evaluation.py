@@ -113,6 +113,25 @@ def test_evaluate_tokenizer_reports_reconstruction_figures(fashion, network):
         evaluate_tokenizer(tokenizer, images[:4, :, :16, :16], network)
 
 
+def test_evaluate_tokenizer_reports_codebook_figures_per_level_of_a_two_level_tokenizer(fashion, network):
+    from test_hierarchical_vq_model import tiny_hierarchical_config
+
+    from vq_hub import HierarchicalVQModel
+    from vq_hub.code_levels import tokenize_levels
+    from vq_hub.metrics import code_counts, codebook_usage
+
+    images, labels = fashion
+    torch.manual_seed(0)
+    tokenizer = HierarchicalVQModel(**tiny_hierarchical_config(in_channels=1, out_channels=1, sample_size=32)).eval()
+    report = evaluate_tokenizer(tokenizer, images[:40], network, labels[:40], progress=False)
+    with torch.no_grad():
+        top, bottom = tokenize_levels(tokenizer, images[:40])
+    assert report["top_codebook_usage"] == pytest.approx(float(codebook_usage(code_counts(top, 16))))
+    assert report["bottom_codebook_usage"] == pytest.approx(float(codebook_usage(code_counts(bottom, 32))))
+    assert report["top_perplexity"] > 1 and report["bottom_perplexity"] > 1 and "codebook_usage" not in report
+    assert report["tokenizer"] == "HierarchicalVQModel" and report["rfid"] > 0
+
+
 def run(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()

@@ -8,12 +8,23 @@ import warnings
 # it looks up on the library the component is recorded under — ["vq_hub", "VQVAEModel"] needs them in this namespace.
 from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
 
-from .models import PatchDiscriminator, VQVAEModel, VQVAEModelOutput
+from .models import (
+    HierarchicalVQModel,
+    HierarchicalVQModelOutput,
+    PatchDiscriminator,
+    VQVAEModel,
+    VQVAEModelOutput,
+    load_tokenizer,
+)
 from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
 from .pipelines import (
     VQAutoregressivePipeline,
+    VQAutoregressiveTextToImagePipeline,
     VQDiscreteDiffusionPipeline,
     VQDiscreteDiffusionPipelineOutput,
+    VQDiscreteDiffusionTextToImagePipeline,
+    VQHierarchicalPipeline,
+    VQHierarchicalPipelineOutput,
     VQPipeline,
     VQPipelineOutput,
 )
@@ -25,12 +36,18 @@ __all__ = [
     "DiscreteDiffusionScheduler",
     "FSQuantizer",
     "GumbelQuantizer",
+    "HierarchicalVQModel",
+    "HierarchicalVQModelOutput",
     "PatchDiscriminator",
     "Quantizer",
     "QuantizerOutput",
     "VQAutoregressivePipeline",
+    "VQAutoregressiveTextToImagePipeline",
     "VQDiscreteDiffusionPipeline",
     "VQDiscreteDiffusionPipelineOutput",
+    "VQDiscreteDiffusionTextToImagePipeline",
+    "VQHierarchicalPipeline",
+    "VQHierarchicalPipelineOutput",
     "VQVAEModel",
     "VQVAEModelOutput",
     "VQPipeline",
@@ -38,6 +55,7 @@ __all__ = [
     "VectorQuantizer",
     "autoregressive_prior_config",
     "denoiser_config",
+    "load_tokenizer",
 ]
 
 # The 0.1 names collided with diffusers' own classes (diffusers.VQModel, diffusers.VQDiffusionPipeline); they stay

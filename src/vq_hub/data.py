@@ -69,8 +69,21 @@ def read_parquet(files: list[str | Path], argument: str = "parquet_files"):
     return datasets.Dataset(table, info=datasets.DatasetInfo(features=features))
 
 
-def image_transform(resolution: int, channels: int, image_column: str = "image"):
-    """A `Dataset.set_transform` function adding `pixel_values` (C, resolution, resolution) in [-1, 1]."""
+def image_size(resolution) -> tuple[int, int]:
+    """`(height, width)` of a resolution given as one int (square), `[height, width]` or `(height, width)`."""
+    if isinstance(resolution, (list, tuple)):
+        if len(resolution) == 1:
+            resolution = resolution[0]
+        elif len(resolution) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in resolution):
+            return int(resolution[0]), int(resolution[1])
+    if isinstance(resolution, int) and not isinstance(resolution, bool):
+        return resolution, resolution
+    raise ValueError(f"`resolution` must be an int or (height, width), got {resolution!r}")
+
+
+def image_transform(resolution: int | tuple[int, int], channels: int, image_column: str = "image"):
+    """A `Dataset.set_transform` function adding `pixel_values` (C, H, W) in [-1, 1] (`resolution`: an int for
+    square images, or (height, width))."""
 
     def transform(batch: dict) -> dict:
         if image_column not in batch:
@@ -86,27 +99,28 @@ def load_parquet_images(path: str | Path):
     return read_parquet([path], argument="path")
 
 
-def image_to_tensor(image: Image.Image, resolution: int, channels: int = 3) -> torch.Tensor:
-    """A PIL image → `(channels, resolution, resolution)` float tensor in [-1, 1].
+def image_to_tensor(image: Image.Image, resolution: int | tuple[int, int], channels: int = 3) -> torch.Tensor:
+    """A PIL image → `(channels, H, W)` float tensor in [-1, 1]; `resolution` is an int (square) or (H, W).
 
-    Images smaller than `resolution` are padded with black around the centre (so 28×28 Fashion-MNIST keeps every
-    pixel at 32×32); larger ones are resized on the shorter side and centre-cropped.
+    Images that fit inside H×W are padded with black around the centre (so 28×28 Fashion-MNIST keeps every pixel at
+    32×32); larger ones are resized to cover H×W (the shorter side, for a square) and centre-cropped.
     """
     if channels not in (1, 3):
         raise ValueError(f"`channels` must be 1 (grayscale) or 3 (RGB), got {channels}")
+    height, width = image_size(resolution)
     image = image.convert("L" if channels == 1 else "RGB")
-    width, height = image.size
-    if width <= resolution and height <= resolution:
-        canvas = Image.new(image.mode, (resolution, resolution))
-        canvas.paste(image, ((resolution - width) // 2, (resolution - height) // 2))
+    image_width, image_height = image.size
+    if image_width <= width and image_height <= height:
+        canvas = Image.new(image.mode, (width, height))
+        canvas.paste(image, ((width - image_width) // 2, (height - image_height) // 2))
         image = canvas
     else:
-        scale = resolution / min(width, height)
-        image = image.resize((max(resolution, round(width * scale)), max(resolution, round(height * scale))),
+        scale = max(width / image_width, height / image_height)
+        image = image.resize((max(width, round(image_width * scale)), max(height, round(image_height * scale))),
                              Image.Resampling.BICUBIC)  # fmt: skip
-        left, top = (image.size[0] - resolution) // 2, (image.size[1] - resolution) // 2
-        image = image.crop((left, top, left + resolution, top + resolution))
-    array = np.asarray(image, dtype=np.float32).reshape(resolution, resolution, channels)
+        left, top = (image.size[0] - width) // 2, (image.size[1] - height) // 2
+        image = image.crop((left, top, left + width, top + height))
+    array = np.asarray(image, dtype=np.float32).reshape(height, width, channels)
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
 
 
@@ -134,13 +148,17 @@ def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
 
 # ------------------------------------------------------------------------------------------------- code datasets
 # `examples/encode_dataset.py` writes a folder with one Parquet file per split (columns `codes`: h·w ints in raster
-# order, `label`: int, -1 when the images had none) and ENCODING_INFO with what a prior needs to know about them.
+# order, `label`: int, -1 when the images had none, optionally captions) and ENCODING_INFO with what a prior needs to
+# know about them. A split may also hold `prefix_ids` (and `prefix_mask`): the condition prefix of each grid.
 
 ENCODING_INFO = "encoding.json"
+PREFIX_COLUMNS = ("prefix_ids", "prefix_mask")
 
 
-def load_code_dataset(folder: str | Path, split: str = "train"):
-    """`(dataset, info)`: a split of an encoded dataset (torch-formatted `codes`, `label`) and its encoding.json."""
+def load_code_dataset(folder: str | Path, split: str = "train", level: str | None = None):
+    """`(dataset, info)`: a split of an encoded dataset (torch-formatted `codes`, `label` and prefix columns when
+    present; other columns, such as captions, stay readable through `dataset.with_format(None)`) and its
+    encoding.json; for a two-level encoding, the view of `level` (see `select_code_level`)."""
     import json
 
     folder = Path(folder)
@@ -151,8 +169,40 @@ def load_code_dataset(folder: str | Path, split: str = "train"):
             f"{split}.parquet (write them with examples/encode_dataset.py)"
         )
     dataset = read_parquet([parquet])
-    dataset.set_format("torch", columns=["codes", "label"])
-    return dataset, json.loads(info_file.read_text())
+    dataset, info = select_code_level(dataset, json.loads(info_file.read_text()), level)
+    set_code_format(dataset)
+    return dataset, info
+
+
+def select_code_level(dataset, info: dict, level: str | None):
+    """`(dataset, info)` as a prior over one level of codes sees them. A single-level encoding is returned as it is
+    (`level` None). A two-level (VQ-VAE-2) encoding has `top_codes` and `bottom_codes`: for `level="top"` the top
+    codes become `codes`; for `level="bottom"` the bottom codes become `codes` and the top codes `prefix_ids`, a
+    prefix of condition tokens from a second vocabulary (the top codebook). `info` gets the level's `codebook_size`
+    and `code_grid_size` (and `prefix_vocab_size`, `prefix_length`), as a single-level encoding records them."""
+    levels = info.get("levels")
+    if levels is None:
+        if level not in (None, "codes"):
+            raise ValueError(f"`level` {level!r} was given, but the codes are of a single-level tokenizer")
+        return dataset, info
+    if level not in levels:
+        raise ValueError(f"these codes have the levels {levels} (a two-level tokenizer): choose one with `level` "
+                         f"(--level in the prior scripts), got {level!r}")  # fmt: skip
+    info = {**info, "level": level, "codebook_size": info["codebook_sizes"][level],
+            "code_grid_size": info["code_grid_sizes"][level]}  # fmt: skip
+    dataset = dataset.rename_column(f"{level}_codes", "codes")
+    coarser = levels[levels.index(level) - 1] if levels.index(level) > 0 else None
+    if coarser is not None:
+        height, width = info["code_grid_sizes"][coarser]
+        info.update(prefix_vocab_size=info["codebook_sizes"][coarser], prefix_length=height * width)
+        dataset = dataset.rename_column(f"{coarser}_codes", "prefix_ids")
+    finer = [f"{name}_codes" for name in levels[levels.index(level) + 1 :]]
+    return dataset.remove_columns(finer) if finer else dataset, info
+
+
+def set_code_format(dataset) -> None:
+    """Torch format for the columns a prior trains on: `codes`, `label` and the prefix columns present."""
+    dataset.set_format("torch", columns=["codes", "label", *[c for c in PREFIX_COLUMNS if c in dataset.column_names]])
 
 
 def collate_codes(examples: list[dict]) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -160,6 +210,17 @@ def collate_codes(examples: list[dict]) -> tuple[torch.LongTensor, torch.LongTen
     codes = torch.stack([example["codes"] for example in examples]).long()
     labels = torch.stack([torch.as_tensor(example["label"]) for example in examples]).long()
     return codes, labels
+
+
+def collate_code_batch(examples: list[dict]) -> dict[str, torch.LongTensor]:
+    """Rows of an encoded dataset → `{"codes": (B, h·w), "labels": (B,)}`, plus `"prefix_ids"` / `"prefix_mask"`
+    `(B, L)` when the rows have them, all int64."""
+    codes, labels = collate_codes(examples)
+    batch = {"codes": codes, "labels": labels}
+    for column in PREFIX_COLUMNS:
+        if column in examples[0]:
+            batch[column] = torch.stack([torch.as_tensor(example[column]) for example in examples]).long()
+    return batch
 
 
 def square_grid(images: torch.Tensor, padding: int = 2) -> Image.Image:

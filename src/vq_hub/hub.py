@@ -6,6 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import HfApi
 
+from .data import image_size
 from .utils.io import write_text_atomically
 
 HUB_OPTIONS = ("cache_dir", "revision", "token", "local_files_only", "force_download")
@@ -56,17 +57,52 @@ tags:
 
 # {title}
 
-A discrete image tokenizer ({description}) trained with vq_hub: images of {resolution}×{resolution} pixels become
-{grid}×{grid} grids of codes from a codebook of {codebook_size}. {install}
+A discrete image tokenizer ({description}) trained with vq_hub: images of {height}×{width} pixels become
+{grid_h}×{grid_w} grids of codes from a codebook of {codebook_size}. {install}
 
 ```python
 import torch
 from vq_hub import VQVAEModel
 
 model = VQVAEModel.from_pretrained("{repo_id}").eval()
-images = torch.rand(1, {channels}, {resolution}, {resolution}) * 2 - 1   # pixels in [-1, 1]
-codes = model.tokenize(images)                  # LongTensor (1, {grid}, {grid})
+images = torch.rand(1, {channels}, {height}, {width}) * 2 - 1   # pixels in [-1, 1]
+codes = model.tokenize(images)                  # LongTensor (1, {grid_h}, {grid_w})
 reconstruction = model.detokenize(codes)
+```
+
+## Training
+
+{training}
+
+## Evaluation
+
+{evaluation}
+"""
+
+
+HIERARCHICAL_TOKENIZER_CARD = """---
+library_name: vq_hub
+tags:
+- vq_hub
+- image-tokenizer
+- vq-vae-2
+---
+
+# {title}
+
+A two-level discrete image tokenizer (VQ-VAE-2) trained with vq_hub: images of {height}×{width} pixels become a
+{top_h}×{top_w} grid of top codes (codebook of {top_codebook_size}) and a {grid_h}×{grid_w} grid of bottom codes
+(codebook of {codebook_size}) chosen knowing the top. {install}
+
+```python
+import torch
+from vq_hub import HierarchicalVQModel
+
+model = HierarchicalVQModel.from_pretrained("{repo_id}").eval()
+images = torch.rand(1, {channels}, {height}, {width}) * 2 - 1   # pixels in [-1, 1]
+top, bottom = model.tokenize(images)            # LongTensors (1, {top_h}, {top_w}) and (1, {grid_h}, {grid_w})
+reconstruction = model.detokenize((top, bottom))
+top_only = model.detokenize_top(top)            # what the top codes alone carry
 ```
 
 ## Training
@@ -85,11 +121,25 @@ def write_tokenizer_card(
     training: str = "Not recorded.",
     evaluation: dict | None = None,
 ) -> Path:
-    """Write `README.md` for the `VQVAEModel` saved in `folder` (its config.json is read for the facts)."""
+    """Write `README.md` for the tokenizer (`VQVAEModel` or `HierarchicalVQModel`) saved in `folder` (its config.json
+    is read for the facts)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
+    if config.get("_class_name") == "HierarchicalVQModel":
+        factor = 2 ** (len(config["block_out_channels"]) - 1)
+        top_factor = factor * 2 ** (len(config["top_block_out_channels"]) - 1)
+        height, width = image_size(config.get("sample_size", 32))
+        card = HIERARCHICAL_TOKENIZER_CARD.format(
+            title=repo_id.split("/")[-1], repo_id=repo_id, install=INSTALL_NOTE, height=height, width=width,
+            channels=config.get("in_channels", 3), grid_h=height // factor, grid_w=width // factor,
+            top_h=height // top_factor, top_w=width // top_factor,
+            codebook_size=config["bottom_quantizer"]["num_vq_embeddings"],
+            top_codebook_size=config["top_quantizer"]["num_vq_embeddings"],
+            training=training, evaluation=_evaluation_table(evaluation),
+        )  # fmt: skip
+        return write_text_atomically(folder / "README.md", card)
     factor = 2 ** (len(config["block_out_channels"]) - 1)
-    resolution = config.get("sample_size", 32)
+    height, width = image_size(config.get("sample_size", 32))
     quantizer = config.get("quantizer_type", "vector")
     description = {"vector": "VQ-VAE / VQ-GAN", "gumbel": "Gumbel-softmax VQ", "fsq": "finite scalar quantization"}
     card = TOKENIZER_CARD.format(
@@ -98,8 +148,10 @@ def write_tokenizer_card(
         quantizer_tag=f"{quantizer}-quantization",
         install=INSTALL_NOTE,
         description=description.get(quantizer, quantizer),
-        resolution=resolution,
-        grid=resolution // factor,
+        height=height,
+        width=width,
+        grid_h=height // factor,
+        grid_w=width // factor,
         codebook_size=config["num_vq_embeddings"],
         channels=config.get("in_channels", 3),
         training=training,
@@ -153,24 +205,27 @@ def write_pipeline_card(
     pipeline_class: type,
     training: str | None = None,
     evaluation: dict | None = None,
+    call: str | None = None,
 ) -> Path:
-    """Write `README.md` for the pipeline saved in `folder` (its prior's and tokenizer's configs give the facts)."""
+    """Write `README.md` for the pipeline saved in `folder` (its prior's and tokenizer's configs give the facts);
+    `call` replaces the example call's arguments (the text pipelines show a prompt)."""
     folder = Path(folder)
     prior = json.loads((folder / pipeline_class.prior_component / "config.json").read_text())
     vqvae = json.loads((folder / "vqvae" / "config.json").read_text())
-    factor = 2 ** (len(vqvae["block_out_channels"]) - 1)
-    grid_h, grid_w = prior["code_grid_size"]
+    factor = 2 ** (len(vqvae["block_out_channels"]) - 1 + len(vqvae.get("top_block_out_channels", [0])) - 1)
+    grid_h, grid_w = prior["code_grid_size"]  # a VQ-VAE-2 pipeline's prior component is its top prior
     num_classes = prior.get("num_classes", 0)
     batch_size = min(4, num_classes) if num_classes else 4
     labels = f"class_labels={list(range(batch_size))}" if num_classes else ""
+    # Text (or any prefix) conditioning says so through the class's card_tags; "unconditional" only when nothing is.
+    conditioning = ["class-conditional" if num_classes else "" if prior.get("prefix_length") else "unconditional"]
     card = PIPELINE_CARD.format(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
         class_name=pipeline_class.__name__,
         pipeline_tag=pipeline_class.card_pipeline_tag,
         tags="\n".join(f"- {tag}" for tag in ["vq_hub", "diffusers", pipeline_class.__name__,
-                                               *pipeline_class.card_tags, "class-conditional" if num_classes
-                                               else "unconditional"]),
+                                               *pipeline_class.card_tags, *conditioning] if tag),  # fmt: skip
         install=INSTALL_NOTE,
         description=pipeline_class.card_description,
         grid_h=grid_h,
@@ -179,7 +234,7 @@ def write_pipeline_card(
         classes=f", conditioned on {num_classes} classes" if num_classes else "",
         height=grid_h * factor,
         width=grid_w * factor,
-        call=", ".join(filter(None, [pipeline_class.card_snippet_call, f"batch_size={batch_size}", labels])),
+        call=call or ", ".join(filter(None, [pipeline_class.card_snippet_call, f"batch_size={batch_size}", labels])),
         training=training or "Not recorded.",
         evaluation=_evaluation_table(evaluation),
     )

@@ -90,14 +90,16 @@ def sampling_options(args: argparse.Namespace, pipe) -> dict:
     from ..pipelines import VQDiscreteDiffusionPipeline
 
     is_diffusion = isinstance(pipe, VQDiscreteDiffusionPipeline)
-    if args.num_steps is not None and not is_diffusion:
+    # A VQ-VAE-2 pipeline samples its top autoregressively; its bottom prior may be a denoiser (then it takes steps).
+    takes_steps, takes_top_k = is_diffusion or getattr(pipe, "bottom_is_denoiser", False), not is_diffusion
+    if args.num_steps is not None and not takes_steps:
         raise CommandError(f"--num-steps applies to diffusion pipelines; {args.model} holds a {type(pipe).__name__}")
-    if args.top_k is not None and is_diffusion:
+    if args.top_k is not None and not takes_top_k:
         raise CommandError(f"--top-k applies to autoregressive pipelines; {args.model} holds a {type(pipe).__name__}")
     options = {"guidance_scale": args.guidance_scale, "temperature": args.temperature}
-    if is_diffusion:
+    if takes_steps:
         options["num_steps"] = args.num_steps
-    elif args.top_k is not None:
+    if takes_top_k and args.top_k is not None:
         options["top_k"] = args.top_k
     return options
 
@@ -124,15 +126,16 @@ def load_pipeline(name_or_path: str):
 
 
 def load_tokenizer(name_or_path: str):
-    """A `VQVAEModel` from a tokenizer folder, or the `vqvae` of a pipeline folder (local or on the Hub)."""
-    from ..models.vq_model import VQVAEModel
+    """A tokenizer (`VQVAEModel` or `HierarchicalVQModel`) from a tokenizer folder, or the `vqvae` of a pipeline folder
+    (local or on the Hub)."""
+    from ..models.tokenizer_utils import load_tokenizer as load_any_tokenizer
 
     folder = model_folder(name_or_path)
     subfolder = "vqvae" if (folder / "model_index.json").is_file() else None
     if not (folder / (subfolder or "") / "config.json").is_file():
         raise CommandError(f"--model {name_or_path}: neither a tokenizer folder (config.json) nor a pipeline folder "
                            "(model_index.json)")  # fmt: skip
-    return VQVAEModel.from_pretrained(folder, subfolder=subfolder).eval()
+    return load_any_tokenizer(folder, subfolder=subfolder).eval()
 
 
 # ------------------------------------------------------------------------------------------------- images

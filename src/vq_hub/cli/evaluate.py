@@ -31,7 +31,9 @@ PIPELINE_COLUMNS = [("steps", "num_steps", "{}"), ("guidance", "guidance_scale",
 TOKENIZER_COLUMNS = [("rFID", "rfid", "{:.2f}"), ("KID×1e3", "kid", "k{:.2f}"), ("precision", "precision", "{:.3f}"),
                      ("recall", "recall", "{:.3f}"), ("class acc", "class_accuracy", "{:.3f}"), ("PSNR", "psnr", "{:.2f}"),
                      ("SSIM", "ssim", "{:.4f}"), ("usage", "codebook_usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
-                     ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
+                     ("top usage", "top_codebook_usage", "{:.3f}"), ("top perplexity", "top_perplexity", "{:.1f}"),
+                     ("bottom usage", "bottom_codebook_usage", "{:.3f}"),
+                     ("bottom perplexity", "bottom_perplexity", "{:.1f}"), ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
 
 
 def register(commands) -> None:

@@ -1,4 +1,7 @@
-"""`vq-hub reconstruct`, `tokenize` and `detokenize`: images ↔ code grids with a saved tokenizer."""
+"""`vq-hub reconstruct`, `tokenize` and `detokenize`: images ↔ code grids with a saved tokenizer.
+
+A single-level tokenizer's codes are one `.npy` array `(N, h, w)`; a two-level (VQ-VAE-2) tokenizer's are a `.npz`
+archive with one array per level, `top` and `bottom` (`vq_hub.code_levels` names them)."""
 
 from pathlib import Path
 
@@ -19,10 +22,12 @@ def register(commands) -> None:
         help="How many images, drawn across classes when the file has labels.",
     )
     reconstruct.add_argument("--seed", type=int, default=0, help="Seed of the draw of images.")
-    reconstruct.add_argument("--out", default="reconstructions.png", help="A grid: originals above reconstructions.")
+    reconstruct.add_argument("--out", default="reconstructions.png", help="A grid: originals above reconstructions "
+                             "(a two-level tokenizer adds a row of top-only decodes between them).")  # fmt: skip
     reconstruct.set_defaults(run=run_reconstruct)
 
-    tokenize = commands.add_parser("tokenize", help="Images → a .npy file of code grids (N, h, w).")
+    tokenize = commands.add_parser("tokenize", help="Images → a .npy file of code grids (N, h, w); a .npz with one "
+                                   "array per level (top, bottom) for a two-level tokenizer.")  # fmt: skip
     tokenize.add_argument("--model", required=True, help=MODEL_HELP)
     tokenize.add_argument("--images", required=True, help=IMAGES_HELP)
     tokenize.add_argument(
@@ -31,12 +36,15 @@ def register(commands) -> None:
         help="At most this many images, drawn across classes (default: all, in order).",
     )
     tokenize.add_argument("--seed", type=int, default=0, help="Seed of the draw of images.")
-    tokenize.add_argument("--out", default="codes.npy", help="The .npy file to write (exactly this path).")
+    tokenize.add_argument("--out", help="The file to write (exactly this path; default codes.npy, or codes.npz for a "
+                          "two-level tokenizer).")  # fmt: skip
     tokenize.set_defaults(run=run_tokenize)
 
-    detokenize = commands.add_parser("detokenize", help="A .npy file of code grids → a grid picture.")
+    detokenize = commands.add_parser("detokenize", help="A .npy (or, two-level, .npz) file of code grids → a grid "
+                                     "picture.")  # fmt: skip
     detokenize.add_argument("--model", required=True, help=MODEL_HELP)
-    detokenize.add_argument("--codes", required=True, help="A .npy file of integer codes (N, h, w) or (h, w).")
+    detokenize.add_argument("--codes", required=True, help="A .npy file of integer codes (N, h, w) or (h, w), or the "
+                            ".npz of a two-level tokenizer (arrays top and bottom).")  # fmt: skip
     detokenize.add_argument("--out", default="decoded.png", help="The picture to write, a square-ish grid.")
     detokenize.set_defaults(run=run_detokenize)
 
@@ -44,51 +52,99 @@ def register(commands) -> None:
 def run_reconstruct(args) -> str:
     import torch
 
+    from ..code_levels import is_hierarchical
+
     from ..data import image_grid
     from ..metrics import psnr
 
     model = load_tokenizer(args.model)
     images = load_images(args.images, model.config.sample_size, model.config.in_channels, args.num_images, args.seed)
     with torch.no_grad():
-        reconstructions = model.detokenize(model.tokenize(images)).clamp(-1, 1)
-    save_picture(image_grid([images, reconstructions]), args.out)
+        codes = model.tokenize(images)
+        reconstructions = model.detokenize(codes).clamp(-1, 1)
+        rows = [images, model.detokenize_top(codes[0]).clamp(-1, 1)] if is_hierarchical(model) else [images]
+    save_picture(image_grid([*rows, reconstructions]), args.out)
     return f"wrote {args.out}: {len(images)} images, PSNR {float(psnr(reconstructions, images)):.2f} dB"
 
 
 def run_tokenize(args) -> str:
     import numpy as np
 
+    from ..code_levels import codebook_sizes, is_hierarchical, level_names, tokenize_levels
     from ..utils.io import atomic_file
 
     model = load_tokenizer(args.model)
     images = load_images(args.images, model.config.sample_size, model.config.in_channels, args.num_images, args.seed)
-    codes = model.tokenize(images).numpy()
-    with atomic_file(args.out) as temporary, open(temporary, "wb") as file:
-        np.save(file, codes.astype(np.int16 if model.codebook_size <= 32768 else np.int32))  # exactly at --out
-    return f"wrote {args.out}: codes of shape {codes.shape}, values in [0, {model.codebook_size - 1}]"
+    dtype = np.int16 if max(codebook_sizes(model)) <= 32768 else np.int32
+    arrays = {
+        name: codes.numpy().astype(dtype) for name, codes in zip(level_names(model), tokenize_levels(model, images))
+    }
+    out = args.out or ("codes.npz" if is_hierarchical(model) else "codes.npy")
+    with atomic_file(out) as temporary, open(temporary, "wb") as file:  # exactly at --out, whatever its suffix
+        if is_hierarchical(model):
+            np.savez(file, **arrays)
+        else:
+            np.save(file, arrays["codes"])
+    described = [f"{name} codes of shape {array.shape}, values in [0, {size - 1}]"
+                 for (name, array), size in zip(arrays.items(), codebook_sizes(model))]  # fmt: skip
+    return f"wrote {out}: " + ("; ".join(described) if is_hierarchical(model) else described[0].split(" ", 1)[1])
 
 
 def run_detokenize(args) -> str:
     import numpy as np
     import torch
 
+    from ..code_levels import detokenize_levels
     from ..data import square_grid
 
     model = load_tokenizer(args.model)
-    if not Path(args.codes).is_file():
-        raise CommandError(f"--codes {args.codes}: no such file")
+    grids = [torch.from_numpy(codes.astype(np.int64)) for codes in read_code_arrays(args.codes, model)]
     try:
-        codes = np.load(args.codes, allow_pickle=False)
-    except ValueError as error:
-        raise CommandError(f"--codes {args.codes}: not a .npy array of integers ({error})") from None
-    if codes.ndim == 2:
-        codes = codes[None]
-    if codes.ndim != 3 or not np.issubdtype(codes.dtype, np.integer) or codes.size == 0:
-        raise CommandError(f"--codes {args.codes}: expected integer codes (N, h, w), got {codes.dtype} {codes.shape}")
-    if codes.min() < 0 or codes.max() >= model.codebook_size:
-        raise CommandError(f"--codes {args.codes}: values must lie in [0, {model.codebook_size - 1}] for this "
-                           f"tokenizer, got [{codes.min()}, {codes.max()}]")  # fmt: skip
-    with torch.no_grad():
-        images = model.detokenize(torch.from_numpy(codes.astype(np.int64))).clamp(-1, 1)
+        with torch.no_grad():
+            images = detokenize_levels(model, grids).clamp(-1, 1)
+    except ValueError as error:  # e.g. a bottom grid that is not the top grid upsampled
+        raise CommandError(f"--codes {args.codes}: {error}") from None
     save_picture(square_grid(images), args.out)
     return f"wrote {args.out}: {len(images)} images of {images.shape[-2]}×{images.shape[-1]}"
+
+
+def read_code_arrays(path: str, model) -> list:
+    """The code arrays of `path` for `model`, one per level (top first), each checked: integers `(N, h, w)` (or
+    `(h, w)`) within the level's codebook. A `.npy` array for a single-level tokenizer, a `.npz` archive with one
+    array per level for a two-level one."""
+    import numpy as np
+
+    from ..code_levels import codebook_sizes, is_hierarchical, level_names
+
+    if not Path(path).is_file():
+        raise CommandError(f"--codes {path}: no such file")
+    names, sizes = level_names(model), codebook_sizes(model)
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise CommandError(f"--codes {path}: not a .npy array or .npz archive of integers ({error})") from None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            if not is_hierarchical(model) or sorted(loaded.files) != sorted(names):
+                expected = f"arrays {list(names)}" if is_hierarchical(model) else "one .npy array"
+                raise CommandError(
+                    f"--codes {path}: holds arrays {loaded.files}; this tokenizer's codes are {expected}"
+                )
+            arrays = [loaded[name] for name in names]
+    elif is_hierarchical(model):
+        raise CommandError(f"--codes {path}: a two-level tokenizer needs a .npz archive with arrays {list(names)} "
+                           "(as `vq-hub tokenize` writes it), got one array")  # fmt: skip
+    else:
+        arrays = [loaded]
+    checked = []
+    for name, array, size in zip(names, arrays, sizes):
+        label = "" if len(names) == 1 else f" ({name})"
+        array = array[None] if array.ndim == 2 else array
+        if array.ndim != 3 or not np.issubdtype(array.dtype, np.integer) or array.size == 0:
+            raise CommandError(f"--codes {path}{label}: expected integer codes (N, h, w), got {array.dtype} "
+                               f"{array.shape}")  # fmt: skip
+        if array.min() < 0 or array.max() >= size:
+            raise CommandError(f"--codes {path}{label}: values must lie in [0, {size - 1}] for this tokenizer, got "
+                               f"[{array.min()}, {array.max()}]")  # fmt: skip
+        checked.append(array)
+    return checked

@@ -22,21 +22,21 @@ def run(args) -> str:
             f"prior: {type(prior).__name__}, {sum(p.numel() for p in prior.parameters()):,} parameters",
             f"classes: {pipe.vocabulary.num_classes or 'unconditional'}",
         ]
-        if hasattr(pipe, "scheduler"):
+        bottom_prior = getattr(pipe, "bottom_prior", None)  # a VQ-VAE-2 pipeline: `prior` above is its top prior
+        if bottom_prior is not None:
+            lines.append(f"bottom prior: {type(bottom_prior).__name__}, "
+                         f"{sum(p.numel() for p in bottom_prior.parameters()):,} parameters, sees the top codes")  # fmt: skip
+        if hasattr(pipe, "tokenizer"):
+            lines.append(f"text: prompts of up to {pipe.max_text_length} tokens, {type(pipe.tokenizer).__name__} "
+                         f"with {len(pipe.tokenizer)} tokens")  # fmt: skip
+        if getattr(pipe, "scheduler", None) is not None:
             config = pipe.scheduler.config
             lines.append(f"scheduler: {config.corruption} corruption, {config.num_train_timesteps} timesteps, "
                          f"{config.schedule} schedule")  # fmt: skip
         tokenizer = pipe.vqvae
     else:
         tokenizer = load_tokenizer(str(folder))
-    size = tokenizer.config.sample_size
-    grid = tokenizer.code_grid_size(size, size)
-    lines += [
-        f"tokenizer: {type(tokenizer).__name__} ({tokenizer.config.quantizer_type} quantizer), "
-        f"{sum(p.numel() for p in tokenizer.parameters()):,} parameters",
-        f"codebook size: {tokenizer.codebook_size}",
-        f"images: {tokenizer.config.in_channels}×{size}×{size} → codes {grid[0]}×{grid[1]}",
-    ]
+    lines += tokenizer_lines(tokenizer)
     summary = folder / "training_summary.json"
     if summary.is_file():
         validation = json.loads(summary.read_text()).get("validation") or {}
@@ -44,3 +44,27 @@ def run(args) -> str:
         if recorded:
             lines.append(f"recorded evaluation: {recorded}")
     return "\n".join(lines)
+
+
+def tokenizer_lines(tokenizer) -> list[str]:
+    """What a tokenizer is: its class and quantizers, codebook sizes and code grids (per level for VQ-VAE-2)."""
+    from ..code_levels import code_grid_sizes, codebook_sizes, is_hierarchical, level_names, quantizers
+    from ..data import image_size
+
+    height, width = image_size(tokenizer.config.sample_size)
+    kinds = ", ".join(sorted({type(quantizer).__name__ for quantizer in quantizers(tokenizer).values()}))
+    parameters = f"{sum(p.numel() for p in tokenizer.parameters()):,} parameters"
+    grids = [f"{grid[0]}×{grid[1]}" for grid in code_grid_sizes(tokenizer, height, width)]
+    if not is_hierarchical(tokenizer):
+        return [
+            f"tokenizer: {type(tokenizer).__name__} ({tokenizer.config.quantizer_type} quantizer), {parameters}",
+            f"codebook size: {codebook_sizes(tokenizer)[0]}",
+            f"images: {tokenizer.config.in_channels}×{height}×{width} → codes {grids[0]}",
+        ]
+    levels = ", ".join(f"{name} {grid} of {codebook}" for name, grid, codebook in
+                       zip(level_names(tokenizer), grids, codebook_sizes(tokenizer)))  # fmt: skip
+    return [
+        f"tokenizer: {type(tokenizer).__name__} (two levels; {kinds}), {parameters}",
+        f"codebook sizes: {', '.join(f'{n} {c}' for n, c in zip(level_names(tokenizer), codebook_sizes(tokenizer)))}",
+        f"images: {tokenizer.config.in_channels}×{height}×{width} → codes {levels}",
+    ]

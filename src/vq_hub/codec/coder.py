@@ -43,13 +43,14 @@ def _run_prior(pipe, conditions: torch.LongTensor, num_codes: int, pick: Callabl
     codebook_size = pipe.vocabulary.codebook_size
     device = pipe._execution_device
     cache = DynamicCache(config=pipe.prior.config)
-    step_input = conditions.to(device)[:, None]
+    step_input, attention_mask = pipe.vocabulary.start_tokens(conditions.to(device))  # a prompt prior: the empty one
     codes = []
     for position in range(num_codes):
-        logits = pipe.next_code_logits(step_input, cache, position + 1, codebook_size)
+        logits = pipe.next_code_logits(step_input, cache, attention_mask, codebook_size)
         next_codes = pick(position, logits_to_frequencies(logits, precision, min_frequency))
         codes.append(next_codes)
         step_input = next_codes.to(device)[:, None]
+        attention_mask = torch.cat([attention_mask, torch.ones_like(step_input)], dim=1)
     return torch.stack(codes, dim=1)
 
 

@@ -7,7 +7,9 @@ import time
 import torch
 from tqdm.auto import tqdm
 
+from .. import code_levels
 from .. import metrics as code_metrics
+from ..data import image_size
 from .feature_network import FeatureNetwork, resolve_feature_network
 from .inception import find_inception_weights, inception_fid
 from .metrics import class_accuracy, classifier_score, frechet_distance, kernel_distance, precision_recall
@@ -147,24 +149,31 @@ def evaluate_tokenizer(
 ) -> dict:
     """Reconstruct `images` (N, C, H, W) in [-1, 1] (a test split) and score the reconstructions against the
     originals: rFID (FID of reconstructions vs the same images, our classifier's features), KID, precision/recall,
-    class accuracy of the reconstructions (with `labels`), PSNR, SSIM, codebook usage and perplexity."""
+    class accuracy of the reconstructions (with `labels`), PSNR, SSIM, codebook usage and perplexity (per level for
+    a VQ-VAE-2 tokenizer: `top_codebook_usage`, `bottom_perplexity`, …)."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    channels, size = vqvae.config.in_channels, vqvae.config.sample_size
-    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, size, size):
-        raise ValueError(f"`images` must be (N, {channels}, {size}, {size}) for this tokenizer, got "
+    channels, (height, width) = vqvae.config.in_channels, image_size(vqvae.config.sample_size)
+    if images.ndim != 4 or tuple(images.shape[1:]) != (channels, height, width):
+        raise ValueError(f"`images` must be (N, {channels}, {height}, {width}) for this tokenizer, got "
                          f"{tuple(images.shape)}")  # fmt: skip
-    network = resolve_feature_network(feature_network, channels, size, vqvae.device)
+    network = resolve_feature_network(feature_network, channels, vqvae.config.sample_size, vqvae.device)
     inception_weights = find_inception_weights(inception_weights)
     vqvae.eval()
-    reconstructions, counts, start_time = [], 0, time.perf_counter()
+    levels, sizes = code_levels.level_names(vqvae), code_levels.codebook_sizes(vqvae)
+    reconstructions, counts, start_time = [], [0] * len(levels), time.perf_counter()
     for start in tqdm(range(0, len(images), batch_size), desc="reconstructing", disable=not progress):
         batch = images[start : start + batch_size].to(vqvae.device, vqvae.dtype)
-        codes = vqvae.tokenize(batch)
-        counts = counts + code_metrics.code_counts(codes, vqvae.codebook_size)
-        reconstructions.append(vqvae.detokenize(codes).float().clamp(-1, 1).cpu())
+        codes = code_levels.tokenize_levels(vqvae, batch)
+        counts = [total + code_metrics.code_counts(grid, size) for total, grid, size in zip(counts, codes, sizes)]
+        reconstructions.append(code_levels.detokenize_levels(vqvae, codes).float().clamp(-1, 1).cpu())
     reconstructions = torch.cat(reconstructions)
     seconds = time.perf_counter() - start_time
+    code_statistics = {}
+    for level, level_counts in zip(levels, counts):
+        prefix = code_levels.level_prefix(level)
+        code_statistics[f"{prefix}codebook_usage"] = float(code_metrics.codebook_usage(level_counts))
+        code_statistics[f"{prefix}perplexity"] = float(code_metrics.perplexity(level_counts))
     real_features, _ = extract_features(network.classifier, images, batch_size)
     reference = ReferenceStatistics.from_features(real_features, labels, max_features=len(real_features), seed=seed,
                                                   split="the images given (originals)")  # fmt: skip
@@ -176,8 +185,7 @@ def evaluate_tokenizer(
         "ssim": float(
             structural_similarity_index_measure((reconstructions + 1) / 2, (images.float() + 1) / 2, data_range=1.0)
         ),
-        "codebook_usage": float(code_metrics.codebook_usage(counts)),
-        "perplexity": float(code_metrics.perplexity(counts)),
+        **code_statistics,
         "seconds_per_image": seconds / len(images),
         "tokenizer": type(vqvae).__name__,
     }

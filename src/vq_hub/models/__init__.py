@@ -1,4 +1,13 @@
 from .discriminator import PatchDiscriminator
+from .hierarchical_vq_model import HierarchicalVQModel, HierarchicalVQModelOutput
+from .tokenizer_utils import load_tokenizer
 from .vq_model import VQVAEModel, VQVAEModelOutput
 
-__all__ = ["PatchDiscriminator", "VQVAEModel", "VQVAEModelOutput"]
+__all__ = [
+    "HierarchicalVQModel",
+    "HierarchicalVQModelOutput",
+    "PatchDiscriminator",
+    "VQVAEModel",
+    "VQVAEModelOutput",
+    "load_tokenizer",
+]

@@ -11,10 +11,12 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
-from ..quantizers import FSQuantizer, GumbelQuantizer, Quantizer, VectorQuantizer
+from ..quantizers import Quantizer
+from ..quantizers.settings import (  # noqa: F401 (QUANTIZER_TYPES, QUANTIZER_RECIPES, vector_quantizer_options: public)
+    QUANTIZER_RECIPES, QUANTIZER_TYPES, QuantizerSettings, vector_quantizer_options,
+)
 from .modeling_utils import AtomicSaveMixin
-
-QUANTIZER_TYPES = ("vector", "gumbel", "fsq")
+from .tokenizer_utils import ImageInputMixin
 
 
 @dataclass
@@ -46,29 +48,7 @@ class VQVAEModelOutput(BaseOutput):
         return self.codebook_loss + self.commitment_loss + self.auxiliary_loss
 
 
-# The defaults of the vector quantizer's options left unset, by `quantizer_recipe`. "healthy" is what keeps codebooks
-# in use (ViT-VQGAN / LlamaGen low-dim l2 codes, k-means init, restarts); "plain" is the VQ-VAE paper's quantizer.
-QUANTIZER_RECIPES = {
-    "healthy": {"codebook_dim": 16, "use_l2_norm": True, "kmeans_init": True, "dead_code_threshold": 0.5},
-    "plain": {"codebook_dim": None, "use_l2_norm": False, "kmeans_init": False, "dead_code_threshold": 0.0},
-}
-
-
-def vector_quantizer_options(config, vq_embed_dim: int) -> dict:
-    """`codebook_dim`, `use_l2_norm`, `kmeans_init`, `dead_code_threshold` of `config`, each unset one (None) taken
-    from its `quantizer_recipe` (a recipe's low-dim codes are never wider than the latents)."""
-    if config.quantizer_recipe not in QUANTIZER_RECIPES:
-        raise ValueError(f"`quantizer_recipe` must be one of {sorted(QUANTIZER_RECIPES)}, got {config.quantizer_recipe!r}")
-    options = {}
-    for name, default in QUANTIZER_RECIPES[config.quantizer_recipe].items():
-        value = getattr(config, name)
-        if value is None and name == "codebook_dim" and default is not None:
-            default = min(default, vq_embed_dim)
-        options[name] = default if value is None else value
-    return options
-
-
-class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
+class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
     r"""
     A VQ-VAE / VQ-GAN tokenizer: images in [-1, 1] ↔ grids of discrete codes.
 
@@ -188,39 +168,7 @@ class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         return super().from_config(config, return_unused_kwargs=return_unused_kwargs, **kwargs)
 
     def _build_quantizer(self, vq_embed_dim: int) -> Quantizer:
-        config = self.config
-        if config.quantizer_type == "vector":
-            options = vector_quantizer_options(config, vq_embed_dim)
-            return VectorQuantizer(
-                config.num_vq_embeddings,
-                vq_embed_dim,
-                beta=config.commitment_beta,
-                use_ema=config.use_ema,
-                decay=config.ema_decay,
-                epsilon=config.ema_epsilon,
-                kmeans_iters=config.kmeans_iters,
-                legacy_beta=config.legacy_beta,
-                **options,
-            )
-        if config.quantizer_type == "gumbel":
-            return GumbelQuantizer(
-                config.num_vq_embeddings,
-                vq_embed_dim,
-                temperature=config.gumbel_temperature,
-                kl_weight=config.gumbel_kl_weight,
-                straight_through=config.gumbel_straight_through,
-            )
-        if config.quantizer_type == "fsq":
-            if not config.fsq_levels:
-                raise ValueError("`fsq_levels` is required when `quantizer_type='fsq'`, e.g. [8, 5, 5, 5]")
-            quantizer = FSQuantizer(config.fsq_levels, vq_embed_dim)
-            if quantizer.codebook_size != config.num_vq_embeddings:
-                raise ValueError(
-                    f"`num_vq_embeddings` must equal the product of `fsq_levels` ({quantizer.codebook_size}) "
-                    f"for quantizer_type='fsq', got {config.num_vq_embeddings}"
-                )
-            return quantizer
-        raise ValueError(f"`quantizer_type` must be one of {QUANTIZER_TYPES}, got {config.quantizer_type!r}")
+        return QuantizerSettings.from_config(self.config).build(vq_embed_dim)
 
     # ----------------------------------------------------------------------------------------------- properties
 
@@ -304,38 +252,3 @@ class VQVAEModel(AtomicSaveMixin, ModelMixin, ConfigMixin):
         quantized = quantized.to(self.decoder.conv_in.weight.dtype)
         hidden = self.post_quant_conv(quantized)
         return self.decoder(hidden, quantized if self.config.norm_type == "spatial" else None)
-
-    # Images a little outside [-1, 1] (an unclamped reconstruction) are fine; [0, 255] floats are a mistake.
-    pixel_bound = 1.5
-
-    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Check `images` `(B, in_channels, H, W)` and convert what is unambiguous: floating point is cast to the
-        model's dtype, uint8 is taken as [0, 255] pixels and mapped to [-1, 1]; other dtypes are refused. Out of
-        training, NaN/inf or values far outside [-1, 1] are an error too (while training, the scripts' guard on a
-        non-finite loss covers it without a device sync per step)."""
-        if not isinstance(images, torch.Tensor):
-            raise TypeError(f"`images` must be a torch.Tensor (batch, channels, height, width), got {type(images).__name__}")
-        if images.ndim != 4:
-            raise ValueError(f"`images` must be a 4D tensor (batch, channels, height, width), got {tuple(images.shape)}")
-        if images.shape[0] == 0:
-            raise ValueError("`images` is an empty batch: give at least one image")
-        if images.shape[1] != self.config.in_channels:
-            raise ValueError(
-                f"`images` must have {self.config.in_channels} channels (config `in_channels`), got {images.shape[1]}"
-            )
-        height, width = images.shape[-2:]
-        factor = self.downsample_factor
-        if height % factor or width % factor or height == 0 or width == 0:
-            raise ValueError(f"`images` height and width must be positive multiples of the downsampling factor "
-                             f"{factor}, got {height}×{width}")  # fmt: skip
-        if images.dtype == torch.uint8:
-            images = images.float() / 127.5 - 1
-        elif not images.dtype.is_floating_point:
-            raise TypeError(f"`images` must be floating point in [-1, 1] (or uint8 in [0, 255]), got {images.dtype}; "
-                            "integer code grids go to `detokenize`")  # fmt: skip
-        if not self.training:
-            low, high = torch.aminmax(images.detach())
-            if not (-self.pixel_bound <= float(low) and float(high) <= self.pixel_bound):
-                raise ValueError(f"`images` must hold finite pixels in [-1, 1], got values in [{float(low):.4g}, "
-                                 f"{float(high):.4g}] (uint8 images in [0, 255] are converted)")  # fmt: skip
-        return images.to(self.dtype)

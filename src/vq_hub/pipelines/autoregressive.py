@@ -100,37 +100,57 @@ class VQAutoregressivePipeline(VQPipeline):
         top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
 
         device = self._execution_device
-        height, width = self.code_grid_size
-        num_codes = height * width
         prefix = self.prepare_prefix(image, num_prefix_rows, prefix_codes)
         batch_size = self.check_batch_size(batch_size, prefix, class_labels)
-        if prefix is None:
-            prefix = torch.empty(batch_size, 0, dtype=torch.long, device=device)
         labels = self.check_class_labels(class_labels, batch_size)
         generator = check_generator(generator, batch_size)
 
-        # Prefill with [condition token, prefix codes]; guided sampling adds the unconditional rows below.
+        # [empty prefix, condition token] rows; guided sampling adds the unconditional (null class) rows below them.
         vocabulary = self.vocabulary
         conditions = vocabulary.condition_tokens(labels, batch_size, device)
         guided = labels is not None and guidance_scale != 1.0
         if guided:
             conditions = torch.cat([conditions, torch.full_like(conditions, vocabulary.null_class_token_id)])
-            prefix_rows = torch.cat([prefix, prefix])
-        else:
-            prefix_rows = prefix
-        step_input = torch.cat([conditions[:, None], prefix_rows], dim=1)
-        length = step_input.shape[1]
+        start_tokens, start_mask = vocabulary.start_tokens(conditions)
+        codes = self.sample_codes(start_tokens, start_mask, batch_size, guided, guidance_scale, temperature, top_k,
+                                  top_p, generator, prefix, callback_on_step_end)  # fmt: skip
+        return self.make_output(codes, output_type, return_dict)
+
+    def sample_codes(
+        self,
+        start_tokens: torch.LongTensor,
+        start_mask: torch.LongTensor,
+        batch_size: int,
+        guided: bool,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        generator: GeneratorType = None,
+        known_codes: torch.LongTensor | None = None,
+        callback_on_step_end: Callable | None = None,
+    ) -> torch.LongTensor:
+        """The sampling loop every autoregressive pipeline shares: code grids `(B, h, w)` after `start_tokens`
+        (`(B, S)`, or `(2B, S)` with the unconditional rows below the conditional ones when `guided`: everything
+        before the first code, i.e. the prefix and the condition token, with its attention mask `start_mask`) and
+        the `known_codes` `(B, L)` kept as they are."""
+        device = start_tokens.device
+        height, width = self.code_grid_size
+        num_codes = height * width
+        codebook_size = self.vocabulary.codebook_size
+        codes = torch.empty(batch_size, 0, dtype=torch.long, device=device) if known_codes is None else known_codes
+        step_input = torch.cat([start_tokens, torch.cat([codes, codes]) if guided else codes], dim=1)
+        attention_mask = torch.cat([start_mask, torch.ones_like(step_input[:, start_mask.shape[1] :])], dim=1)
         warpers = LogitsProcessorList()
         if top_k is not None:
             warpers.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1:
             warpers.append(TopPLogitsWarper(top_p))
 
-        codes = prefix
         cache = DynamicCache(config=self.prior.config)
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per code
-        for step in self.progress_bar(range(num_codes - prefix.shape[1])):
-            logits = self.next_code_logits(step_input, cache, length, vocabulary.codebook_size)
+        for step in self.progress_bar(range(num_codes - codes.shape[1])):
+            logits = self.next_code_logits(step_input, cache, attention_mask, codebook_size)
             finite &= torch.isfinite(logits).all()
             if guided:
                 conditional, unconditional = logits.chunk(2)
@@ -141,21 +161,20 @@ class VQAutoregressivePipeline(VQPipeline):
                 next_codes = sample_from_logits(warpers(codes, logits / temperature), generator)
             codes = torch.cat([codes, next_codes[:, None]], dim=1)
             step_input = torch.cat([next_codes, next_codes])[:, None] if guided else next_codes[:, None]
-            length += 1
+            attention_mask = torch.cat([attention_mask, torch.ones_like(step_input)], dim=1)
             if callback_on_step_end is not None:
                 callback_on_step_end(self, step, codes.shape[1] - 1, {"codes": codes})
 
         if not bool(finite):
             raise ValueError("the prior produced NaN or infinite logits: its weights are damaged (or it was trained "
                              "into divergence); no codes were returned")  # fmt: skip
-        return self.make_output(codes.reshape(batch_size, height, width), output_type, return_dict)
+        return codes.reshape(batch_size, height, width)
 
     def next_code_logits(
-        self, step_input: torch.LongTensor, cache: DynamicCache, length: int, codebook_size: int
+        self, step_input: torch.LongTensor, cache: DynamicCache, attention_mask: torch.LongTensor, codebook_size: int
     ) -> torch.Tensor:
-        """Feed the new tokens through the prior with its KV cache; float32 logits over the K codes only (special
-        tokens can never be sampled)."""
-        attention_mask = torch.ones(step_input.shape[0], length, dtype=torch.long, device=step_input.device)
+        """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far: 0 on
+        empty prefix slots); float32 logits over the K codes only (special tokens can never be sampled)."""
         output = self.prior(input_ids=step_input, attention_mask=attention_mask, past_key_values=cache, use_cache=True)
         return output.logits[:, -1, :codebook_size].float()
 

@@ -98,22 +98,13 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
                 {"codes": codes (B, h, w) after the step, "pred_original_sample": the predicted clean codes})`.
             return_intermediates (`bool`): Also return the decoded images after every step.
         """
-        if num_steps is not None and num_inference_steps is not None and num_steps != num_inference_steps:
-            raise ValueError(f"`num_steps` ({num_steps}) and its alias `num_inference_steps` "
-                             f"({num_inference_steps}) disagree: give one")  # fmt: skip
-        num_steps = num_steps if num_steps is not None else num_inference_steps
-        if num_steps is None:
-            num_steps = min(DEFAULT_NUM_STEPS, self.scheduler.config.num_train_timesteps)
-        num_steps = check_int(num_steps, "num_steps")  # the scheduler checks the range
+        num_steps = self.resolve_num_steps(num_steps, num_inference_steps)
         self.check_output_type(output_type)
         guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
 
         device = self._execution_device
-        height, width = self.code_grid_size
         known, keep = self.prepare_known_codes(image, mask, codes, keep_mask)
         batch_size = self.check_batch_size(batch_size, known, class_labels)
-        if keep is not None and keep.shape[0] == 1 and batch_size > 1:
-            keep = keep.expand(batch_size, -1)
         labels = self.check_class_labels(class_labels, batch_size)
         generator = check_generator(generator, batch_size)
         vocabulary = self.vocabulary
@@ -121,13 +112,53 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         guided = labels is not None and guidance_scale != 1.0
         if guided:
             conditions = torch.cat([conditions, torch.full_like(conditions, vocabulary.null_class_token_id)])
+        start_tokens, start_mask = vocabulary.start_tokens(conditions)
+        return self.denoise(start_tokens, start_mask, batch_size, guided, num_steps, guidance_scale, temperature,
+                            generator, known, keep, output_type, return_dict, callback_on_step_end,
+                            return_intermediates)  # fmt: skip
 
+    def resolve_num_steps(self, num_steps: int | None, num_inference_steps: int | None) -> int:
+        """`num_steps` or its diffusers alias `num_inference_steps` (default 50, or fewer when the scheduler has
+        fewer timesteps); the scheduler checks the range."""
+        if num_steps is not None and num_inference_steps is not None and num_steps != num_inference_steps:
+            raise ValueError(f"`num_steps` ({num_steps}) and its alias `num_inference_steps` "
+                             f"({num_inference_steps}) disagree: give one")  # fmt: skip
+        num_steps = num_steps if num_steps is not None else num_inference_steps
+        if num_steps is None:
+            num_steps = min(DEFAULT_NUM_STEPS, self.scheduler.config.num_train_timesteps)
+        return check_int(num_steps, "num_steps")
+
+    def denoise(
+        self,
+        start_tokens: torch.LongTensor,
+        start_mask: torch.LongTensor,
+        batch_size: int,
+        guided: bool,
+        num_steps: int,
+        guidance_scale: float = 1.0,
+        temperature: float = 1.0,
+        generator=None,
+        known: torch.LongTensor | None = None,
+        keep: torch.BoolTensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        return_intermediates: bool = False,
+    ) -> VQDiscreteDiffusionPipelineOutput | tuple:
+        """The denoising loop every diffusion pipeline shares: `start_tokens` `(B, S)` (or `(2B, S)` with the
+        unconditional rows below the conditional ones when `guided`) are what the denoiser sees before the grid —
+        the prefix and the condition token — with their attention mask `start_mask`; `known` / `keep` `(B, n)`
+        inpaint."""
+        device = start_tokens.device
+        height, width = self.code_grid_size
+        if keep is not None and keep.shape[0] == 1 and batch_size > 1:
+            keep = keep.expand(batch_size, -1)
         self.scheduler.set_timesteps(num_steps, device=device)
         sample = self.scheduler.initial_codes((batch_size, height * width), known, keep, generator, device)
         intermediates = [] if return_intermediates else None
         for step, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             rows = torch.cat([sample, sample]) if guided else sample
-            logits = self.code_logits(conditions, rows)
+            logits = self.code_logits(start_tokens, start_mask, rows)
             if guided:
                 conditional, unconditional = logits.chunk(2)
                 logits = unconditional + guidance_scale * (conditional - unconditional)
@@ -148,11 +179,15 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         result = VQDiscreteDiffusionPipelineOutput(images=images, codes=grids, intermediates=intermediates)
         return result if return_dict else result.to_tuple()
 
-    def code_logits(self, conditions: torch.LongTensor, codes: torch.LongTensor) -> torch.Tensor:
-        """The denoiser's float32 logits over the K codes at every grid position `(B, n, K)`."""
-        tokens = torch.cat([conditions[:, None], codes], dim=1)
-        logits = self.denoiser(input_ids=tokens, attention_mask=torch.ones_like(tokens)).logits
-        return logits[:, 1:, : self.vocabulary.codebook_size].float()
+    def code_logits(
+        self, start_tokens: torch.LongTensor, start_mask: torch.LongTensor, codes: torch.LongTensor
+    ) -> torch.Tensor:
+        """The denoiser's float32 logits over the K codes at every grid position `(B, n, K)`, seeing `start_tokens`
+        (prefix and condition token, attention mask `start_mask`) before the grid."""
+        tokens = torch.cat([start_tokens, codes], dim=1)
+        attention_mask = torch.cat([start_mask, torch.ones_like(codes)], dim=1)
+        logits = self.denoiser(input_ids=tokens, attention_mask=attention_mask).logits
+        return logits[:, start_tokens.shape[1] :, : self.vocabulary.codebook_size].float()
 
     def picture_of(self, sample: torch.LongTensor, predicted: torch.LongTensor, output_type: str):
         """The grid after a step as images: still-masked cells grey, the rest decoded (a jigsaw assembling)."""

@@ -23,6 +23,9 @@ from ..utils.checks import check_float, check_int
 from ..utils.io import atomic_directory, check_safetensors_files, quiet_loading
 
 OUTPUT_TYPES = ("pil", "np", "pt", "codes")
+# transformers 5 names its fast tokenizer class TokenizersBackend (PreTrainedTokenizerFast is an alias); the alias is
+# what every transformers release loads, so model_index.json records that.
+PORTABLE_CLASS_NAMES = {("transformers", "TokenizersBackend"): ["transformers", "PreTrainedTokenizerFast"]}
 
 # diffusers records a component by its library and loads only libraries it knows; registering vq_hub makes
 # model_index.json say ["vq_hub", "VQVAEModel"] (stable when files move) and lets Hub downloads accept it (diffusers#6563).
@@ -74,6 +77,15 @@ def component_folders(folder: str | os.PathLike) -> list[str]:
         return []
     index = json.loads(index_file.read_text())
     return [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
+
+
+def record_portable_class_names(index_file: Path) -> None:
+    """Rewrite `model_index.json` entries that name a class by a release-specific name (`PORTABLE_CLASS_NAMES`)."""
+    index = json.loads(index_file.read_text())
+    renamed = {name: PORTABLE_CLASS_NAMES.get(tuple(value), value) if isinstance(value, list) else value
+               for name, value in index.items()}  # fmt: skip
+    if renamed != index:
+        index_file.write_text(json.dumps(renamed, indent=2, sort_keys=True) + "\n")
 
 
 class VQPipeline(DiffusionPipeline):
@@ -153,7 +165,9 @@ class VQPipeline(DiffusionPipeline):
         replaces = ["model_index.json", *component_folders(save_directory)]
         with atomic_directory(save_directory, replaces=replaces) as staging:
             super().save_pretrained(staging, safe_serialization=safe_serialization, **kwargs)
-            write_pipeline_card(staging, repo_id, type(self), training=training, evaluation=evaluation)
+            record_portable_class_names(staging / "model_index.json")
+            write_pipeline_card(staging, repo_id, type(self), training=training, evaluation=evaluation,
+                                call=self.card_call())  # fmt: skip
         if push_to_hub:
             upload_folder_to_hub(save_directory, repo_id, **hub_options)
 
@@ -172,6 +186,10 @@ class VQPipeline(DiffusionPipeline):
             self.save_pretrained(folder, repo_id=repo_id, training=training, evaluation=evaluation, **kwargs)
             return upload_folder_to_hub(folder, repo_id, token=token, private=bool(private),
                                         commit_message=commit_message or "Upload with vq_hub")  # fmt: skip
+
+    def card_call(self) -> str | None:
+        """The arguments of the model card's example call (None: built from the class's card attributes)."""
+        return None
 
     # ----------------------------------------------------------------------------------------------- shared steps
 

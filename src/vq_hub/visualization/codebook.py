@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from ..data import tensor_to_images
+from ..data import image_size, tensor_to_images
 from ..metrics import code_counts, codebook_usage, perplexity
 
 CONTEXTS = ("uniform", "neutral")
@@ -105,7 +105,7 @@ def code_tiles(model, codes: torch.LongTensor | None = None, context: str = "neu
 
 def blank_image_code(model) -> int:
     """The most frequent code of a black image (all pixels -1): the 'nothing here' of most datasets."""
-    height = width = model.config.sample_size
+    height, width = image_size(model.config.sample_size)
     blank = torch.full((1, model.config.in_channels, height, width), -1.0, device=next(model.parameters()).device)
     return int(torch.bincount(model.tokenize(blank).flatten().cpu()).argmax())
 
