@@ -139,6 +139,17 @@ def test_kv_cache_sampling_matches_recomputing_the_whole_sequence(pipe):
     assert torch.equal(cached, tokens[:, 1:])
 
 
+def test_sampling_passes_the_cache_under_the_name_the_prior_takes(pipe):
+    """transformers 5 renamed `past_key_values` to `cache` and warns on every call with the old name: one warning per
+    sampled code, and an error once the old name is removed."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        codes = codes_of(pipe, class_labels=[0, 1], generator=seeded())
+    assert codes.shape == (2, 4, 4)
+
+
 def test_top_k_one_is_greedy_and_seeds_reproduce(pipe):
     greedy = codes_of(pipe, batch_size=2, class_labels=[0, 2], temperature=0)
     assert torch.equal(codes_of(pipe, batch_size=2, class_labels=[0, 2], top_k=1, generator=seeded(5)), greedy)

@@ -1,6 +1,8 @@
 """`VQAutoregressivePipeline`: a transformers causal LM samples codes one by one (KV cache), the tokenizer decodes."""
 
+import inspect
 from collections.abc import Callable
+from functools import cache as remember
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
@@ -175,7 +177,8 @@ class VQAutoregressivePipeline(VQPipeline):
     ) -> torch.Tensor:
         """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far: 0 on
         empty prefix slots); float32 logits over the K codes only (special tokens can never be sampled)."""
-        output = self.prior(input_ids=step_input, attention_mask=attention_mask, past_key_values=cache, use_cache=True)
+        cache_argument = {cache_keyword(type(self.prior)): cache}
+        output = self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument)
         return output.logits[:, -1, :codebook_size].float()
 
     def prepare_prefix(self, image, num_prefix_rows: int | None, prefix_codes) -> torch.LongTensor | None:
@@ -210,3 +213,10 @@ class VQAutoregressivePipeline(VQPipeline):
         if prefix.shape[1] > height * width:
             raise ValueError(f"`prefix_codes` holds {prefix.shape[1]} codes, more than the {height}×{width} grid")
         return self.vocabulary.check_codes(prefix, "prefix_codes").to(self._execution_device)
+
+
+@remember
+def cache_keyword(model_class: type) -> str:
+    """The name under which `model_class.forward` takes its KV cache: `cache` since transformers 5.x deprecated
+    `past_key_values` (a warning per call, removal announced), `past_key_values` in the releases before."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
