@@ -141,7 +141,9 @@ def python_blocks(card: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", card, flags=re.DOTALL)
 
 
-@pytest.mark.parametrize("name", ["fashion-mnist-autoregressive", "fashion-mnist-diffusion", "fashion-mnist-vqvae"])
+@pytest.mark.parametrize(
+    "name", ["fashion-mnist-autoregressive", "fashion-mnist-diffusion", "fashion-mnist-vqvae", "scenes-text-to-image"]
+)
 def test_every_shipped_card_snippet_runs_as_written(name, monkeypatch):
     card = (CHECKPOINTS / name / "README.md").read_text()
     assert "pypi.org" not in card and "not published on PyPI" in card
@@ -149,7 +151,8 @@ def test_every_shipped_card_snippet_runs_as_written(name, monkeypatch):
     assert len(blocks) == 1
     if name != "fashion-mnist-vqvae":
         assert "DiffusionPipeline.from_pretrained" in blocks[0]
-        assert re.search(r"^tags:\n(- .*\n)*- class-conditional$", card, flags=re.MULTILINE)
+        what = "text-to-image" if name == "scenes-text-to-image" else "class-conditional"
+        assert re.search(rf"^tags:\n(- .*\n)*- {what}$", card, flags=re.MULTILINE)
     monkeypatch.chdir(ROOT)
     namespace = {}
     exec(compile(blocks[0], f"{name}/README.md", "exec"), namespace)  # noqa: S102 — our own card
