@@ -142,8 +142,12 @@ def python_blocks(card: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "name", ["fashion-mnist-autoregressive", "fashion-mnist-diffusion", "fashion-mnist-vqvae", "scenes-text-to-image"]
-)
+    "name",
+    [
+        "fashion-mnist-autoregressive", "fashion-mnist-diffusion", "fashion-mnist-vqvae", "fashion-mnist-vqvae2",
+        "scenes-text-to-image",
+    ],
+)  # fmt: skip
 def test_every_shipped_card_snippet_runs_as_written(name, monkeypatch):
     card = (CHECKPOINTS / name / "README.md").read_text()
     assert "pypi.org" not in card and "not published on PyPI" in card

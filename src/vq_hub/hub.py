@@ -169,8 +169,8 @@ tags:
 
 # {title}
 
-A `{class_name}` trained with vq_hub: {description}. It samples {grid_h}×{grid_w} grids of codes from a codebook of
-{codebook_size}{classes}, and its tokenizer (`vqvae/`) decodes them into {height}×{width} images. {install}
+A `{class_name}` trained with vq_hub: {description}. It samples {grids}{classes}, and its tokenizer (`vqvae/`)
+decodes them into {height}×{width} images. {install}
 
 ```python
 import torch
@@ -214,6 +214,12 @@ def write_pipeline_card(
     vqvae = json.loads((folder / "vqvae" / "config.json").read_text())
     factor = 2 ** (len(vqvae["block_out_channels"]) - 1 + len(vqvae.get("top_block_out_channels", [0])) - 1)
     grid_h, grid_w = prior["code_grid_size"]  # a VQ-VAE-2 pipeline's prior component is its top prior
+    grids = f"{grid_h}×{grid_w} grids of codes from a codebook of {prior['codebook_size']}"
+    if (folder / "bottom_prior" / "config.json").is_file():
+        bottom = json.loads((folder / "bottom_prior" / "config.json").read_text())
+        grids = (f"{grid_h}×{grid_w} grids of top codes (codebook of {prior['codebook_size']}), then "
+                 f"{bottom['code_grid_size'][0]}×{bottom['code_grid_size'][1]} grids of bottom codes given them "
+                 f"(codebook of {bottom['codebook_size']})")  # fmt: skip
     num_classes = prior.get("num_classes", 0)
     batch_size = min(4, num_classes) if num_classes else 4
     labels = f"class_labels={list(range(batch_size))}" if num_classes else ""
@@ -225,12 +231,10 @@ def write_pipeline_card(
         class_name=pipeline_class.__name__,
         pipeline_tag=pipeline_class.card_pipeline_tag,
         tags="\n".join(f"- {tag}" for tag in ["vq_hub", "diffusers", pipeline_class.__name__,
-                                               *pipeline_class.card_tags, *conditioning] if tag),  # fmt: skip
+                                               *pipeline_class.card_tags, *conditioning] if tag),
         install=INSTALL_NOTE,
         description=pipeline_class.card_description,
-        grid_h=grid_h,
-        grid_w=grid_w,
-        codebook_size=prior["codebook_size"],
+        grids=grids,
         classes=f", conditioned on {num_classes} classes" if num_classes else "",
         height=grid_h * factor,
         width=grid_w * factor,
