@@ -214,12 +214,17 @@ def load_images(source: str, resolution: int, channels: int, limit: int | None =
 # ------------------------------------------------------------------------------------------------- outputs
 
 
+def check_picture_path(out: str) -> None:
+    """Refuse an `--out` that is not an image file name before any work is done."""
+    if Path(out).suffix.lower() not in IMAGE_SUFFIXES + (".gif",):
+        raise CommandError(f"--out {out}: give an image file name ending in one of {', '.join(IMAGE_SUFFIXES)}")
+
+
 def save_picture(image, out: str) -> Path:
     """Write a PIL image (format from the suffix) through a temporary file: never half-written."""
     from ..utils.io import atomic_file
 
-    if Path(out).suffix.lower() not in IMAGE_SUFFIXES + (".gif",):
-        raise CommandError(f"--out {out}: give an image file name ending in one of {', '.join(IMAGE_SUFFIXES)}")
+    check_picture_path(out)
     with atomic_file(out) as temporary:
         image.save(temporary)
     return Path(out)

@@ -1,6 +1,14 @@
 """`vq-hub generate`: sample a grid of images (a row per class, or per prompt) from a saved pipeline."""
 
-from ._common import CommandError, add_sampling_arguments, load_pipeline, positive_int, sampling_options, save_picture
+from ._common import (
+    CommandError,
+    add_sampling_arguments,
+    check_picture_path,
+    load_pipeline,
+    positive_int,
+    sampling_options,
+    save_picture,
+)
 
 
 def register(commands) -> None:
@@ -35,6 +43,7 @@ def run(args) -> str:
     from ..pipelines import VQDiscreteDiffusionPipeline
     from ..utils.io import atomic_file
 
+    check_picture_path(args.out)  # before sampling: a wrong name should not cost a run
     pipe = load_pipeline(args.model)
     options = sampling_options(args, pipe)
     if args.gif and not isinstance(pipe, VQDiscreteDiffusionPipeline):
