@@ -57,9 +57,18 @@ def test_the_api_has_the_three_endpoints(client):
     }  # fmt: skip
 
 
+def test_generate_draws_prompts_with_the_text_to_image_pipeline(client):
+    path, status = client.predict("scenes-text-to-image", "Trouser", 2, 4, 3.0, 1.0, 0,
+                                  "a red sneaker to the left of a blue bag", api_name="/generate")  # fmt: skip
+    assert status == "done: 2 images, VQDiscreteDiffusionTextToImagePipeline"
+    assert picture(path).shape == (36 * 4, (2 * 66 + 2) * 4)  # two 32×64 scenes side by side, enlarged 4×
+    with pytest.raises(Exception, match="draws prompts: type one"):
+        client.predict("scenes-text-to-image", "Trouser", 2, 4, 3.0, 1.0, 0, " ", api_name="/generate")
+
+
 @pytest.mark.parametrize("pipeline, num_steps, frames", [(DIFFUSION, 4, 4), (AUTOREGRESSIVE, 4, 8)])
 def test_generate_streams_the_process_then_returns_the_images(client, pipeline, num_steps, frames):
-    job = client.submit(pipeline, "Trouser", 2, num_steps, 2.0, 1.0, 7, api_name="/generate")
+    job = client.submit(pipeline, "Trouser", 2, num_steps, 2.0, 1.0, 7, "", api_name="/generate")
     path, status = job.result(timeout=120)
     outputs = job.outputs()
     # one picture per diffusion step / per row of codes of the autoregressive prior, then the final images
@@ -69,9 +78,9 @@ def test_generate_streams_the_process_then_returns_the_images(client, pipeline, 
     final = picture(path)
     assert final.shape == (36 * 4, (2 * 34 + 2) * 4)  # two 32-pixel images side by side, enlarged 4×
     assert final.std() > 20  # real garments, not a blank
-    again, _ = client.predict(pipeline, "Trouser", 2, num_steps, 2.0, 1.0, 7, api_name="/generate")
+    again, _ = client.predict(pipeline, "Trouser", 2, num_steps, 2.0, 1.0, 7, "", api_name="/generate")
     assert np.array_equal(picture(again), final)  # the seed fixes the images
-    other, _ = client.predict(pipeline, "Trouser", 2, num_steps, 2.0, 1.0, 8, api_name="/generate")
+    other, _ = client.predict(pipeline, "Trouser", 2, num_steps, 2.0, 1.0, 8, "", api_name="/generate")
     assert not np.array_equal(picture(other), final)
 
 

@@ -27,7 +27,7 @@ from .models import VQVAEModel
 from .pipelines import VQDiscreteDiffusionPipeline, VQPipeline
 from .visualization import code_map
 
-SHIPPED = ("fashion-mnist-diffusion", "fashion-mnist-autoregressive", "fashion-mnist-vqvae")
+SHIPPED = ("fashion-mnist-diffusion", "fashion-mnist-autoregressive", "scenes-text-to-image", "fashion-mnist-vqvae")
 UNCONDITIONAL = "any (unconditional)"
 KEEP_ROWS, DRAWN_MASK = "keep the top rows", "regenerate what I draw"
 SCALE = 4  # displayed pixels per image pixel: 32×32 images are too small to see
@@ -84,11 +84,17 @@ def load_models(models: list[str | os.PathLike] | None = None, class_names: list
 
 
 def generate(models: DemoModels, pipeline: str, class_name: str, num_images: int, num_steps: int, guidance: float,
-             temperature: float, seed: int):  # fmt: skip
-    """Sample `num_images` images; yields the grid as it fills in (every step of diffusion, every row of codes of
-    the autoregressive prior), then the final images and a line of text."""
+             temperature: float, seed: int, prompt: str = ""):  # fmt: skip
+    """Sample `num_images` images (of `prompt` for a text-to-image pipeline, else of `class_name`); yields the grid as
+    it fills in (every step of diffusion, every row of codes of the autoregressive prior), then the final images and
+    a line of text."""
     pipe = _pipeline(models, pipeline)
     options = _options(models, pipe, class_name, int(num_images), num_steps, guidance, temperature, seed)
+    if is_text_pipeline(pipe):
+        if not (prompt or "").strip():
+            raise gr.Error(f'{pipeline} draws prompts: type one, e.g. "a red sneaker to the left of a blue bag".')
+        del options["class_labels"]
+        options.update(prompt=[prompt], num_images_per_prompt=options.pop("batch_size"))
     for images, text in _sample_live(pipe, options):
         yield _enlarge(images, SCALE), text
 
@@ -111,6 +117,8 @@ def inpaint(models: DemoModels, pipeline: str, editor: dict | None, mode: str, r
     """Resample part of an image: the rows below the first `rows` rows of codes, or the cells under the strokes drawn
     on it (diffusion only). Yields the kept part (grey = resampled) followed by the results, as they fill in."""
     pipe = _pipeline(models, pipeline)
+    if is_text_pipeline(pipe):
+        raise gr.Error(f"{pipeline} draws prompts; completion here works with the class-conditional pipelines.")
     background = (editor or {}).get("background")
     if background is None:
         raise gr.Error("Upload an image first.")
@@ -142,6 +150,11 @@ def inpaint(models: DemoModels, pipeline: str, editor: dict | None, mode: str, r
 # ------------------------------------------------------------------------------------------------- helpers
 
 
+def is_text_pipeline(pipe: VQPipeline) -> bool:
+    """A text-to-image pipeline (it has a `tokenizer` component and takes prompts, not classes)."""
+    return getattr(pipe, "tokenizer", None) is not None
+
+
 def _pipeline(models: DemoModels, name: str) -> VQPipeline:
     if name not in models.pipelines:
         raise gr.Error(f"Unknown pipeline {name!r}; this demo serves {sorted(models.pipelines)}.")
@@ -150,7 +163,7 @@ def _pipeline(models: DemoModels, name: str) -> VQPipeline:
 
 def _options(models, pipe, class_name, num_images, num_steps, guidance, temperature, seed) -> dict:
     """The pipeline call's keyword arguments for the widgets' values."""
-    if class_name in (None, "", UNCONDITIONAL) or pipe.vocabulary.num_classes == 0:
+    if class_name in (None, "", UNCONDITIONAL) or pipe.vocabulary.num_classes == 0 or is_text_pipeline(pipe):
         labels = None
     elif class_name in models.class_names:
         labels = [models.class_names.index(class_name)] * num_images
@@ -264,11 +277,13 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
     models = models or load_models()
     names = list(models.pipelines)
     diffusion = {name for name, pipe in models.pipelines.items() if isinstance(pipe, VQDiscreteDiffusionPipeline)}
+    text = {name for name, pipe in models.pipelines.items() if is_text_pipeline(pipe)}
+    square = [name for name in names if name not in text]  # completion works on the class-conditional ones
     classes = [UNCONDITIONAL, *models.class_names]
     default_class = models.class_names[0] if models.class_names else UNCONDITIONAL
     max_steps = max((pipe.scheduler.config.num_train_timesteps for name, pipe in models.pipelines.items()
                      if name in diffusion), default=16)  # fmt: skip
-    grid_rows = next(iter(models.pipelines.values())).code_grid_size[0] if names else 0
+    grid_rows = models.pipelines[square[0]].code_grid_size[0] if square else 0
     examples = list(example_images(models.tokenizer.config.sample_size))
     # One sampling run at a time, across both tabs: a pipeline's scheduler holds the timesteps of the run.
     sampling = {"concurrency_id": "sampling", "concurrency_limit": 1}
@@ -280,7 +295,10 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
             with gr.Row():
                 with gr.Column():
                     pipeline = gr.Dropdown(names, value=names[0] if names else None, label="pipeline")
-                    class_name = gr.Dropdown(classes, value=default_class, label="class")
+                    class_name = gr.Dropdown(classes, value=default_class, label="class",
+                                             visible=bool(names) and names[0] not in text)  # fmt: skip
+                    prompt = gr.Textbox(label="prompt", placeholder="a red sneaker to the left of a blue bag",
+                                        visible=bool(names) and names[0] in text, elem_id="generate-prompt")  # fmt: skip
                     num_images = gr.Slider(1, 8, value=4, step=1, label="images")
                     steps = gr.Slider(1, max_steps, value=min(16, max_steps), step=1, label="steps (diffusion)",
                                       visible=bool(names) and names[0] in diffusion)  # fmt: skip
@@ -291,11 +309,12 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
                 with gr.Column():
                     samples = gr.Image(label="samples", type="pil", format="png", elem_id="generate-output")
                     status = gr.Textbox(label="progress", interactive=False, elem_id="generate-status")
-            pipeline.change(lambda name: gr.Slider(visible=name in diffusion), pipeline, steps,
-                            api_visibility="private")  # fmt: skip
+            pipeline.change(lambda name: (gr.Slider(visible=name in diffusion), gr.Dropdown(visible=name not in text),
+                                          gr.Textbox(visible=name in text)),
+                            pipeline, [steps, class_name, prompt], api_visibility="private")  # fmt: skip
             button.click(functools.partial(generate, models),
-                         [pipeline, class_name, num_images, steps, guidance, temperature, seed], [samples, status],
-                         api_name="generate", **sampling)  # fmt: skip
+                         [pipeline, class_name, num_images, steps, guidance, temperature, seed, prompt],
+                         [samples, status], api_name="generate", **sampling)  # fmt: skip
 
         with gr.Tab("Reconstruct"):
             with gr.Row():
@@ -310,14 +329,14 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
             reconstruct_button.click(functools.partial(reconstruct, models), upload, [codes, comparison, value],
                                      api_name="reconstruct")  # fmt: skip
 
-        with gr.Tab("Inpaint / complete", visible=bool(names)):
+        with gr.Tab("Inpaint / complete", visible=bool(square)):
             with gr.Row():
                 with gr.Column():
                     editor = gr.ImageEditor(label="image (draw over what to regenerate)", type="pil", format="png",
                                             sources=("upload", "clipboard"),
                                             brush=gr.Brush(colors=["#ff0000"], default_size=24))  # fmt: skip
                     gr.Examples(examples, editor)
-                    inpaint_pipeline = gr.Dropdown(names, value=names[0] if names else None, label="pipeline")
+                    inpaint_pipeline = gr.Dropdown(square, value=square[0] if square else None, label="pipeline")
                     mode = gr.Radio([KEEP_ROWS, DRAWN_MASK], value=KEEP_ROWS, label="what to keep")
                     rows = gr.Slider(0, max(grid_rows - 1, 1), value=grid_rows // 2, step=1, label="rows of codes kept")
                     inpaint_class = gr.Dropdown(classes, value=UNCONDITIONAL, label="class")
