@@ -1,12 +1,16 @@
-"""Forward+backward time and peak memory of vq_hub's VectorQuantizer beside diffusers' and vector-quantize-pytorch's.
+"""Nearest-code search beside its limit (the bare distance GEMM) and beside diffusers' and vector-quantize-pytorch's.
 
-Same N latent vectors, codebook size K and dimension D for all; each row is timed in the same run. Two comparisons:
-gradient-trained codebooks (vq_hub vs diffusers, which only has that mode) and EMA codebooks (vq_hub vs
-vector-quantize-pytorch, whose default is EMA). Peak memory is measured above the memory held before the step:
-`torch.cuda.max_memory_allocated` on GPU, the process's peak resident set (VmHWM, reset through
-/proc/self/clear_refs) on Linux CPUs. On CPU, memory is measured in one child process with a fixed glibc mmap
-threshold, so large tensors go back to the system when freed (otherwise the heap keeps them and peaks read as
-zero), while times are measured in this process with the default allocator.
+Same N latent vectors, codebook size K and dimension D for all, every figure of a row timed round-robin in one run:
+- the limit: one `torch.mm` of the N×D latents by the D×K codebook into a preallocated N×K output (no argmin, no
+  allocation), which any exact float32 search must at least compute;
+- forward+backward of a gradient-trained quantizer step, vq_hub beside diffusers' `VectorQuantizer` (its only mode);
+- tokenize only (codes of latents, no gradient): vq_hub's `latents_to_codes` beside diffusers' forward under
+  `torch.no_grad()`;
+- forward+backward with EMA codebooks, vq_hub beside `vector-quantize-pytorch`'s `VectorQuantize` (its default).
+Peak memory is measured above the memory held before the step: `torch.cuda.max_memory_allocated` on GPU, the
+process's peak resident set (VmHWM, reset through /proc/self/clear_refs) on Linux CPUs. On CPU, memory is measured
+in one child process with a fixed glibc mmap threshold, so large tensors go back to the system when freed
+(otherwise the heap keeps them and peaks read as zero), while times are measured in this process.
 
     pip install vector-quantize-pytorch   # benchmark only, not a vq_hub dependency
     python benchmarks/bench_quantizer.py [--device cuda] [--codebook-sizes 1024 16384 65536] [--dims 8 64 256]
@@ -25,18 +29,27 @@ from timing import median_seconds
 
 from vq_hub.quantizers import VectorQuantizer
 
+GEMM = "bare GEMM"
+
 
 def build_implementations(codebook_size: int, dim: int) -> dict[str, Callable[[], tuple[torch.nn.Module, Callable]]]:
-    """name → factory returning (module, step) where step(latents) runs forward and returns a scalar to backprop."""
+    """name → factory returning (module, step) where step(latents) runs forward and returns a scalar to backprop,
+    or None for a step that runs without gradient."""
 
     def ours(use_ema: bool):
         module = VectorQuantizer(codebook_size, dim, use_ema=use_ema)
         return module, lambda x: (lambda out: out.quantized.square().mean() + out.loss)(module(x))
 
-    def diffusers_vq():
+    def ours_tokenize():
+        module = VectorQuantizer(codebook_size, dim)
+        return module, lambda x: _no_grad(lambda: module.latents_to_codes(x.detach()))
+
+    def diffusers_vq(tokenize_only: bool = False):
         from diffusers.models.autoencoders.vae import VectorQuantizer as DiffusersVectorQuantizer
 
         module = DiffusersVectorQuantizer(codebook_size, dim, beta=0.25, legacy=False)
+        if tokenize_only:
+            return module, lambda x: _no_grad(lambda: module(x)[2][2])
         return module, lambda x: (lambda out: out[0].square().mean() + out[1])(module(x))
 
     def lucidrains(use_ema: bool):
@@ -48,12 +61,34 @@ def build_implementations(codebook_size: int, dim: int) -> dict[str, Callable[[]
         )
         return module, lambda x: (lambda out: out[0].square().mean() + out[2])(module(x))
 
+    def bare_gemm():
+        codebook = torch.nn.Parameter(torch.randn(codebook_size, dim))
+        module = torch.nn.Module()
+        module.codebook = codebook
+        output = {}
+
+        def step(x):
+            vectors = x.detach().permute(0, 2, 3, 1).reshape(-1, dim)
+            if "scores" not in output:
+                output["scores"] = torch.empty(vectors.shape[0], codebook_size, device=x.device)
+            torch.mm(vectors, codebook.detach().t(), out=output["scores"])
+
+        return module, step
+
     return {
-        "vq_hub (grad)": lambda: ours(False),
-        "diffusers (grad)": diffusers_vq,
-        "vq_hub (EMA)": lambda: ours(True),
-        "vector-quantize-pytorch (EMA)": lambda: lucidrains(True),
+        GEMM: bare_gemm,
+        "vq_hub fwd+bwd": lambda: ours(False),
+        "diffusers fwd+bwd": diffusers_vq,
+        "vq_hub tokenize": ours_tokenize,
+        "diffusers tokenize": lambda: diffusers_vq(tokenize_only=True),
+        "vq_hub EMA fwd+bwd": lambda: ours(True),
+        "vector-quantize-pytorch EMA fwd+bwd": lambda: lucidrains(True),
     }
+
+
+def _no_grad(function: Callable[[], object]) -> None:
+    with torch.no_grad():
+        function()
 
 
 class PeakMemory:
@@ -88,13 +123,15 @@ class PeakMemory:
 
 
 def prepare(factory, latents: torch.Tensor):
-    """Build one implementation and return a closure running one forward+backward step (already warmed up)."""
+    """Build one implementation and return a closure running one step (already warmed up)."""
     module, step = factory()
     module.to(latents.device).train()
     inputs = latents.clone().requires_grad_(True)
 
     def run() -> None:
-        step(inputs).backward()
+        loss = step(inputs)
+        if loss is not None:
+            loss.backward()
         inputs.grad = None
         module.zero_grad(set_to_none=True)
         if latents.device.type == "cuda":
@@ -152,9 +189,7 @@ def main() -> None:
         return
 
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} N={args.num_vectors}")
-    header = f"{'K':>6} {'D':>4}  {'implementation':<30} {'ms/step':>9} {'peak MiB':>9} {'time ratio':>11} {'mem ratio':>10}"
-    print(header)
-    print("-" * len(header))
+    rows = []
     for codebook_size in args.codebook_sizes:
         for dim in args.dims:
             latents = torch.randn(batch, dim, side, side, device=device)
@@ -163,21 +198,51 @@ def main() -> None:
                 try:
                     runs[name] = prepare(factory, latents)
                 except ImportError as error:
-                    print(f"{codebook_size:>6} {dim:>4}  {name:<30} skipped: {error}")
+                    print(f"K={codebook_size} D={dim} {name}: skipped ({error})")
                     continue
                 key = f"{codebook_size}/{dim}/{name}"
                 peaks[name] = child_peaks[key] if key in child_peaks else peak_memory_mib(runs[name], memory)
             seconds = median_seconds(runs, args.repeats)
-            for name in runs:
-                reference = "vq_hub (EMA)" if "EMA" in name else "vq_hub (grad)"
-                print(
-                    f"{codebook_size:>6} {dim:>4}  {name:<30} {seconds[name] * 1e3:>9.1f} {peaks[name]:>9.0f} "
-                    f"{seconds[name] / seconds[reference]:>10.2f}x "
-                    f"{max(peaks[name], 1) / max(peaks[reference], 1):>9.2f}x"
-                )
+            rows.append((codebook_size, dim, seconds, peaks))
+            print(f"K={codebook_size} D={dim} done", file=sys.stderr)
             del runs
-    print("ratios: the row's figure divided by vq_hub's in the same mode (above 1 = vq_hub is faster / smaller);")
-    print("memory ratios floor both sides at 1 MiB")
+    print_tables(rows)
+
+
+def print_tables(rows: list[tuple[int, int, dict[str, float], dict[str, float]]]) -> None:
+    """The search against its limit and diffusers (time), then the EMA comparison and peak memory."""
+
+    def ratio(numerator: float | None, denominator: float | None) -> str:
+        return f"{numerator / denominator:.2f}x" if numerator and denominator else "—"
+
+    def ms(value: float | None) -> str:
+        return f"{value * 1e3:.1f}" if value is not None else "—"
+
+    print("\nnearest-code search, ms per call (ratios: > 1 after '/ vq_hub' means vq_hub is faster)")
+    print("| K | D | bare GEMM | vq_hub fwd+bwd | / GEMM | diffusers fwd+bwd | / vq_hub "
+          "| vq_hub tokenize | / GEMM | diffusers tokenize | / vq_hub |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for codebook_size, dim, seconds, _ in rows:
+        get = seconds.get
+        print(
+            f"| {codebook_size:,} | {dim} | {ms(get(GEMM))} | {ms(get('vq_hub fwd+bwd'))} "
+            f"| {ratio(get('vq_hub fwd+bwd'), get(GEMM))} | {ms(get('diffusers fwd+bwd'))} "
+            f"| {ratio(get('diffusers fwd+bwd'), get('vq_hub fwd+bwd'))} | {ms(get('vq_hub tokenize'))} "
+            f"| {ratio(get('vq_hub tokenize'), get(GEMM))} | {ms(get('diffusers tokenize'))} "
+            f"| {ratio(get('diffusers tokenize'), get('vq_hub tokenize'))} |"
+        )
+    print("\nEMA codebooks (fwd+bwd, ms) and peak extra memory of a fwd+bwd step (MiB)")
+    print("| K | D | vq_hub EMA | vector-quantize-pytorch EMA | / vq_hub | vq_hub MiB | diffusers MiB "
+          "| vector-quantize-pytorch MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for codebook_size, dim, seconds, peaks in rows:
+        ours, theirs = seconds.get("vq_hub EMA fwd+bwd"), seconds.get("vector-quantize-pytorch EMA fwd+bwd")
+        mib = {name: f"{peaks[name]:.0f}" if name in peaks else "—" for name in
+               ("vq_hub fwd+bwd", "diffusers fwd+bwd", "vector-quantize-pytorch EMA fwd+bwd")}  # fmt: skip
+        print(
+            f"| {codebook_size:,} | {dim} | {ms(ours)} | {ms(theirs)} | {ratio(theirs, ours)} "
+            f"| {' | '.join(mib.values())} |"
+        )
 
 
 if __name__ == "__main__":

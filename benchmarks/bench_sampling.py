@@ -1,18 +1,24 @@
 """Sampling speed, timed round-robin in one run.
 
-1. Codes/s from one autoregressive prior, three ways (decoding not timed):
-   - `vq_hub`: `VQAutoregressivePipeline` (KV cache, top-k, the special tokens excluded);
+1. Codes/s from one autoregressive prior (decoding not timed):
+   - `vq_hub`: `VQAutoregressivePipeline` with its default dynamic KV cache, with the static cache, and guided
+     (guidance 3: conditional and unconditional rows as one batch);
    - `no cache`: the loop of taming-transformers' sampler, which re-runs the whole sequence for every new code;
-   - `generate()`: transformers' `prior.generate(do_sample=True, top_k=…)` with the special tokens suppressed.
-2. Images/s (decoded to PIL) of that autoregressive pipeline beside `VQDiscreteDiffusionPipeline` (a BERT denoiser of the
-   same size, mask corruption, T = 100) at 8, 16 and 50 steps, on the same tokenizer.
+   - `generate()`: transformers' `prior.generate(do_sample=True, top_k=…)` with the special tokens suppressed;
+   - with `--compile`: the static cache with `torch.compile` on the prior's forward (compile time printed apart).
+2. Images/s (decoded to PIL) at batch 1 and 32 of that autoregressive pipeline beside `VQDiscreteDiffusionPipeline`
+   (a BERT denoiser of the same size, mask corruption, T = 100) at 8 and 16 steps on the same tokenizer, and the
+   share of each diffusion call spent outside the denoiser (scheduler, sampling, decoding, Python): the pipeline's
+   time against the same number of bare denoiser calls on the same shapes.
 
 The models are randomly initialised (speed does not depend on the weights).
 
     python benchmarks/bench_sampling.py [--device cuda] [--grid 16] [--codebook-size 1024] [--batch-size 8]
+        [--image-batch-sizes 1 32] [--diffusion-steps 8 16] [--compile]
 """
 
 import argparse
+import time
 from functools import partial
 
 import torch
@@ -23,8 +29,6 @@ from vq_hub import (
     DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, autoregressive_prior_config,
     denoiser_config,
 )  # fmt: skip
-
-DIFFUSION_STEPS = (8, 16, 50)
 
 
 def build_pipelines(args, device: torch.device) -> tuple[VQAutoregressivePipeline, VQDiscreteDiffusionPipeline]:
@@ -57,38 +61,34 @@ def sample_without_cache(prior, first_tokens: torch.LongTensor, num_codes: int, 
     return tokens[:, 1:]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--grid", type=int, default=16, help="Codes per side (16 → 256 codes per image).")
-    parser.add_argument("--codebook-size", type=int, default=1024)
-    parser.add_argument("--hidden-size", type=int, default=256)
-    parser.add_argument("--num-layers", type=int, default=8)
-    parser.add_argument("--num-heads", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--top-k", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    torch.manual_seed(0)
+def synchronized(run, device: torch.device):
+    def timed() -> None:
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
 
-    pipe, diffusion = build_pipelines(args, device)
+    return timed
+
+
+def code_sampler_runs(args, pipe, device) -> dict:
+    """The samplers of table 1, each drawing one batch of `args.batch_size` code grids."""
     prior, vocabulary = pipe.prior, pipe.vocabulary
     num_codes = args.grid * args.grid
     labels = torch.arange(args.batch_size, device=device) % vocabulary.num_classes
     first_tokens = vocabulary.condition_tokens(labels, args.batch_size, device)[:, None]
     special_tokens = list(range(vocabulary.codebook_size, vocabulary.vocab_size))
 
-    def synchronized(run):
-        def timed() -> None:
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
+    def pipeline(cache_implementation: str, **kwargs):
+        def run():
+            pipe.cache_implementation = cache_implementation
+            pipe(class_labels=labels, top_k=args.top_k, output_type="codes", **kwargs)
 
-        return timed
+        return run
 
-    runs = {
-        "vq_hub pipeline (KV cache)": lambda: pipe(class_labels=labels, top_k=args.top_k, output_type="codes"),
+    return {
+        "vq_hub pipeline (dynamic KV cache, default)": pipeline("dynamic"),
+        "vq_hub pipeline (static KV cache)": pipeline("static"),
+        "vq_hub pipeline, guided (guidance 3)": pipeline("dynamic", guidance_scale=3.0),
         "no cache (taming-style loop)": lambda: sample_without_cache(prior, first_tokens, num_codes,
                                                                      vocabulary.codebook_size, args.top_k),
         "transformers generate()": lambda: prior.generate(
@@ -97,30 +97,95 @@ def main() -> None:
             pad_token_id=vocabulary.bos_token_id,
         ),
     }  # fmt: skip
-    image_runs = {"VQAutoregressivePipeline": lambda: pipe(class_labels=labels, top_k=args.top_k)}
-    for steps in DIFFUSION_STEPS:
-        image_runs[f"VQDiscreteDiffusionPipeline, {steps} steps"] = partial(diffusion, num_steps=steps, class_labels=labels)
-    runs = {name: synchronized(run) for name, run in {**runs, **image_runs}.items()}
+
+
+def image_runs(args, pipe, diffusion, device) -> dict:
+    """Table 2: decoded images at each batch size; bare denoiser calls of the same shapes beside each diffusion run."""
+    runs = {}
+    sequence_length = 1 + args.grid * args.grid  # condition token + grid
+    for batch_size in args.image_batch_sizes:
+        labels = torch.arange(batch_size, device=device) % pipe.vocabulary.num_classes
+        runs[(batch_size, "VQAutoregressivePipeline")] = partial(pipe, class_labels=labels, top_k=args.top_k)
+        tokens = torch.randint(0, args.codebook_size, (batch_size, sequence_length), device=device)
+        for steps in args.diffusion_steps:
+            runs[(batch_size, f"VQDiscreteDiffusionPipeline, {steps} steps")] = partial(
+                diffusion, num_steps=steps, class_labels=labels
+            )
+
+            def bare(steps=steps, tokens=tokens):
+                with torch.no_grad():
+                    for _ in range(steps):
+                        diffusion.denoiser(input_ids=tokens, attention_mask=torch.ones_like(tokens))
+
+            runs[(batch_size, f"denoiser alone, {steps} calls")] = bare
+    return runs
+
+
+def compile_prior(pipe, args, device) -> float:
+    """Static cache + `torch.compile` on the prior's forward; returns the seconds of the first (compiling) call."""
+    pipe.prior.forward = torch.compile(pipe.prior.forward, dynamic=False)
+    pipe.cache_implementation = "static"
+    labels = torch.arange(args.batch_size, device=device) % pipe.vocabulary.num_classes
+    start = time.perf_counter()
+    pipe(class_labels=labels, top_k=args.top_k, output_type="codes")
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--grid", type=int, default=16, help="Codes per side (16 → 256 codes per image).")
+    parser.add_argument("--codebook-size", type=int, default=1024)
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--num-layers", type=int, default=8)
+    parser.add_argument("--num-heads", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8, help="Batch of table 1 (codes/s).")
+    parser.add_argument("--image-batch-sizes", type=int, nargs="+", default=[1, 32], help="Batches of table 2.")
+    parser.add_argument("--diffusion-steps", type=int, nargs="+", default=[8, 16])
+    parser.add_argument("--top-k", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--compile", action="store_true", help="Also time static cache + torch.compile.")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+
+    pipe, diffusion = build_pipelines(args, device)
+    num_codes = args.grid * args.grid
+    code_runs = code_sampler_runs(args, pipe, device)
+    pictures = image_runs(args, pipe, diffusion, device)
+    runs = {name: synchronized(run, device) for name, run in {**code_runs, **pictures}.items()}
     for run in runs.values():  # warm-up (allocator, kernels)
         run()
     seconds = median_seconds(runs, args.repeats)
+    pipe.cache_implementation = "dynamic"
+    if args.compile:
+        compile_seconds = compile_prior(pipe, args, device)
+        compiled = {"vq_hub pipeline (static KV cache + torch.compile)": synchronized(code_runs["vq_hub pipeline (static KV cache)"], device)}
+        seconds.update(median_seconds(compiled, args.repeats))
 
-    parameters = sum(p.numel() for p in prior.parameters()) / 1e6
-    print(f"device {device}, torch {torch.__version__}; GPT-2 prior {parameters:.1f}M parameters "
-          f"({args.num_layers} layers × {args.hidden_size}), {num_codes} codes per image ({args.grid}×{args.grid}), "
-          f"codebook {args.codebook_size}, batch {args.batch_size}, top-k {args.top_k}; median of {args.repeats}")  # fmt: skip
+    parameters = sum(p.numel() for p in pipe.prior.parameters()) / 1e6
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads; GPT-2 prior "
+          f"{parameters:.1f}M parameters ({args.num_layers} layers × {args.hidden_size}), {num_codes} codes per image "
+          f"({args.grid}×{args.grid}), codebook {args.codebook_size}, top-k {args.top_k}; median of {args.repeats}")
     print()
-    print("| sampler | s per batch | codes/s | speed vs vq_hub |")
+    print(f"| sampler (batch {args.batch_size}) | s per batch | codes/s | vq_hub default is faster by |")
     print("|---|---:|---:|---:|")
-    reference = seconds["vq_hub pipeline (KV cache)"]
-    for name in ("vq_hub pipeline (KV cache)", "no cache (taming-style loop)", "transformers generate()"):
+    reference = seconds["vq_hub pipeline (dynamic KV cache, default)"]
+    for name in [name for name in seconds if isinstance(name, str)]:
         codes_per_second = args.batch_size * num_codes / seconds[name]
-        print(f"| {name} | {seconds[name]:.3f} | {codes_per_second:,.0f} | {reference / seconds[name]:.2f}× |")
+        print(f"| {name} | {seconds[name]:.3f} | {codes_per_second:,.0f} | {seconds[name] / reference:.2f}× |")
+    if args.compile:
+        print(f"(torch.compile: the first call, compiling, took {compile_seconds:.1f} s)")
     print()
-    print("| pipeline (decoded images) | s per batch | images/s |")
-    print("|---|---:|---:|")
-    for name in image_runs:
-        print(f"| {name} | {seconds[name]:.3f} | {args.batch_size / seconds[name]:.1f} |")
+    print("| batch | pipeline (decoded images) | s per batch | images/s | outside the denoiser |")
+    print("|---:|---|---:|---:|---:|")
+    for batch_size, name in [key for key in pictures if not key[1].startswith("denoiser")]:
+        elapsed = seconds[(batch_size, name)]
+        share = "—"
+        if "steps" in name:
+            steps = name.split(", ")[1].split()[0]
+            share = f"{1 - seconds[(batch_size, f'denoiser alone, {steps} calls')] / elapsed:.0%}"
+        print(f"| {batch_size} | {name} | {elapsed:.3f} | {batch_size / elapsed:.2f} | {share} |")
 
 
 if __name__ == "__main__":

@@ -1,10 +1,14 @@
-"""Images/s of one VQ-GAN training step (generator + discriminator) with vq_hub's VQVAEModel and diffusers' VQModel.
+"""Images/s of one VQ-GAN training step (generator + discriminator) with vq_hub's VQVAEModel and diffusers' VQModel,
+and images/s of tokenizing (what `examples/encode_dataset.py` spends its time on).
 
 Both models get the same encoder/decoder config and the same loss (vq_hub's VQGANLoss: L1 + feature matching +
 adaptively weighted hinge GAN + quantizer terms, PatchDiscriminator, AdamW on both); only the tokenizer differs.
-Steps are timed round-robin in one process.
+vq_hub is also timed with the step's speed options: channels-last tensors and the fused AdamW kernel, and with
+`--compile`, `torch.compile` on the model. Steps are timed round-robin in one process. The share of a step spent in
+convolutions (forward and backward, from the profiler) says how much any change outside them can gain: both models
+run diffusers' `Encoder`/`Decoder`, so the convolutions are the same code.
 
-    python benchmarks/bench_train_step.py [--device cuda] [--batch-size 64] [--block-out-channels 32 64 128]
+    python benchmarks/bench_train_step.py [--device cuda] [--batch-size 64] [--block-out-channels 32 64 128] [--compile]
 """
 
 import argparse
@@ -17,13 +21,16 @@ from vq_hub import PatchDiscriminator, VQVAEModel
 from vq_hub.losses import VQGANLoss
 
 
-def make_step(model: torch.nn.Module, images: torch.Tensor, quantizer_loss_of, device: torch.device):
+def make_step(model: torch.nn.Module, images: torch.Tensor, quantizer_loss_of, device: torch.device, fused=False):
     """One full VQ-GAN update (generator, then discriminator) for `model`, with a fresh discriminator."""
     discriminator = PatchDiscriminator(in_channels=images.shape[1], base_channels=64, num_layers=2).to(device)
+    if images.is_contiguous(memory_format=torch.channels_last):
+        discriminator = discriminator.to(memory_format=torch.channels_last)
     loss_fn = VQGANLoss(discriminator=discriminator, discriminator_start=0)
-    g_optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-4)
-    last_layer = model.decoder.conv_out.weight
+    options = {"fused": True} if fused else {}
+    g_optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, **options)
+    d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-4, **options)
+    last_layer = getattr(model, "_orig_mod", model).decoder.conv_out.weight
 
     def step() -> None:
         output = model(images)
@@ -38,19 +45,50 @@ def make_step(model: torch.nn.Module, images: torch.Tensor, quantizer_loss_of, d
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up
+    step()  # warm-up (and compilation, when compiled)
     return step
+
+
+def convolution_share(step) -> float:
+    """Fraction of one step's self CPU time (device time on CUDA) spent in convolution kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as profiler:
+        step()
+    events = profiler.key_averages()
+    attribute = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    total = sum(getattr(event, attribute) for event in events)
+    convolutions = sum(getattr(event, attribute) for event in events if "conv" in event.key.lower())
+    return convolutions / total
+
+
+def tokenize_runs(ours: VQVAEModel, theirs: DiffusersVQModel, images: torch.Tensor) -> dict:
+    """Codes of a batch: vq_hub's `tokenize` and diffusers' encode → quantize, without gradient."""
+
+    @torch.no_grad()
+    def ours_tokenize() -> None:
+        ours.tokenize(images)
+
+    @torch.no_grad()
+    def theirs_tokenize() -> None:
+        latents = theirs.encode(images).latents
+        theirs.quantize(latents)
+
+    return {"vq_hub VQVAEModel.tokenize": ours_tokenize, "diffusers VQModel encode + quantize": theirs_tokenize}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--encode-batch-size", type=int, default=256)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--block-out-channels", type=int, nargs="+", default=[32, 64, 128])
     parser.add_argument("--latent-channels", type=int, default=32)
     parser.add_argument("--num-vq-embeddings", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--compile", action="store_true", help="Also time vq_hub under torch.compile.")
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -63,21 +101,49 @@ def main() -> None:
         norm_num_groups=32, sample_size=args.resolution,
     )  # fmt: skip
     images = torch.rand(args.batch_size, 3, args.resolution, args.resolution, device=device) * 2 - 1
-    ours = VQVAEModel(**shared_config).to(device).train()
+    channels_last = images.contiguous(memory_format=torch.channels_last)
+
+    def ours() -> VQVAEModel:
+        torch.manual_seed(0)
+        return VQVAEModel(**shared_config).to(device).train()
+
     theirs = DiffusersVQModel(**shared_config).to(device).train()
+    def quantizer_loss(output):
+        return output.quantizer_loss
+
     runs = {
-        "vq_hub VQVAEModel": make_step(ours, images, lambda output: output.quantizer_loss, device),
+        "vq_hub VQVAEModel": make_step(ours(), images, quantizer_loss, device),
+        "vq_hub, channels-last + fused AdamW": make_step(
+            ours().to(memory_format=torch.channels_last), channels_last, quantizer_loss, device, fused=True
+        ),
         "diffusers VQModel": make_step(theirs, images, lambda output: output.commit_loss.mean(), device),
     }
+    if args.compile:
+        runs["vq_hub, torch.compile"] = make_step(torch.compile(ours()), images, quantizer_loss, device)
     seconds = median_seconds(runs, args.repeats)
+    share = convolution_share(runs["vq_hub VQVAEModel"])
+
+    encode_images = torch.rand(args.encode_batch_size, 3, args.resolution, args.resolution, device=device) * 2 - 1
+    encoding = tokenize_runs(ours().eval(), theirs.eval(), encode_images)
+    for run in encoding.values():
+        run()
+    encode_seconds = median_seconds(encoding, args.repeats)
 
     print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
           f"resolution={args.resolution} block_out_channels={tuple(args.block_out_channels)}")  # fmt: skip
-    print(f"{'tokenizer':<20} {'ms/step':>9} {'images/s':>9} {'ratio':>7}")
+    print()
+    print("| training step | ms/step | images/s | diffusers' time over the row's |")
+    print("|---|---:|---:|---:|")
     for name, value in seconds.items():
-        print(f"{name:<20} {value * 1e3:>9.1f} {args.batch_size / value:>9.1f} "
-              f"{seconds['vq_hub VQVAEModel'] / value:>6.2f}x")  # fmt: skip
-    print("ratio: vq_hub's time over the row's (below 1 = the row is slower than vq_hub)")
+        print(f"| {name} | {value * 1e3:.1f} | {args.batch_size / value:.1f} | "
+              f"{seconds['diffusers VQModel'] / value:.2f}x |")  # fmt: skip
+    print(f"\nconvolutions (forward + backward): {share:.0%} of vq_hub's step")
+    print()
+    print(f"| tokenizing (batch {args.encode_batch_size}, no gradient) | images/s | ratio to diffusers |")
+    print("|---|---:|---:|")
+    reference = encode_seconds["diffusers VQModel encode + quantize"]
+    for name, value in encode_seconds.items():
+        print(f"| {name} | {args.encode_batch_size / value:,.0f} | {reference / value:.2f}x |")
 
 
 if __name__ == "__main__":

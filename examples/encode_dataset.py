@@ -15,6 +15,7 @@ encoding.json (`levels`, `code_grid_sizes`, `codebook_sizes`).
 import argparse
 import json
 import logging
+import time
 from pathlib import Path
 
 import datasets
@@ -112,11 +113,16 @@ def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator
     dataset.set_transform(image_transform(args.resolution, vqvae.config.in_channels, args.image_column))
     loader = accelerator.prepare(torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, collate_fn=collate))
     all_codes, all_labels = [[] for _ in level_names(vqvae)], []
+    start = time.perf_counter()
     for images, labels in tqdm(loader, desc=f"encoding {name}", disable=not accelerator.is_local_main_process):
         for level_codes, codes in zip(all_codes, tokenize_levels(vqvae, images.to(vqvae.dtype))):
             # gather_for_metrics drops the samples repeated to even out the last batch across processes.
             level_codes.append(accelerator.gather_for_metrics(codes.flatten(1)).cpu())
         all_labels.append(accelerator.gather_for_metrics(labels).cpu())
+    seconds = time.perf_counter() - start
+    if accelerator.is_main_process:  # throughput with the data loading: what a user waits for
+        print(f"encoded {name}: {len(dataset):,} images in {seconds:.1f} s ({len(dataset) / seconds:,.0f} images/s "
+              f"on {accelerator.num_processes} process(es))", flush=True)  # fmt: skip
     return [torch.cat(level_codes) for level_codes in all_codes], torch.cat(all_labels), captions
 
 

@@ -116,6 +116,20 @@ def test_guidance_against_the_empty_prompt(pipes, kind):
     assert codes_of(pipe, prompt=prompts, guidance_scale=4.0, generator=seeded(0)).shape == (2, 4, 8)
 
 
+def test_static_cache_keeps_padded_prompts_masked(pipes):
+    """Prompts of several lengths (pads masked in the prefix) sample the same codes with the static cache."""
+    pipe = pipes["autoregressive"]
+    prompts = [CAPTIONS[0], "", CAPTIONS[1]]
+    try:
+        results = []
+        for implementation in ("dynamic", "static"):
+            pipe.cache_implementation = implementation
+            results.append(codes_of(pipe, prompt=prompts, guidance_scale=2.0, generator=seeded(4)))
+    finally:
+        pipe.cache_implementation = "dynamic"
+    assert torch.equal(results[0], results[1])
+
+
 @pytest.mark.parametrize("kind", ["autoregressive", "diffusion"])
 def test_negative_prompts_replace_the_empty_prompt(pipes, kind):
     pipe = pipes[kind]

@@ -5,7 +5,7 @@ from collections.abc import Callable
 from functools import cache as remember
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
 from transformers.generation.logits_process import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
 from ..models.vq_model import VQVAEModel
@@ -35,6 +35,11 @@ class VQAutoregressivePipeline(VQPipeline):
     """
 
     model_cpu_offload_seq = "prior->vqvae"
+    # How the KV cache is held while sampling (a runtime setting, not saved): "dynamic", transformers' DynamicCache,
+    # which grows by concatenation each step; or "static", preallocated to the whole sequence and written in place,
+    # with fixed shapes for `torch.compile`. Dynamic is the default: it was as fast or faster on CPU in
+    # benchmarks/bench_sampling.py, which times both.
+    cache_implementation = "dynamic"
     card_description = "an autoregressive transformer over discrete image codes"
     card_tags = ("autoregressive", "image-tokens")
 
@@ -142,17 +147,24 @@ class VQAutoregressivePipeline(VQPipeline):
         codebook_size = self.vocabulary.codebook_size
         codes = torch.empty(batch_size, 0, dtype=torch.long, device=device) if known_codes is None else known_codes
         step_input = torch.cat([start_tokens, torch.cat([codes, codes]) if guided else codes], dim=1)
-        attention_mask = torch.cat([start_mask, torch.ones_like(step_input[:, start_mask.shape[1] :])], dim=1)
+        total_length = start_tokens.shape[1] + num_codes
+        # The mask of the whole sequence, made once; each step sees the prefix of it the cache holds (a view).
+        full_mask = torch.cat([start_mask, start_mask.new_ones(start_mask.shape[0], num_codes)], dim=1)
         warpers = LogitsProcessorList()
         if top_k is not None:
             warpers.append(TopKLogitsWarper(top_k))
         if top_p is not None and top_p < 1:
             warpers.append(TopPLogitsWarper(top_p))
 
-        cache = DynamicCache(config=self.prior.config)
+        cache = self.make_cache(step_input.shape[0], total_length)
+        static = isinstance(cache, StaticCache)
+        position = 0
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per code
         for step in self.progress_bar(range(num_codes - codes.shape[1])):
+            length = position + step_input.shape[1]
+            attention_mask = full_mask if static else full_mask[:, :length]
             logits = self.next_code_logits(step_input, cache, attention_mask, codebook_size)
+            position = length
             finite &= torch.isfinite(logits).all()
             if guided:
                 conditional, unconditional = logits.chunk(2)
@@ -163,7 +175,6 @@ class VQAutoregressivePipeline(VQPipeline):
                 next_codes = sample_from_logits(warpers(codes, logits / temperature), generator)
             codes = torch.cat([codes, next_codes[:, None]], dim=1)
             step_input = torch.cat([next_codes, next_codes])[:, None] if guided else next_codes[:, None]
-            attention_mask = torch.cat([attention_mask, torch.ones_like(step_input)], dim=1)
             if callback_on_step_end is not None:
                 callback_on_step_end(self, step, codes.shape[1] - 1, {"codes": codes})
 
@@ -172,11 +183,20 @@ class VQAutoregressivePipeline(VQPipeline):
                              "into divergence); no codes were returned")  # fmt: skip
         return codes.reshape(batch_size, height, width)
 
+    def make_cache(self, batch_size: int, max_length: int) -> Cache:
+        """A fresh KV cache of `self.cache_implementation` for `batch_size` rows of at most `max_length` tokens."""
+        if self.cache_implementation == "dynamic":
+            return DynamicCache(config=self.prior.config)
+        if self.cache_implementation == "static":
+            return StaticCache(config=self.prior.config, max_cache_len=max_length)
+        raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {self.cache_implementation!r}")
+
     def next_code_logits(
-        self, step_input: torch.LongTensor, cache: DynamicCache, attention_mask: torch.LongTensor, codebook_size: int
+        self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor, codebook_size: int
     ) -> torch.Tensor:
-        """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far: 0 on
-        empty prefix slots); float32 logits over the K codes only (special tokens can never be sampled)."""
+        """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far, or
+        the whole sequence with a static cache: 0 on empty prefix slots); float32 logits over the K codes only
+        (special tokens can never be sampled)."""
         cache_argument = {cache_keyword(type(self.prior)): cache}
         output = self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument)
         return output.logits[:, -1, :codebook_size].float()
