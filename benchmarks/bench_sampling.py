@@ -23,12 +23,13 @@ from functools import partial
 
 import torch
 from timing import median_seconds
-from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, DynamicCache
 
 from vq_hub import (
     DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel, autoregressive_prior_config,
     denoiser_config,
 )  # fmt: skip
+from vq_hub.pipelines.autoregressive import cache_keyword
 
 
 def build_pipelines(args, device: torch.device) -> tuple[VQAutoregressivePipeline, VQDiscreteDiffusionPipeline]:
@@ -85,7 +86,16 @@ def code_sampler_runs(args, pipe, device) -> dict:
 
         return run
 
+    @torch.no_grad()
+    def forward_alone() -> None:  # the floor of any eager sampler: the prior's cached steps, nothing else
+        cache, tokens = DynamicCache(config=prior.config), first_tokens
+        for length in range(1, num_codes + 1):
+            mask = torch.ones(args.batch_size, length, dtype=torch.long, device=device)
+            prior(input_ids=tokens, attention_mask=mask, use_cache=True, **{cache_keyword(type(prior)): cache})
+            tokens = torch.zeros_like(first_tokens)
+
     return {
+        "prior forward alone (KV cache, no sampling)": forward_alone,
         "vq_hub pipeline (dynamic KV cache, default)": pipeline("dynamic"),
         "vq_hub pipeline (static KV cache)": pipeline("static"),
         "vq_hub pipeline, guided (guidance 3)": pipeline("dynamic", guidance_scale=3.0),

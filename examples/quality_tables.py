@@ -82,7 +82,10 @@ def plot(groups: dict[tuple, list[dict]], path: Path) -> None:
             for x, y, _, steps in points:
                 axes.annotate(str(steps), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7, color=colour)
     axes.set_xscale("log")
-    axes.set_xlabel("seconds per image (sampling + decoding, 2 CPU cores)")
+    threads = sorted({row.get("torch_threads") for rows in groups.values() for row in rows} - {None})
+    devices = sorted({row.get("device", "cpu") for rows in groups.values() for row in rows})
+    where = ", ".join(devices) + (f", {'/'.join(map(str, threads))} thread(s)" if devices == ["cpu"] and threads else "")
+    axes.set_xlabel(f"seconds per image (sampling + decoding, {where})")
     axes.set_ylabel("FID (vq_hub Fashion-MNIST classifier features)")
     axes.set_title("Fashion-MNIST priors: FID against sampling time (diffusion: steps annotated)", fontsize=10)
     axes.grid(True, which="both", alpha=0.3)
