@@ -211,3 +211,30 @@ def test_pipeline_figures_name_their_network(network):
     assert "not computed" in report["fid_inception_note"]
     with pytest.raises(FileNotFoundError, match="inception_weights"):
         evaluate_pipeline(pipe, network, num_images=10, progress=False, num_steps=2, inception_weights="nowhere.pth")
+
+
+def test_quality_tables_average_the_seeds_and_plot_fid_against_time(tmp_path):
+    """examples/quality_tables.py: rows of one configuration (two seeds) become mean ± half their spread; the plot
+    names the device and threads the reports record."""
+    from conftest import load_example
+
+    def row(pipeline, steps, guidance, seed, fid, seconds):
+        return {"pipeline": pipeline, "num_steps": steps, "guidance_scale": guidance, "temperature": 1.0, "seed": seed,
+                "fid": fid, "precision": 0.9, "recall": 0.3, "class_accuracy": 0.8, "seconds_per_image": seconds,
+                "num_images": 10, "num_reference_images": 20, "feature_network": {"name": "net"},
+                "reference": {"split": "test"}, "device": "cpu", "torch_threads": 1}  # fmt: skip
+
+    reports = {
+        "ar.json": [row("VQAutoregressivePipeline", None, 2.0, 0, 2.0, 0.01), row("VQAutoregressivePipeline", None, 2.0, 1, 3.0, 0.03)],
+        "diffusion.json": [row("VQDiscreteDiffusionPipeline", steps, 2.0, seed, 4.0 + steps, 0.1 * steps)
+                           for steps in (4, 8) for seed in (0, 1)],
+    }  # fmt: skip
+    for name, results in reports.items():
+        (tmp_path / name).write_text(json.dumps({"results": results}))
+    table = load_example("quality_tables").main([str(tmp_path / name) for name in reports] +
+                                                ["--plot", str(tmp_path / "plot.png")])  # fmt: skip
+    lines = table.splitlines()
+    assert lines[2] == "| autoregressive | – | 2 | 2.50 ± 0.50 | 0.900 ± 0.000 | 0.300 ± 0.000 | 0.800 ± 0.000 | 0.0200 ± 0.0100 |"
+    assert lines[3].startswith("| diffusion | 4 | 2 | 8.00 ± 0.00 | ") and lines[4].startswith("| diffusion | 8 | 2 | 12.00 ± 0.00 |")
+    assert "seeds 0, 1" in table and "Feature network: net" in table
+    assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
