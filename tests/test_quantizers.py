@@ -192,7 +192,8 @@ def test_tiled_search_equals_the_plain_formula(num_codes, dim, normalized):
     vectors, codebook = torch.randn(1000, dim, generator=generator), torch.randn(num_codes, dim, generator=generator)
     if normalized:
         vectors, codebook = F.normalize(vectors, dim=1), F.normalize(codebook, dim=1)
-    ties = [(3, 7)] + ([(20, 150)] if num_codes > 150 else [])  # in one block of codes for every tiling below
+    ties = [(3, 7)] + ([(20, 150), (30, num_codes - 1)] if num_codes > 150 else [])  # in one block of codes, the
+    # last one in the columns past the last whole group of the two-stage argmax
     for row, (kept, copy) in enumerate(ties):  # exact ties: the lower code must win
         codebook[copy] = codebook[kept]
         vectors[row] = codebook[kept]

@@ -18,14 +18,21 @@ ARGMAX_GROUP = 64
 
 
 def _tile_argmax(tile: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
-    """`tile.max(dim=1)` (ties to the lowest index), by group maxima first, then the argmax inside the best group."""
+    """`tile.max(dim=1)` (ties to the lowest index), by group maxima first, then the argmax inside the best group;
+    the columns past the last whole group are reduced directly."""
     rows, columns = tile.shape
-    if columns % ARGMAX_GROUP or columns == ARGMAX_GROUP:
+    whole = columns - columns % ARGMAX_GROUP
+    if whole <= ARGMAX_GROUP:
         return tile.max(dim=1)
-    groups = tile.view(rows, columns // ARGMAX_GROUP, ARGMAX_GROUP)
+    groups = tile[:, :whole].view(rows, whole // ARGMAX_GROUP, ARGMAX_GROUP)
     score, group = groups.amax(dim=2).max(dim=1)  # the first group holding the row's maximum
     within = groups[torch.arange(rows, device=tile.device), group].argmax(dim=1)  # its first occurrence there
-    return score, group * ARGMAX_GROUP + within
+    index = group * ARGMAX_GROUP + within
+    if whole < columns:  # the rest wins only if strictly better: an earlier column keeps a tie
+        rest_score, rest_index = tile[:, whole:].max(dim=1)
+        better = rest_score > score
+        score, index = torch.where(better, rest_score, score), torch.where(better, rest_index + whole, index)
+    return score, index
 
 
 @torch.no_grad()
@@ -44,8 +51,6 @@ def nearest_codes(
     num_vectors, (num_codes, dim) = vectors.shape[0], codebook.shape
     bias = None if normalized else codebook.pow(2).sum(dim=1).mul_(-0.5)
     code_block = min(num_codes, max(1, CODEBOOK_BLOCK_ELEMENTS // dim))
-    if code_block > ARGMAX_GROUP:  # whole groups per block, so every full block takes the two-stage argmax
-        code_block -= code_block % ARGMAX_GROUP
     row_block = min(num_vectors, max(1, tile_elements // code_block))
     buffer = torch.empty(row_block * code_block, device=vectors.device)  # one buffer, reused by every tile
     codes = torch.empty(num_vectors, dtype=torch.long, device=vectors.device)
