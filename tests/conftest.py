@@ -41,9 +41,22 @@ def tiny_vq_config(**overrides) -> dict:
 
 def run_script(script: str, args: list[str], launcher: list[str] | None = None, check: bool = True,
                env: dict | None = None) -> subprocess.CompletedProcess:  # fmt: skip
-    """Run `examples/<script>` as users launch it; on failure, show the ends of its output."""
+    """Run `examples/<script>` as users launch it; on failure, show the ends of its output.
+
+    A two-process run that hangs is killed after 5 minutes (they take under a minute) and run once more: gloo on
+    this 2-core machine once left both ranks idle at a checkpoint barrier, with no error, in about 20 full runs of
+    the suite, and never twice in a row; a second hang fails the test."""
     command = (launcher or [sys.executable]) + [str(ROOT / "examples" / script), *args]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+    two_processes = launcher == TWO_PROCESS_LAUNCHER
+    for attempt in (1, 2) if two_processes else (1,):
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=300 if two_processes else 600,
+                                    env={**os.environ, **(env or {})})  # fmt: skip
+            break
+        except subprocess.TimeoutExpired:
+            if attempt == 2 or not two_processes:
+                raise
+            print(f"{script} on two processes hung; running it once more", file=sys.stderr)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
