@@ -22,6 +22,9 @@ QUANTIZERS = {
     "vector-l2-lowdim": dict(use_l2_norm=True, codebook_dim=2),
     "gumbel": dict(quantizer_type="gumbel"),
     "fsq": dict(quantizer_type="fsq", fsq_levels=[4, 2, 2], num_vq_embeddings=16),
+    "lfq": dict(quantizer_type="lfq", num_vq_embeddings=16),
+    "bsq": dict(quantizer_type="bsq", num_vq_embeddings=16, entropy_loss_weight_end=0.0, entropy_loss_anneal_steps=4),
+    "simvq": dict(quantizer_type="simvq", num_vq_embeddings=16),
 }
 
 

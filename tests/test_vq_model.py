@@ -15,6 +15,9 @@ QUANTIZER_CONFIGS = {
     "vector-l2-lowdim": dict(use_l2_norm=True, codebook_dim=2),
     "gumbel": dict(quantizer_type="gumbel"),
     "fsq": dict(quantizer_type="fsq", fsq_levels=[4, 2, 2, 2], num_vq_embeddings=32),
+    "lfq": dict(quantizer_type="lfq", num_vq_embeddings=32),
+    "bsq": dict(quantizer_type="bsq", num_vq_embeddings=32),
+    "simvq": dict(quantizer_type="simvq", num_vq_embeddings=32),
 }
 
 
@@ -220,6 +223,8 @@ def test_gumbel_temperature_must_be_positive():
         (dict(quantizer_type="residual"), "quantizer_type"),
         (dict(quantizer_type="fsq"), "fsq_levels"),
         (dict(quantizer_type="fsq", fsq_levels=[8, 5]), "product of `fsq_levels`"),
+        (dict(quantizer_type="lfq", num_vq_embeddings=48), "num_vq_embeddings"),
+        (dict(quantizer_type="simvq", use_ema=True), "use_ema"),
         (dict(block_out_channels=(16, 32, 32)), "same length"),
     ],
 )

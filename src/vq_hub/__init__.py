@@ -29,18 +29,24 @@ from .pipelines import (
     VQPipelineOutput,
 )
 from .schedulers import DiscreteDiffusionScheduler
-from .quantizers import FSQuantizer, GumbelQuantizer, Quantizer, QuantizerOutput, VectorQuantizer
+from .quantizers import (
+    BinarySphericalQuantizer, FSQuantizer, GumbelQuantizer, LookupFreeQuantizer, Quantizer, QuantizerOutput,
+    SimVQuantizer, VectorQuantizer,
+)  # fmt: skip
 
 __all__ = [
+    "BinarySphericalQuantizer",
     "CodeVocabulary",
     "DiscreteDiffusionScheduler",
     "FSQuantizer",
     "GumbelQuantizer",
     "HierarchicalVQModel",
     "HierarchicalVQModelOutput",
+    "LookupFreeQuantizer",
     "PatchDiscriminator",
     "Quantizer",
     "QuantizerOutput",
+    "SimVQuantizer",
     "VQAutoregressivePipeline",
     "VQAutoregressiveTextToImagePipeline",
     "VQDiscreteDiffusionPipeline",

@@ -63,15 +63,16 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
             As in diffusers' `VQModel`. The image is downsampled by `2 ** (len(block_out_channels) - 1)`.
         use_quant_conv (`bool`, defaults to `True`): 1×1 conv from `latent_channels` to `vq_embed_dim`.
         use_post_quant_conv (`bool`, defaults to `True`): 1×1 conv from `vq_embed_dim` back to `latent_channels`.
-        quantizer_type (`str`, defaults to `"vector"`): `"vector"`, `"gumbel"` or `"fsq"`.
-        commitment_beta (`float`, defaults to 0.25): β of the commitment loss (vector quantizer).
+        quantizer_type (`str`, defaults to `"vector"`): `"vector"`, `"gumbel"`, `"fsq"`, `"lfq"` (lookup-free, MAGVIT-v2),
+            `"bsq"` (binary spherical, BSQ-ViT) or `"simvq"` (frozen random codebook behind a learned linear map).
+        commitment_beta (`float`, defaults to 0.25): β of the commitment loss (vector, LFQ, BSQ, SimVQ).
         legacy_beta (`bool`): β on the codebook term, as taming-transformers and diffusers (converted checkpoints).
         quantizer_recipe (`str`, defaults to `"healthy"`): The defaults of the four vector-quantizer options below
             that are left unset (None): `"healthy"` = 16-d (at most `vq_embed_dim`) l2-normalised codes, k-means init,
             dead-code restarts under 0.5 (the recipe that keeps codebooks in use); `"plain"` = full-dimension codes,
             no normalisation, random init, no restarts (VQ-VAE, taming-transformers, diffusers). Configs saved before
             the recipe existed load as `"plain"`, exactly as they were saved.
-        codebook_dim (`int`, *optional*): Low-dimensional codes with in/out projections (vector quantizer).
+        codebook_dim (`int`, *optional*): Low-dimensional codes with in/out projections (vector quantizer, SimVQ).
         use_l2_norm (`bool`, *optional*): Cosine-similarity lookup with l2-normalised codes (vector quantizer).
         use_ema (`bool`), ema_decay (`float`), ema_epsilon (`float`): EMA codebook updates (vector quantizer).
         kmeans_init (`bool`), kmeans_iters (`int`): k-means initialisation on the first batch (vector quantizer).
@@ -79,6 +80,14 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         gumbel_temperature (`float`), gumbel_kl_weight (`float`), gumbel_straight_through (`bool`):
             Gumbel-softmax options.
         fsq_levels (`list[int]`, *optional*): FSQ levels per dimension; `num_vq_embeddings` must equal their product.
+        lfq_scale (`float`, defaults to 1.0): LFQ's quantized value per channel, ±scale. LFQ and BSQ take one bit per
+            channel: `num_vq_embeddings` must be a power of two, `2^bits`.
+        entropy_loss_weight (`float`, defaults to 0.1), entropy_loss_weight_end (`float`, *optional*),
+        entropy_loss_anneal_steps (`int`, defaults to 0): LFQ/BSQ entropy loss weight, annealed linearly from the first
+            to the second over that many training forward passes (constant without an end).
+        codebook_entropy_weight (`float`, defaults to 1.0): γ of the codebook-entropy term (LFQ, BSQ).
+        entropy_temperature (`float`, *optional*): τ of the entropies' soft assignment (LFQ 0.01, BSQ 1.0 when None).
+        entropy_group_size (`int`, defaults to 8): Bits per group of the factorised codebook entropy (LFQ, BSQ).
     """
 
     _skip_layerwise_casting_patterns = ["quantize"]
@@ -119,6 +128,13 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         gumbel_kl_weight: float = 5e-4,
         gumbel_straight_through: bool = False,
         fsq_levels: list[int] | None = None,
+        lfq_scale: float = 1.0,
+        entropy_loss_weight: float = 0.1,
+        entropy_loss_weight_end: float | None = None,
+        entropy_loss_anneal_steps: int = 0,
+        codebook_entropy_weight: float = 1.0,
+        entropy_temperature: float | None = None,
+        entropy_group_size: int = 8,
     ):
         super().__init__()
         if len(down_block_types) != len(block_out_channels) or len(up_block_types) != len(block_out_channels):

@@ -1,18 +1,25 @@
 """The quantizer family: every quantizer maps latents (B, C, H, W) to codes (B, H, W) and back."""
 
 from .base import Quantizer, QuantizerOutput
+from .bsq import BinarySphericalQuantizer
 from .fsq import FSQuantizer
 from .gumbel import GumbelQuantizer
+from .lfq import BinaryQuantizer, LookupFreeQuantizer
 from .settings import QUANTIZER_TYPES, QuantizerSettings
+from .simvq import SimVQuantizer
 from .vector import VectorQuantizer, kmeans, nearest_codes
 
 __all__ = [
+    "BinaryQuantizer",
+    "BinarySphericalQuantizer",
     "FSQuantizer",
     "GumbelQuantizer",
+    "LookupFreeQuantizer",
     "QUANTIZER_TYPES",
     "Quantizer",
     "QuantizerOutput",
     "QuantizerSettings",
+    "SimVQuantizer",
     "VectorQuantizer",
     "kmeans",
     "nearest_codes",

@@ -22,11 +22,12 @@ class QuantizerOutput(BaseOutput):
         codes (`torch.LongTensor` of shape `(batch_size, height, width)`):
             The index of the code chosen at each position.
         codebook_loss (`torch.Tensor`):
-            `||sg[z_e] - z_q||²`, pulling codes towards encoder outputs (zero for EMA codebooks, FSQ and Gumbel).
+            `||sg[z_e] - z_q||²`, pulling codes towards encoder outputs (zero for EMA codebooks, FSQ, Gumbel, LFQ, BSQ).
         commitment_loss (`torch.Tensor`):
             `β·||z_e - sg[z_q]||²`, keeping encoder outputs near their codes (zero for FSQ and Gumbel).
         auxiliary_loss (`torch.Tensor`):
-            A quantizer-specific regulariser: the weighted KL-to-uniform term of Gumbel quantization, else zero.
+            A quantizer-specific regulariser: the weighted KL-to-uniform term of Gumbel quantization, the (annealed)
+            entropy loss of LFQ and BSQ, else zero.
         perplexity (`torch.Tensor`):
             exp(entropy) of the batch's code histogram (summed over processes while training in parallel).
         codebook_usage (`torch.Tensor`):

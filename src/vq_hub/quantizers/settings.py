@@ -8,11 +8,15 @@ import dataclasses
 from dataclasses import dataclass
 
 from .base import Quantizer
+from .bsq import BinarySphericalQuantizer
+from .entropy import check_bits
 from .fsq import FSQuantizer
 from .gumbel import GumbelQuantizer
+from .lfq import LookupFreeQuantizer
+from .simvq import SimVQuantizer
 from .vector import VectorQuantizer
 
-QUANTIZER_TYPES = ("vector", "gumbel", "fsq")
+QUANTIZER_TYPES = ("vector", "gumbel", "fsq", "lfq", "bsq", "simvq")
 
 # The defaults of the vector quantizer's options left unset, by `quantizer_recipe`. "healthy" is what keeps codebooks
 # in use (ViT-VQGAN / LlamaGen low-dim l2 codes, k-means init, restarts); "plain" is the VQ-VAE paper's quantizer.
@@ -61,6 +65,13 @@ class QuantizerSettings:
     gumbel_kl_weight: float = 5e-4
     gumbel_straight_through: bool = False
     fsq_levels: list[int] | None = None
+    lfq_scale: float = 1.0
+    entropy_loss_weight: float = 0.1
+    entropy_loss_weight_end: float | None = None
+    entropy_loss_anneal_steps: int = 0
+    codebook_entropy_weight: float = 1.0
+    entropy_temperature: float | None = None
+    entropy_group_size: int = 8
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -118,4 +129,24 @@ class QuantizerSettings:
                     f"for quantizer_type='fsq', got {self.num_vq_embeddings}"
                 )
             return quantizer
+        if self.quantizer_type in ("lfq", "bsq"):
+            check_bits(self.num_vq_embeddings, "num_vq_embeddings")  # the config's name in the error
+            entropy = dict(
+                beta=self.commitment_beta,
+                entropy_loss_weight=self.entropy_loss_weight,
+                entropy_loss_weight_end=self.entropy_loss_weight_end,
+                entropy_loss_anneal_steps=self.entropy_loss_anneal_steps,
+                codebook_entropy_weight=self.codebook_entropy_weight,
+                entropy_temperature=self.entropy_temperature,
+                entropy_group_size=self.entropy_group_size,
+            )
+            if self.quantizer_type == "lfq":
+                return LookupFreeQuantizer(self.num_vq_embeddings, embedding_dim, scale=self.lfq_scale, **entropy)
+            return BinarySphericalQuantizer(self.num_vq_embeddings, embedding_dim, **entropy)
+        if self.quantizer_type == "simvq":
+            if self.use_ema:
+                raise ValueError("`use_ema` must be False for quantizer_type='simvq': its codebook is a linear map "
+                                 "trained by gradient, with no EMA update")  # fmt: skip
+            return SimVQuantizer(self.num_vq_embeddings, embedding_dim, codebook_dim=self.codebook_dim,
+                                 beta=self.commitment_beta)  # fmt: skip
         raise ValueError(f"`quantizer_type` must be one of {QUANTIZER_TYPES}, got {self.quantizer_type!r}")
