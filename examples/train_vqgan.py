@@ -27,7 +27,7 @@ from vq_hub import PatchDiscriminator, VQVAEModel, load_tokenizer
 from vq_hub.code_levels import (
     codebook_sizes, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, tokenize_levels,
 )  # fmt: skip
-from vq_hub.models.vq_model import QUANTIZER_RECIPES
+from vq_hub.models.vq_model import QUANTIZER_RECIPES, QUANTIZER_TYPES
 from vq_hub.data import (
     SHIPPED_DATA_NOTE, image_grid, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
 )  # fmt: skip
@@ -80,7 +80,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--vq_embed_dim", type=int)
     model.add_argument("--norm_num_groups", type=int, default=32)
     model.add_argument("--num_vq_embeddings", type=int, default=1024)
-    model.add_argument("--quantizer_type", default="vector", choices=["vector", "gumbel", "fsq"])
+    model.add_argument("--quantizer_type", default="vector", choices=list(QUANTIZER_TYPES),
+                       help="lfq (lookup-free, MAGVIT-v2) and bsq (binary spherical) take one bit per channel: "
+                       "--num_vq_embeddings 2^bits; simvq is a frozen random codebook behind a learned linear map.")
     model.add_argument("--commitment_beta", type=float, default=0.25)
     model.add_argument("--quantizer_recipe", default="healthy", choices=sorted(QUANTIZER_RECIPES),
                        help="Defaults of the four options below: 'healthy' (16-d l2-normalised codes, k-means init, "
@@ -94,6 +96,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--fsq_levels", type=int, nargs="+")
     model.add_argument("--gumbel_temperature", type=float, default=1.0)
     model.add_argument("--gumbel_kl_weight", type=float, default=5e-4)
+    model.add_argument("--lfq_scale", type=float, default=1.0, help="LFQ's quantized value per channel, ±scale.")
+    model.add_argument("--entropy_loss_weight", type=float, default=0.1, help="LFQ/BSQ entropy loss weight (0: off).")
+    model.add_argument("--entropy_loss_weight_end", type=float,
+                       help="Anneal the entropy weight linearly to this over --entropy_loss_anneal_steps.")
+    model.add_argument("--entropy_loss_anneal_steps", type=int, default=0,
+                       help="Training forward passes (micro-batches) of the entropy-weight anneal.")
+    model.add_argument("--codebook_entropy_weight", type=float, default=1.0, help="γ of the codebook-entropy term.")
+    model.add_argument("--entropy_temperature", type=float, help="τ of the entropies (default: LFQ 0.01, BSQ 1).")
+    model.add_argument("--entropy_group_size", type=int, default=8, help="Bits per group of the codebook entropy.")
     add_hierarchical_arguments(parser)
 
     loss = parser.add_argument_group("loss")
@@ -142,7 +153,10 @@ def build_model(args: argparse.Namespace) -> VQVAEModel:
         quantizer_recipe=args.quantizer_recipe, codebook_dim=args.codebook_dim, use_l2_norm=args.use_l2_norm,
         use_ema=args.use_ema_codebook, ema_decay=args.codebook_ema_decay, kmeans_init=args.kmeans_init,
         dead_code_threshold=args.dead_code_threshold, fsq_levels=args.fsq_levels,
-        gumbel_temperature=args.gumbel_temperature, gumbel_kl_weight=args.gumbel_kl_weight,
+        gumbel_temperature=args.gumbel_temperature, gumbel_kl_weight=args.gumbel_kl_weight, lfq_scale=args.lfq_scale,
+        entropy_loss_weight=args.entropy_loss_weight, entropy_loss_weight_end=args.entropy_loss_weight_end,
+        entropy_loss_anneal_steps=args.entropy_loss_anneal_steps, codebook_entropy_weight=args.codebook_entropy_weight,
+        entropy_temperature=args.entropy_temperature, entropy_group_size=args.entropy_group_size,
     )  # fmt: skip
     if args.hierarchical:
         return build_hierarchical_model(args, quantizer)

@@ -150,3 +150,38 @@ def test_resuming_a_finished_run_changes_nothing(synthetic_parquet, tmp_path):
     assert "nothing to train or save" in result.stdout + result.stderr
     after = {p: p.read_bytes() for p in output.rglob("*") if p.is_file() and "logs" not in p.parts}
     assert after == before
+
+
+NEW_QUANTIZER_FLAGS = {
+    "lfq": ["--num_vq_embeddings", "256", "--entropy_loss_weight", "0.2", "--entropy_loss_weight_end", "0.05",
+            "--entropy_loss_anneal_steps", "10", "--lfq_scale", "0.5"],
+    "bsq": ["--num_vq_embeddings", "256", "--entropy_group_size", "4", "--entropy_temperature", "0.5"],
+    "simvq": ["--num_vq_embeddings", "64", "--codebook_dim", "8"],
+}  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("quantizer_type", NEW_QUANTIZER_FLAGS)
+def test_each_new_quantizer_type_trains_from_its_flags_and_saves_a_loadable_model(
+    quantizer_type, synthetic_parquet, tmp_path
+):
+    output = tmp_path / quantizer_type
+    summary = load_example("train_vqgan").main(data_args(synthetic_parquet) + TINY_MODEL + [
+        "--output_dir", str(output), "--max_train_steps", "3", "--vqvae", "--quantizer_type", quantizer_type,
+        "--validation_steps", "3", "--checkpointing_steps", "1000", "--learning_rate", "1e-3",
+        *NEW_QUANTIZER_FLAGS[quantizer_type],
+    ])  # fmt: skip
+    assert summary["steps"] == 3 and 0 < summary["validation"]["codebook_usage"] <= 1
+    model = VQVAEModel.from_pretrained(output).eval()
+    assert model.config.quantizer_type == quantizer_type
+    if quantizer_type == "lfq":
+        assert model.quantize.scale == 0.5 and model.quantize.entropy_weight.end == 0.05
+        assert int(model.quantize.entropy_weight.step) == 3, "the anneal counted the 3 training steps"
+    if quantizer_type == "bsq":
+        assert model.quantize.entropy_group_size == 4 and model.quantize.entropy_temperature == 0.5
+    if quantizer_type == "simvq":
+        assert model.quantize.codebook_dim == 8
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    codes = model.tokenize(images)
+    assert codes.shape == (2, 8, 8) and int(codes.max()) < model.codebook_size
+    assert (output / "validation" / "codebook.png").is_file()
