@@ -3,6 +3,7 @@ float32 under autocast, statistics, refused bad input, save/load) and their own 
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -302,3 +303,100 @@ def test_every_new_type_is_a_settings_choice_and_a_zero_weight_is_not_computed(m
     quantizer = QuantizerSettings(quantizer_type="bsq", num_vq_embeddings=16, entropy_loss_weight=0.0).build(4)
     monkeypatch.setattr(quantizer, "entropy_terms", lambda vectors: pytest.fail("computed a loss weighted zero"))
     assert float(quantizer.train()(torch.randn(2, 4, 3, 3)).auxiliary_loss) == 0.0
+
+
+# ------------------------------------------------------------------ the rest of the package with the new tokenizers
+
+
+def tiny_tokenizer(name: str) -> VQVAEModel:
+    """8×8 images → 4×4 grids; 8 bits = 256 codes for LFQ and BSQ, 256 SimVQ codes."""
+    torch.manual_seed(0)
+    options = {**MODEL_TYPES[name], "num_vq_embeddings": 256}
+    return VQVAEModel(**tiny_vq_config(sample_size=8, **options)).eval()
+
+
+@pytest.mark.parametrize("name", MODEL_TYPES)
+def test_priors_codec_and_pipelines_work_with_each_new_tokenizer(name):
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from vq_hub import (
+        DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiscreteDiffusionPipeline,
+        autoregressive_prior_config, denoiser_config,
+    )  # fmt: skip
+    from vq_hub.codec import compress_images, decompress_images
+
+    vqvae = tiny_tokenizer(name)
+    config = autoregressive_prior_config(vqvae, 2, hidden_size=32, num_layers=1, num_heads=2)
+    assert config.vocab_size > 256  # codes + special tokens
+    pipe = VQAutoregressivePipeline(vqvae=vqvae, prior=AutoModelForCausalLM.from_config(config).eval())
+    pipe.set_progress_bar_config(disable=True)
+    codes = pipe(class_labels=[0, 1], output_type="codes", generator=torch.Generator().manual_seed(0)).codes
+    assert codes.shape == (2, 4, 4) and 0 <= int(codes.min()) and int(codes.max()) < 256
+    images = torch.rand(3, 3, 8, 8) * 2 - 1
+    output = decompress_images(pipe, compress_images(pipe, images, class_labels=1), output_type="pt")
+    assert torch.equal(output.codes, pipe.encode_images(images))
+    assert torch.equal(output.images, pipe.decode_codes(output.codes, "pt"))
+
+    config = denoiser_config(vqvae, 2, hidden_size=32, num_layers=1, num_heads=2)
+    scheduler = DiscreteDiffusionScheduler(10, 256, "mask", mask_token_id=config.mask_token_id)
+    diffusion = VQDiscreteDiffusionPipeline(vqvae, AutoModelForMaskedLM.from_config(config).eval(), scheduler)
+    diffusion.set_progress_bar_config(disable=True)
+    sampled = diffusion(class_labels=[1], num_steps=4, output_type="codes").codes
+    assert sampled.shape == (1, 4, 4) and int(sampled.max()) < 256
+
+
+def test_bit_planes_draw_each_bit_of_each_code():
+    from vq_hub.visualization.codebook import bit_flip_codes, bit_planes, blank_image_code
+
+    model = tiny_tokenizer("lfq")
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    scale, padding = 2, 1
+    picture = np.asarray(bit_planes(model, images, scale=scale, padding=padding))
+    codes = model.tokenize(images)
+    side = 8 * scale  # the image, and each bit plane, 8 pixels enlarged twice
+    assert picture.shape[:2] == (2 * (side + padding), 9 * (side + padding))
+    cell = model.downsample_factor * scale
+    for n, bit, i, j in [(0, 0, 0, 0), (1, 7, 3, 2), (0, 3, 2, 1), (1, 5, 1, 3)]:
+        top, left = n * (side + padding) + i * cell, (bit + 1) * (side + padding) + j * cell
+        expected = 255 * ((int(codes[n, i, j]) >> bit) & 1)
+        assert picture[top + cell // 2, left + cell // 2, 0] == expected
+    base = blank_image_code(model)
+    assert bit_flip_codes(model).tolist() == [base ^ (1 << bit) for bit in range(8)]
+    with pytest.raises(ValueError, match="binary quantizer"):
+        bit_planes(tiny_tokenizer("simvq"), images)
+
+
+def test_cli_info_and_codebook_describe_the_new_tokenizers(capsys, tmp_path):
+    from PIL import Image
+
+    from vq_hub.cli import main
+
+    for name in MODEL_TYPES:
+        tiny_tokenizer(name).save_pretrained(tmp_path / name)
+        assert main(["info", str(tmp_path / name)]) == 0
+        out = capsys.readouterr().out
+        assert f"({name} quantizer)" in out and "codebook size: 256" in out
+    for name in ("lfq", "bsq"):
+        assert main(["info", str(tmp_path / name)]) == 0
+        out = capsys.readouterr().out
+        assert "codes: 8 bits" in out and "bit i of a code is the sign of channel i" in out
+    assert "weight 0.1 → 0 over 5 steps (at step 0)" in out  # bsq's annealed weight
+    assert main(["info", str(tmp_path / "simvq")]) == 0
+    assert "frozen random 256×4 codebook through a learned linear map" in capsys.readouterr().out
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for index in range(3):
+        Image.fromarray(np.random.default_rng(index).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(
+            images / f"{index}.png"
+        )
+    out = tmp_path / "codebook.png"
+    assert main(["codebook", "--model", str(tmp_path / "lfq"), "--images", str(images), "--out", str(out)]) == 0
+    assert "8 bits per code, their bit planes drawn" in capsys.readouterr().out
+    with Image.open(out) as picture:
+        assert picture.size == (1400, 1040)  # the codebook page with its bit-plane row
+    assert main(["codebook", "--model", str(tmp_path / "bsq"), "--out", str(out), "--max-tiles", "64"]) == 0
+    assert "64 code tiles in code order (give --images for usage); 8 bits per code, each bit's flip drawn" in \
+        capsys.readouterr().out  # fmt: skip
+    assert main(["codebook", "--model", str(tmp_path / "simvq"), "--out", str(out), "--max-tiles", "16"]) == 0
+    assert "bits per code" not in capsys.readouterr().out

@@ -141,7 +141,9 @@ def write_tokenizer_card(
     factor = 2 ** (len(config["block_out_channels"]) - 1)
     height, width = image_size(config.get("sample_size", 32))
     quantizer = config.get("quantizer_type", "vector")
-    description = {"vector": "VQ-VAE / VQ-GAN", "gumbel": "Gumbel-softmax VQ", "fsq": "finite scalar quantization"}
+    description = {"vector": "VQ-VAE / VQ-GAN", "gumbel": "Gumbel-softmax VQ", "fsq": "finite scalar quantization",
+                   "lfq": "lookup-free quantization (MAGVIT-v2)", "bsq": "binary spherical quantization (BSQ-ViT)",
+                   "simvq": "SimVQ (frozen codebook, learned linear map)"}  # fmt: skip
     card = TOKENIZER_CARD.format(
         title=repo_id.split("/")[-1],
         repo_id=repo_id,

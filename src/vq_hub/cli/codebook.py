@@ -31,6 +31,7 @@ def register(commands) -> None:
 
 def run(args) -> str:
     from ..visualization import measure_usage, write_codebook_figure
+    from ..visualization.codebook import binary_quantizer
 
     if Path(args.out).suffix.lower() != ".png":
         raise CommandError(f"--out {args.out}: give a .png file name")
@@ -42,7 +43,11 @@ def run(args) -> str:
         usage = measure_usage(model, images)
     write_codebook_figure(model, args.out, images, usage=usage, context=args.context, max_tiles=args.max_tiles,
                           num_top_codes=args.top_codes)  # fmt: skip
+    binary = binary_quantizer(model)
+    drawn = "their bit planes drawn" if usage else "each bit's flip drawn"
+    bits = "" if binary is None else f"; {binary.bits} bits per code, {drawn}"
     if usage is None:
-        return f"wrote {args.out}: {model.codebook_size} code tiles in code order (give --images for usage)"
+        shown = min(model.codebook_size, args.max_tiles)
+        return f"wrote {args.out}: {shown} code tiles in code order (give --images for usage){bits}"
     return (f"wrote {args.out}: {len(images)} images, perplexity {usage.perplexity:.1f} / {model.codebook_size}, "
-            f"usage {usage.usage:.0%}, {len(usage.dead_codes)} dead codes")  # fmt: skip
+            f"usage {usage.usage:.0%}, {len(usage.dead_codes)} dead codes{bits}")  # fmt: skip

@@ -59,12 +59,37 @@ def tokenizer_lines(tokenizer) -> list[str]:
         return [
             f"tokenizer: {type(tokenizer).__name__} ({tokenizer.config.quantizer_type} quantizer), {parameters}",
             f"codebook size: {codebook_sizes(tokenizer)[0]}",
+            *quantizer_lines(tokenizer.quantize),
             f"images: {tokenizer.config.in_channels}×{height}×{width} → codes {grids[0]}",
         ]
+    details = [f"{name}: {line}" for name, quantizer in quantizers(tokenizer).items()
+               for line in quantizer_lines(quantizer)]  # fmt: skip
     levels = ", ".join(f"{name} {grid} of {codebook}" for name, grid, codebook in
                        zip(level_names(tokenizer), grids, codebook_sizes(tokenizer)))  # fmt: skip
     return [
         f"tokenizer: {type(tokenizer).__name__} (two levels; {kinds}), {parameters}",
         f"codebook sizes: {', '.join(f'{n} {c}' for n, c in zip(level_names(tokenizer), codebook_sizes(tokenizer)))}",
+        *details,
         f"images: {tokenizer.config.in_channels}×{height}×{width} → codes {levels}",
     ]
+
+
+def quantizer_lines(quantizer) -> list[str]:
+    """What a code is, for the quantizers whose codebook is not a stored table of vectors (binary codes, SimVQ)."""
+    from ..quantizers import BinaryQuantizer, BinarySphericalQuantizer, SimVQuantizer
+
+    if isinstance(quantizer, BinaryQuantizer):
+        kind = "binary spherical (±1/√bits, unit-norm codes)" if isinstance(quantizer, BinarySphericalQuantizer) \
+            else f"lookup-free (±{quantizer.code_scale:g})"  # fmt: skip
+        weight = quantizer.entropy_weight
+        schedule = f"{weight.start:g}" if weight.start == weight.end else \
+            f"{weight.start:g} → {weight.end:g} over {weight.steps} steps (at step {int(weight.step)})"  # fmt: skip
+        return [
+            f"codes: {quantizer.bits} bits, {kind}: bit i of a code is the sign of channel i (no codebook search)",
+            f"entropy loss: weight {schedule}, codebook-entropy γ {quantizer.codebook_entropy_weight:g}, "
+            f"τ {quantizer.entropy_temperature:g}, groups of {quantizer.entropy_group_size} bits",
+        ]
+    if isinstance(quantizer, SimVQuantizer):
+        return [f"codes: SimVQ, a frozen random {quantizer.codebook_size}×{quantizer.codebook_dim} codebook through a "
+                "learned linear map"]  # fmt: skip
+    return []

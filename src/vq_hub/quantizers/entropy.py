@@ -36,12 +36,13 @@ def binary_entropy_terms(bit_logits: torch.Tensor, group_size: int) -> tuple[tor
     per_sample = -(plus * log_plus + (1 - plus) * log_minus).sum(dim=1).mean()
 
     codebook = bit_logits.new_zeros(())
+    device = bit_logits.device
     for first in range(0, bit_logits.shape[1], group_size):
         width = min(group_size, bit_logits.shape[1] - first)
         # Each of the group's 2^width sign patterns as 0/1 rows (bit i of the pattern's index = channel first + i).
-        patterns = (torch.arange(2**width, device=bit_logits.device).unsqueeze(1) >> torch.arange(width, device=bit_logits.device)) & 1  # fmt: skip
-        patterns = patterns.float()
-        group_log_probs = log_plus[:, first : first + width] @ patterns.t() + log_minus[:, first : first + width] @ (1 - patterns).t()  # fmt: skip
+        patterns = ((torch.arange(2**width, device=device).unsqueeze(1) >> torch.arange(width, device=device)) & 1).float()
+        group = slice(first, first + width)
+        group_log_probs = log_plus[:, group] @ patterns.t() + log_minus[:, group] @ (1 - patterns).t()
         average = group_log_probs.exp().mean(dim=0)
         codebook = codebook - (average * average.clamp_min(1e-12).log()).sum()
     return per_sample, codebook

@@ -188,5 +188,50 @@ def code_map(codes: torch.LongTensor, codebook_size: int, cell: int = 32, show_i
     return picture
 
 
+def binary_quantizer(model):
+    """The model's `BinaryQuantizer` (LFQ, BSQ), or None: their codes are bit patterns, drawn as bit planes."""
+    from ..quantizers import BinaryQuantizer
+
+    quantizer = getattr(model, "quantize", None)
+    is_single_level = not hasattr(model, "top_quantize")
+    return quantizer if isinstance(quantizer, BinaryQuantizer) and is_single_level else None
+
+
+@torch.no_grad()
+def bit_planes(model, images: torch.Tensor, num_images: int = 4, scale: int = 4, padding: int = 2) -> Image.Image:
+    """For the first `num_images` images, a row: the image, then bit `i` of every code of its grid as a black (0) /
+    white (1) picture, one per bit (a binary quantizer's code is its bits; each bit plane is what one latent channel
+    says about the image, cell by cell)."""
+    quantizer = binary_quantizer(model)
+    if quantizer is None:
+        raise ValueError("bit planes need a tokenizer with a binary quantizer (quantizer_type 'lfq' or 'bsq')")
+    images = images[:num_images]
+    device = next(model.parameters()).device
+    bits = quantizer.codes_to_bits(model.tokenize(images.to(device)).cpu())  # (N, h, w, bits)
+    factor = model.downsample_factor
+    side_h, side_w = images.shape[-2] * scale, images.shape[-1] * scale
+    columns = 1 + quantizer.bits
+    picture = Image.new("RGB", (columns * (side_w + padding), len(images) * (side_h + padding)), (255, 255, 255))
+    for row, (image, grid) in enumerate(zip(tensor_to_images(images.float().cpu()), bits)):
+        top = row * (side_h + padding)
+        picture.paste(image.convert("RGB").resize((side_w, side_h), Image.Resampling.NEAREST), (0, top))
+        for bit in range(quantizer.bits):
+            plane = Image.fromarray((grid[..., bit].numpy() * 255).astype(np.uint8))
+            size = (grid.shape[1] * factor * scale, grid.shape[0] * factor * scale)
+            plane = plane.resize(size, Image.Resampling.NEAREST)
+            picture.paste(plane.convert("RGB"), ((bit + 1) * (side_w + padding), top))
+    return picture
+
+
+def bit_flip_codes(model, base_code: int | None = None) -> torch.LongTensor:
+    """`base_code` (by default the code of a black image) with each one of its bits flipped in turn: their tiles show
+    what each bit, alone, changes."""
+    quantizer = binary_quantizer(model)
+    if quantizer is None:
+        raise ValueError("bit flips need a tokenizer with a binary quantizer (quantizer_type 'lfq' or 'bsq')")
+    base_code = blank_image_code(model) if base_code is None else base_code
+    return torch.tensor([base_code ^ (1 << bit) for bit in range(quantizer.bits)], dtype=torch.long)
+
+
 def _shape(value) -> str:
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

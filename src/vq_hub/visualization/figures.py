@@ -7,7 +7,10 @@ from pathlib import Path
 import torch
 
 from ..utils.io import atomic_file
-from .codebook import CodebookUsage, code_tiles, measure_usage, tile_mosaic, top_code_patches
+from .codebook import (
+    CodebookUsage, binary_quantizer, bit_flip_codes, bit_planes, blank_image_code, code_tiles, measure_usage,
+    tile_mosaic, top_code_patches,
+)  # fmt: skip
 
 
 def _pyplot():
@@ -53,6 +56,9 @@ def codebook_figure(model, images: torch.Tensor | None = None, usage: CodebookUs
     histogram, and for the most used codes the patches that map to them. Without images there is no usage: only the
     tiles, in code order. `usage` is `measure_usage(model, images)` when already computed. At most `max_tiles` tiles
     are drawn (the most used ones), for very large codebooks.
+
+    A binary quantizer (LFQ, BSQ) gets one more panel, about its bits: with images, the bit planes of a few of them;
+    without, the tiles of the black image's code with each bit flipped.
     """
     if usage is not None and images is None:
         raise ValueError("`usage` needs the `images` it was measured on (for the patches)")
@@ -68,9 +74,19 @@ def codebook_figure(model, images: torch.Tensor | None = None, usage: CodebookUs
         tiles = code_tiles(model, shown, context=context)
         dead = usage.dead_codes if usage is not None else None
         mosaic = tile_mosaic(tiles, order=torch.arange(len(shown)), dead=_positions(shown, dead))
-        patches = None
+        patches = bits = None
         if usage is not None:
             patches, top = top_code_patches(images, usage, model.downsample_factor, num_top_codes, num_patches)
+        binary = binary_quantizer(model)
+        if binary is not None and images is not None:
+            bits = bit_planes(model, images)
+            bits_title = (f"bit planes: each image, then bit 0 … {binary.bits - 1} of its codes (white = channel "
+                          "positive)")  # fmt: skip
+        elif binary is not None:
+            base = blank_image_code(model)
+            flips = code_tiles(model, bit_flip_codes(model, base), context=context)
+            bits = tile_mosaic(flips, columns=min(binary.bits, 16))
+            bits_title = f"code {base} (a black image's) with bit 0, 1, … {binary.bits - 1} flipped"
     finally:
         model.train(was_training)
 
@@ -79,12 +95,20 @@ def codebook_figure(model, images: torch.Tensor | None = None, usage: CodebookUs
     tiles_title = f"{what}, {context} context, " + ("most used first (dead: red cross)" if usage is not None
                                                     else "in code order (no images: no usage)")  # fmt: skip
     if usage is None:
-        figure, ax = plt.subplots(figsize=(7, 7.4), layout="constrained")
+        if bits is None:
+            figure, ax = plt.subplots(figsize=(7, 7.4), layout="constrained")
+            _show(ax, mosaic, tiles_title)
+            return figure
+        figure, (ax, bits_ax) = plt.subplots(2, 1, figsize=(7, 10), layout="constrained", height_ratios=(3, 1))
         _show(ax, mosaic, tiles_title)
+        _show(bits_ax, bits, bits_title)
         return figure
-    figure = plt.figure(figsize=(14, 7.4), layout="constrained")
-    grid = figure.add_gridspec(2, 2, width_ratios=(1, 1), height_ratios=(1, 1.25))
-    _show(figure.add_subplot(grid[:, 0]), mosaic, tiles_title)
+    rows = 2 if bits is None else 3
+    figure = plt.figure(figsize=(14, 7.4 if bits is None else 10.4), layout="constrained")
+    grid = figure.add_gridspec(rows, 2, width_ratios=(1, 1), height_ratios=(1, 1.25, 1)[:rows])
+    _show(figure.add_subplot(grid[:2, 0]), mosaic, tiles_title)
+    if bits is not None:
+        _show(figure.add_subplot(grid[2, :]), bits, bits_title)
     usage_histogram(usage, figure.add_subplot(grid[0, 1]))
     ax = figure.add_subplot(grid[1, 1])
     _show(ax, patches, f"patches of the {len(top)} most used codes (cell of {model.downsample_factor} px in red, "
