@@ -205,7 +205,7 @@ def test_simvq_codes_are_nearest_mapped_codes_and_only_the_map_learns():
     assert torch.equal(output.codes.flatten(), torch.cdist(vectors, mapped).argmin(dim=1))
     chosen = mapped[output.codes.flatten()]
     assert float(output.codebook_loss.detach()) == pytest.approx(float(((chosen - vectors) ** 2).mean()), rel=1e-5)
-    assert float(output.commitment_loss) == pytest.approx(0.25 * float(((chosen - vectors) ** 2).mean()), rel=1e-5)
+    assert float(output.commitment_loss.detach()) == pytest.approx(0.25 * float(((chosen - vectors) ** 2).mean()), rel=1e-5)
     assert [name for name, _ in quantizer.named_parameters()] == ["codebook_map.weight"]
     assert "frozen_codebook" in quantizer.state_dict()
     before = quantizer.frozen_codebook.clone()

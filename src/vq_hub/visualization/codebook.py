@@ -19,6 +19,7 @@ from ..metrics import code_counts, codebook_usage, perplexity
 
 CONTEXTS = ("uniform", "neutral")
 DEAD_COLOUR = (220, 40, 40)
+PLANE_SEPARATOR = (150, 150, 150)
 
 
 @dataclass
@@ -211,7 +212,8 @@ def bit_planes(model, images: torch.Tensor, num_images: int = 4, scale: int = 4,
     factor = model.downsample_factor
     side_h, side_w = images.shape[-2] * scale, images.shape[-1] * scale
     columns = 1 + quantizer.bits
-    picture = Image.new("RGB", (columns * (side_w + padding), len(images) * (side_h + padding)), (255, 255, 255))
+    size = (columns * (side_w + padding), len(images) * (side_h + padding))
+    picture = Image.new("RGB", size, PLANE_SEPARATOR)  # grey between planes: white is a bit, black the other
     for row, (image, grid) in enumerate(zip(tensor_to_images(images.float().cpu()), bits)):
         top = row * (side_h + padding)
         picture.paste(image.convert("RGB").resize((side_w, side_h), Image.Resampling.NEAREST), (0, top))
