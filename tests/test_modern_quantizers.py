@@ -296,6 +296,20 @@ def test_model_tokenizes_the_same_under_bf16_autocast(name):
     assert output.codes.shape == expected.shape and torch.isfinite(output.sample.float()).all()
 
 
+@pytest.mark.parametrize("name", MODEL_TYPES)
+def test_model_cast_to_bf16_keeps_its_token_api_consistent(name):
+    """Weights in bf16 (a frozen buffer, the bit values and the projections too): the quantizer still computes in
+    float32, and tokenize → detokenize gives forward's codes and images."""
+    model = VQVAEModel(**tiny_vq_config(**MODEL_TYPES[name])).eval().to(torch.bfloat16)
+    images = torch.rand(2, 3, 16, 16, dtype=torch.bfloat16) * 2 - 1
+    with torch.no_grad():
+        output = model(images)
+        codes = model.tokenize(images)
+        reconstruction = model.detokenize(codes)
+    assert torch.equal(codes, output.codes) and reconstruction.dtype == torch.bfloat16
+    assert torch.equal(reconstruction, output.sample)
+
+
 def test_every_new_type_is_a_settings_choice_and_a_zero_weight_is_not_computed(monkeypatch):
     for name in ("lfq", "bsq", "simvq"):
         settings = QuantizerSettings.from_dict({**MODEL_TYPES[name]})
