@@ -32,18 +32,18 @@ def binary_entropy_terms(bit_logits: torch.Tensor, group_size: int) -> tuple[tor
     """
     bit_logits = bit_logits.float()
     log_plus, log_minus = nn.functional.logsigmoid(bit_logits), nn.functional.logsigmoid(-bit_logits)
-    plus = log_plus.exp()
-    per_sample = -(plus * log_plus + (1 - plus) * log_minus).sum(dim=1).mean()
+    plus, minus = log_plus.exp(), log_minus.exp()  # not 1 − plus: that rounds a tiny probability to zero
+    per_sample = -(plus * log_plus + minus * log_minus).sum(dim=1).mean()
 
     codebook = bit_logits.new_zeros(())
-    device = bit_logits.device
     for first in range(0, bit_logits.shape[1], group_size):
-        width = min(group_size, bit_logits.shape[1] - first)
-        # Each of the group's 2^width sign patterns as 0/1 rows (bit i of the pattern's index = channel first + i).
-        patterns = ((torch.arange(2**width, device=device).unsqueeze(1) >> torch.arange(width, device=device)) & 1).float()
-        group = slice(first, first + width)
-        group_log_probs = log_plus[:, group] @ patterns.t() + log_minus[:, group] @ (1 - patterns).t()
-        average = group_log_probs.exp().mean(dim=0)
+        # The group's joint probabilities, (N, 2^g), built one bit at a time: after bit i, column k holds the
+        # probability of the pattern whose bit j (j ≤ i) is bit j of k. ~2·2^g products a row, no exp, no matmul.
+        joint = plus.new_ones(plus.shape[0], 1)
+        for channel in range(first, min(first + group_size, plus.shape[1])):
+            column = slice(channel, channel + 1)
+            joint = torch.cat([joint * minus[:, column], joint * plus[:, column]], dim=1)
+        average = joint.mean(dim=0)
         codebook = codebook - (average * average.clamp_min(1e-12).log()).sum()
     return per_sample, codebook
 
