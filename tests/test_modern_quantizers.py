@@ -143,6 +143,23 @@ def test_factorised_entropies_equal_the_full_matrix_in_one_group_and_bound_it_in
     assert float(codebook_grouped) > reference[1] + 1e-3  # the sum of marginal entropies bounds the joint one
 
 
+@pytest.mark.parametrize("kind, temperature", [("lfq", 1.0), ("bsq", 0.5)])
+def test_the_entropy_loss_alone_spreads_collapsed_latents_over_the_codebook(kind, temperature):
+    """256 latents all in one code; descending the entropy loss alone (a weight of 1) brings most of the 16 codes
+    into use: the loss pushes where it should."""
+    make = LookupFreeQuantizer if kind == "lfq" else BinarySphericalQuantizer
+    quantizer = make(16, 4, entropy_loss_weight=1.0, entropy_temperature=temperature).train()
+    latents = torch.nn.Parameter(torch.full((1, 4, 16, 16), 0.5) + 0.1 * torch.randn(1, 4, 16, 16))
+    optimizer = torch.optim.Adam([latents], lr=0.05)
+    assert float(quantizer(latents).codebook_usage) == 1 / 16
+    for _ in range(100):
+        optimizer.zero_grad()
+        quantizer(latents).auxiliary_loss.backward()
+        optimizer.step()
+    output = quantizer(latents)
+    assert float(output.codebook_usage) >= 0.75 and float(output.perplexity) > 10
+
+
 def test_bsq_codes_lie_on_the_unit_sphere_and_commitment_is_measured_there():
     quantizer = BinarySphericalQuantizer(16, 4, beta=1.0, entropy_loss_weight=0.0)
     latents = torch.tensor([3.0, -1.0, 0.5, -2.0]).view(1, 4, 1, 1)
