@@ -13,6 +13,7 @@ import argparse
 import traceback
 from functools import partial
 
+import pytest
 import torch
 from accelerate import Accelerator
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -70,10 +71,14 @@ def assert_no_host_sync(step, steps: int = 2, transformers_forwards: int = 0) ->
         assert not distinct, f"{len(counter.places)} host sync(s) in training step {index}, from:\n" + "\n".join(distinct)
 
 
-def test_tokenizer_training_step_with_gan_and_restarts_has_no_host_sync(tmp_path):
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tokenizer_training_step_with_gan_and_restarts_has_no_host_sync(tmp_path, device):
     """A VQ-GAN step in bf16 autocast: the healthy quantizer recipe (k-means init, dead-code restarts, usage
     statistics), the adaptive GAN weight and the discriminator's own update, EMA of nothing, the NaN guard."""
-    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16")
     args = optimization_args()
     model = VQVAEModel(**tiny_vq_config(dead_code_threshold=1e6))  # restarts every code every step: the worst case
     discriminator = PatchDiscriminator(in_channels=3, base_channels=8, num_layers=1)
@@ -87,7 +92,7 @@ def test_tokenizer_training_step_with_gan_and_restarts_has_no_host_sync(tmp_path
                         discriminator_start=0)  # fmt: skip
     last_layer = accelerator.unwrap_model(model).decoder.conv_out.weight
     guard = NonFiniteGuard(accelerator, tmp_path, (50, 500, 500), 1000)
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    images = (torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1).to(accelerator.device)
     model.train()
 
     def step(index: int) -> None:
@@ -102,9 +107,9 @@ def test_tokenizer_training_step_with_gan_and_restarts_has_no_host_sync(tmp_path
     assert int(accelerator.unwrap_model(model).quantize.num_restarts) > 0  # the restart path did run
 
 
-def prior_training_step(example: str, config, auto_class, tmp_path):
+def prior_training_step(example: str, config, auto_class, tmp_path, device: str = "cpu"):
     module = load_example(example)
-    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    accelerator = Accelerator(cpu=device == "cpu", mixed_precision="bf16")
     args = optimization_args(class_dropout=0.1, prompt_dropout=0.0, corruption="mask", num_train_timesteps=100,
                              schedule="cosine")  # fmt: skip
     prior = auto_class.from_config(config)
@@ -115,6 +120,7 @@ def prior_training_step(example: str, config, auto_class, tmp_path):
     guard = NonFiniteGuard(accelerator, tmp_path, (50,), 1000)
     generator = torch.Generator().manual_seed(0)
     batch = {"codes": torch.randint(0, 32, (4, 64), generator=generator), "labels": torch.tensor([0, 1, 2, -1])}
+    batch = {name: value.to(accelerator.device) for name, value in batch.items()}
     prior.train()
 
     def step(index: int) -> None:
@@ -125,16 +131,18 @@ def prior_training_step(example: str, config, auto_class, tmp_path):
     return step
 
 
-def test_autoregressive_prior_training_step_has_no_host_sync(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_autoregressive_prior_training_step_has_no_host_sync(tmp_path, device):
     vqvae = VQVAEModel(**tiny_vq_config())
     config = autoregressive_prior_config(vqvae, num_classes=3, hidden_size=32, num_layers=2, num_heads=2)
-    assert_no_host_sync(prior_training_step("train_prior", config, AutoModelForCausalLM, tmp_path), transformers_forwards=1)
+    assert_no_host_sync(prior_training_step("train_prior", config, AutoModelForCausalLM, tmp_path, device), transformers_forwards=1)
 
 
-def test_diffusion_prior_training_step_has_no_host_sync(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_diffusion_prior_training_step_has_no_host_sync(tmp_path, device):
     vqvae = VQVAEModel(**tiny_vq_config())
     config = denoiser_config(vqvae, num_classes=3, hidden_size=32, num_layers=2, num_heads=2)
-    assert_no_host_sync(prior_training_step("train_diffusion", config, AutoModelForMaskedLM, tmp_path),
+    assert_no_host_sync(prior_training_step("train_diffusion", config, AutoModelForMaskedLM, tmp_path, device),
                         transformers_forwards=1)
 
 
