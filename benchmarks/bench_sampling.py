@@ -173,8 +173,12 @@ def main() -> None:
     code_runs = code_sampler_runs(args, pipe, device)
     pictures = image_runs(args, pipe, diffusion, device)
     runs = {name: synchronized(run, device) for name, run in {**code_runs, **pictures}.items()}
-    for run in runs.values():  # warm-up (allocator, kernels)
-        run()
+    for name, run in list(runs.items()):  # warm-up (allocator, kernels); a sampler that fails is reported, not timed
+        try:
+            run()
+        except Exception as error:  # noqa: BLE001 (the table must still come out, naming what failed and why)
+            print(f"{name}: FAILED ({type(error).__name__}: {error})")
+            del runs[name]
     seconds = median_seconds(runs, args.repeats)
     pipe.cache_implementation = "dynamic"
     if args.compile:

@@ -6,11 +6,13 @@
 #
 # It runs from a plain checkout: `src/` goes on PYTHONPATH (nothing is installed), and packages the machine lacks may
 # be brought as wheels in `.whl/` (installed into /tmp/site first; see docs/gpu.md for the list and the command that
-# downloads them). Every stage has its own time limit and the next stage runs whatever happened; logs go to
-# $OUT (or gpu_check_out/), one file per stage, and the summary names each stage's exit status and time.
+# downloads them). Every stage has its own time limit and the next stage runs whatever happened; each stage's log
+# goes to logs/ under $OUT (or gpu_check_out/), packed as logs.tar.gz at the end, beside summary.md (each stage's exit
+# status and time).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT_DIR="${OUT:-gpu_check_out}"
+RESULTS="${OUT:-gpu_check_out}"
+OUT_DIR="$RESULTS/logs"
 mkdir -p "$OUT_DIR"
 PYTHON="${PYTHON:-python3}"
 if compgen -G ".whl/*.whl" > /dev/null; then
@@ -63,4 +65,5 @@ stage shipped_pipelines 150 "$PYTHON" benchmarks/shipped_pipelines_on_gpu.py
 echo
 echo "| stage | exit status | seconds |"
 echo "|---|---:|---:|"
-printf '%s\n' "${SUMMARY[@]}" | tee "$OUT_DIR/summary.md"
+printf '%s\n' "${SUMMARY[@]}" | tee "$RESULTS/summary.md"
+tar czf "$RESULTS/logs.tar.gz" -C "$RESULTS" logs && rm -rf "$OUT_DIR"
