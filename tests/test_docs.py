@@ -230,3 +230,54 @@ def test_the_wheel_and_sdist_build_without_the_checkpoints(tmp_path):
     entry_points = next(name for name in names if name.endswith("entry_points.txt"))
     assert "vq-hub = vq_hub.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
     assert wheel.stat().st_size < 5_000_000
+
+
+# Flags of the launchers and tools the pages also name (accelerate launch, torchrun, mkdocs, python -m build).
+OTHER_TOOLS_FLAGS = {"--num_processes", "--multi_gpu", "--cpu", "--num_machines", "--machine_rank", "--main_process_ip",
+                     "--main_process_port", "--nproc_per_node", "--strict", "--no-isolation"}  # fmt: skip
+
+
+def script_parser(path: Path, monkeypatch) -> argparse.ArgumentParser:
+    """The parser a script builds, caught as it parses (nothing after that runs)."""
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location(f"docs_flags_{path.parent.name}_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [str(path)])
+
+    def catch(self, args=None, namespace=None):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", catch)
+    with pytest.raises(_Parsed) as caught:
+        (getattr(module, "parse_args", None) or module.main)()
+    return caught.value.args[0]
+
+
+def option_strings(parser: argparse.ArgumentParser) -> set[str]:
+    options = set(parser._option_string_actions)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for subparser in action.choices.values():
+                options |= option_strings(subparser)
+    return options
+
+
+def test_every_documented_flag_exists(monkeypatch):
+    """A `--flag` named anywhere in the pages or the README (prose included) belongs to the CLI or to a script."""
+    from vq_hub.cli import build_parser
+
+    known = option_strings(build_parser()) | OTHER_TOOLS_FLAGS
+    for folder in ("examples", "conversion", "benchmarks"):
+        for path in sorted((ROOT / folder).glob("*.py")):
+            source = path.read_text()
+            if "ArgumentParser(" not in source or not re.search(r"^def (parse_args|main)\(", source, flags=re.M):
+                continue
+            with monkeypatch.context() as patch:
+                known |= option_strings(script_parser(path, patch))
+    unknown = {}
+    for page in [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]:
+        for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9](?![\w*-])", page.read_text()):
+            if flag not in known:
+                unknown.setdefault(page.name, set()).add(flag)
+    assert not unknown, f"flags that no parser knows: {unknown}"
