@@ -281,3 +281,21 @@ def test_every_documented_flag_exists(monkeypatch):
             if flag not in known:
                 unknown.setdefault(page.name, set()).add(flag)
     assert not unknown, f"flags that no parser knows: {unknown}"
+
+
+def test_readme_links_reach_pages_and_headings():
+    """The README is read on GitHub, outside the site's strict build: its relative links and anchors must resolve."""
+
+    def slug(heading: str) -> str:
+        return re.sub(r"[^\w\- ]", "", heading).strip().lower().replace(" ", "-")
+
+    readme = (ROOT / "README.md").read_text()
+    links = re.findall(r"\]\((?!https?:)([^)#\s]+)(?:#([^)\s]+))?\)", readme)
+    assert len(links) > 20
+    for target, anchor in links:
+        path = ROOT / target
+        assert path.exists(), f"README links to {target}, which does not exist"
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", re.sub(r"^```.*?^```$", "", path.read_text(), flags=re.M | re.S),
+                                  flags=re.M)  # fmt: skip
+            assert anchor in {slug(heading) for heading in headings}, f"README: {target} has no heading #{anchor}"
