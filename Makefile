@@ -1,5 +1,6 @@
 # One command each, on a fresh machine: `make demo` (install + generate images from the shipped checkpoints) and
-# `make test` (install + all tests). `make quickstart` trains a tiny tokenizer from scratch.
+# `make test` (install + all tests). `make quickstart` trains a tiny tokenizer from scratch; `make docs` builds the
+# documentation site into site/.
 # TORCH_SPEC picks the torch to install first (this project's machines have a local CPU build of torch==2.13.0);
 # elsewhere use e.g. `make test TORCH_SPEC=torch` or `TORCH_SPEC=` to keep the torch already in the venv.
 PYTHON ?= python3
@@ -7,7 +8,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 
-.PHONY: install demo quickstart test test-fast bench clean
+.PHONY: install demo quickstart test test-fast docs bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +31,9 @@ test: install
 
 test-fast: install
 	$(PY) -m pytest -m "not slow"
+
+docs: install
+	$(VENV)/bin/mkdocs build --strict
 
 bench: install
 	$(PY) -m pip install --quiet vector-quantize-pytorch

@@ -1,8 +1,8 @@
 """Sampling speed, timed round-robin in one run.
 
 1. Codes/s from one autoregressive prior (decoding not timed):
-   - `vq_hub`: `VQAutoregressivePipeline` with its default dynamic KV cache, with the static cache, and guided
-     (guidance 3: conditional and unconditional rows as one batch);
+   - `vq_hub`: `VQAutoregressivePipeline` with its default dynamic KV cache, with the static cache, with the step
+     recorded as a CUDA graph, and guided (guidance 3: conditional and unconditional rows as one batch);
    - `no cache`: the loop of taming-transformers' sampler, which re-runs the whole sequence for every new code;
    - `generate()`: transformers' `prior.generate(do_sample=True, top_k=…)` with the special tokens suppressed;
    - with `--compile`: the static cache with `torch.compile` on the prior's forward (compile time printed apart).
@@ -15,6 +15,9 @@ The models are randomly initialised (speed does not depend on the weights).
 
     python benchmarks/bench_sampling.py [--device cuda] [--grid 16] [--codebook-size 1024] [--batch-size 8]
         [--image-batch-sizes 1 32] [--diffusion-steps 8 16] [--compile]
+
+The "CUDA graph step" rows (`pipe.cuda_graphs = True`) record the decoding step on a GPU, the recording included in
+every timed call; on a CPU they run the same static-shape step without a graph.
 """
 
 import argparse
@@ -79,10 +82,13 @@ def code_sampler_runs(args, pipe, device) -> dict:
     first_tokens = vocabulary.condition_tokens(labels, args.batch_size, device)[:, None]
     special_tokens = list(range(vocabulary.codebook_size, vocabulary.vocab_size))
 
-    def pipeline(cache_implementation: str, **kwargs):
+    def pipeline(cache_implementation: str, cuda_graphs: bool = False, **kwargs):
         def run():
-            pipe.cache_implementation = cache_implementation
-            pipe(class_labels=labels, top_k=args.top_k, output_type="codes", **kwargs)
+            pipe.cache_implementation, pipe.cuda_graphs = cache_implementation, cuda_graphs
+            try:
+                pipe(class_labels=labels, top_k=args.top_k, output_type="codes", **kwargs)
+            finally:
+                pipe.cuda_graphs = False
 
         return run
 
@@ -98,6 +104,9 @@ def code_sampler_runs(args, pipe, device) -> dict:
         "prior forward alone (KV cache, no sampling)": forward_alone,
         "vq_hub pipeline (dynamic KV cache, default)": pipeline("dynamic"),
         "vq_hub pipeline (static KV cache)": pipeline("static"),
+        "vq_hub pipeline (CUDA graph step, recorded in every call)": pipeline("static", cuda_graphs=True),
+        "vq_hub pipeline, guided (guidance 3), CUDA graph step": pipeline("static", cuda_graphs=True,
+                                                                          guidance_scale=3.0),
         "vq_hub pipeline, guided (guidance 3)": pipeline("dynamic", guidance_scale=3.0),
         "no cache (taming-style loop)": lambda: sample_without_cache(prior, first_tokens, num_codes,
                                                                      vocabulary.codebook_size, args.top_k),
@@ -164,8 +173,12 @@ def main() -> None:
     code_runs = code_sampler_runs(args, pipe, device)
     pictures = image_runs(args, pipe, diffusion, device)
     runs = {name: synchronized(run, device) for name, run in {**code_runs, **pictures}.items()}
-    for run in runs.values():  # warm-up (allocator, kernels)
-        run()
+    for name, run in list(runs.items()):  # warm-up (allocator, kernels); a sampler that fails is reported, not timed
+        try:
+            run()
+        except Exception as error:  # noqa: BLE001 (the table must still come out, naming what failed and why)
+            print(f"{name}: FAILED ({type(error).__name__}: {error})")
+            del runs[name]
     seconds = median_seconds(runs, args.repeats)
     pipe.cache_implementation = "dynamic"
     if args.compile:
@@ -178,12 +191,15 @@ def main() -> None:
           f"{parameters:.1f}M parameters ({args.num_layers} layers × {args.hidden_size}), {num_codes} codes per image "
           f"({args.grid}×{args.grid}), codebook {args.codebook_size}, top-k {args.top_k}; median of {args.repeats}")
     print()
-    print(f"| sampler (batch {args.batch_size}) | s per batch | codes/s | vq_hub default is faster by |")
-    print("|---|---:|---:|---:|")
+    print(f"| sampler (batch {args.batch_size}) | s per batch | codes/s | vq_hub default is faster by | codes/s "
+          "÷ generate()'s |")
+    print("|---|---:|---:|---:|---:|")
     reference = seconds["vq_hub pipeline (dynamic KV cache, default)"]
+    generate = seconds["transformers generate()"]
     for name in [name for name in seconds if isinstance(name, str)]:
         codes_per_second = args.batch_size * num_codes / seconds[name]
-        print(f"| {name} | {seconds[name]:.3f} | {codes_per_second:,.0f} | {seconds[name] / reference:.2f}× |")
+        print(f"| {name} | {seconds[name]:.3f} | {codes_per_second:,.0f} | {seconds[name] / reference:.2f}× | "
+              f"{generate / seconds[name]:.2f}× |")
     if args.compile:
         print(f"(torch.compile: the first call, compiling, took {compile_seconds:.1f} s)")
     print()

@@ -21,8 +21,10 @@ from vq_hub import PatchDiscriminator, VQVAEModel
 from vq_hub.losses import VQGANLoss
 
 
-def make_step(model: torch.nn.Module, images: torch.Tensor, quantizer_loss_of, device: torch.device, fused=False):
-    """One full VQ-GAN update (generator, then discriminator) for `model`, with a fresh discriminator."""
+def make_step(model: torch.nn.Module, images: torch.Tensor, quantizer_loss_of, device: torch.device, fused=False,
+              dtype: torch.dtype | None = None):  # fmt: skip
+    """One full VQ-GAN update (generator, then discriminator) for `model`, with a fresh discriminator; under autocast
+    to `dtype` when given (as `accelerate launch --mixed_precision bf16` runs it)."""
     discriminator = PatchDiscriminator(in_channels=images.shape[1], base_channels=64, num_layers=2).to(device)
     if images.is_contiguous(memory_format=torch.channels_last):
         discriminator = discriminator.to(memory_format=torch.channels_last)
@@ -32,13 +34,18 @@ def make_step(model: torch.nn.Module, images: torch.Tensor, quantizer_loss_of, d
     d_optimizer = torch.optim.AdamW(discriminator.parameters(), lr=1e-4, **options)
     last_layer = getattr(model, "_orig_mod", model).decoder.conv_out.weight
 
+    def autocast():
+        return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
     def step() -> None:
-        output = model(images)
-        loss, _ = loss_fn.generator_loss(images, output.sample, quantizer_loss_of(output), last_layer, step=1)
+        with autocast():
+            output = model(images)
+            loss, _ = loss_fn.generator_loss(images, output.sample, quantizer_loss_of(output), last_layer, step=1)
         g_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         g_optimizer.step()
-        d_loss, _ = loss_fn.discriminator_loss(discriminator, images, output.sample)
+        with autocast():
+            d_loss, _ = loss_fn.discriminator_loss(discriminator, images, output.sample)
         d_optimizer.zero_grad(set_to_none=True)
         d_loss.backward()
         d_optimizer.step()
@@ -63,19 +70,30 @@ def convolution_share(step) -> float:
     return convolutions / total
 
 
-def tokenize_runs(ours: VQVAEModel, theirs: DiffusersVQModel, images: torch.Tensor) -> dict:
-    """Codes of a batch: vq_hub's `tokenize` and diffusers' encode → quantize, without gradient."""
+def tokenize_runs(ours: VQVAEModel, theirs: DiffusersVQModel, images: torch.Tensor, bf16: bool = False) -> dict:
+    """Codes of a batch: vq_hub's `tokenize` and diffusers' encode → quantize, without gradient (and, with `bf16`,
+    both under bf16 autocast too)."""
 
-    @torch.no_grad()
-    def ours_tokenize() -> None:
-        ours.tokenize(images)
+    def runs(dtype):
+        def autocast():
+            return torch.autocast(images.device.type, dtype=dtype, enabled=dtype is not None)
 
-    @torch.no_grad()
-    def theirs_tokenize() -> None:
-        latents = theirs.encode(images).latents
-        theirs.quantize(latents)
+        @torch.no_grad()
+        def ours_tokenize() -> None:
+            with autocast():
+                ours.tokenize(images)
 
-    return {"vq_hub VQVAEModel.tokenize": ours_tokenize, "diffusers VQModel encode + quantize": theirs_tokenize}
+        @torch.no_grad()
+        def theirs_tokenize() -> None:
+            with autocast():
+                latents = theirs.encode(images).latents
+                theirs.quantize(latents)
+
+        suffix = ", bf16 autocast" if dtype is not None else ""
+        return {f"vq_hub VQVAEModel.tokenize{suffix}": ours_tokenize,
+                f"diffusers VQModel encode + quantize{suffix}": theirs_tokenize}  # fmt: skip
+
+    return {**runs(None), **(runs(torch.bfloat16) if bf16 else {})}
 
 
 def main() -> None:
@@ -89,9 +107,16 @@ def main() -> None:
     parser.add_argument("--num-vq-embeddings", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--compile", action="store_true", help="Also time vq_hub under torch.compile.")
+    parser.add_argument("--bf16", action="store_true", default=None,
+                        help="Also time both models under bf16 autocast (default: on CUDA).")
+    parser.add_argument("--no-tf32", action="store_true", help="On CUDA, keep float32 matmuls exact (both models).")
     args = parser.parse_args()
 
     device = torch.device(args.device)
+    bf16 = args.bf16 if args.bf16 is not None else device.type == "cuda"
+    if device.type == "cuda":  # the training scripts' defaults (`vq_hub.training_utils.configure_cuda`), for both
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.no_tf32
+        torch.backends.cudnn.benchmark = True
     torch.manual_seed(0)
     depth = len(args.block_out_channels)
     shared_config = dict(
@@ -118,31 +143,41 @@ def main() -> None:
         ),
         "diffusers VQModel": make_step(theirs, images, lambda output: output.commit_loss.mean(), device),
     }
+    if bf16:  # the recommended GPU configuration: bf16 autocast (quantizer in float32 inside it), fused AdamW
+        runs["vq_hub, bf16 autocast + fused AdamW (recommended on GPU)"] = make_step(
+            ours(), images, quantizer_loss, device, fused=device.type == "cuda", dtype=torch.bfloat16)
+        runs["vq_hub, bf16 autocast + channels-last + fused AdamW"] = make_step(
+            ours().to(memory_format=torch.channels_last), channels_last, quantizer_loss, device,
+            fused=device.type == "cuda", dtype=torch.bfloat16)
+        runs["diffusers VQModel, bf16 autocast"] = make_step(
+            theirs, images, lambda output: output.commit_loss.mean(), device, dtype=torch.bfloat16)  # fmt: skip
     if args.compile:
         runs["vq_hub, torch.compile"] = make_step(torch.compile(ours()), images, quantizer_loss, device)
     seconds = median_seconds(runs, args.repeats)
     share = convolution_share(runs["vq_hub VQVAEModel"])
 
     encode_images = torch.rand(args.encode_batch_size, 3, args.resolution, args.resolution, device=device) * 2 - 1
-    encoding = tokenize_runs(ours().eval(), theirs.eval(), encode_images)
+    encoding = tokenize_runs(ours().eval(), theirs.eval(), encode_images, bf16)
     for run in encoding.values():
         run()
     encode_seconds = median_seconds(encoding, args.repeats)
 
-    print(f"device={device} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
+    gpu = f" ({torch.cuda.get_device_name(device)}, TF32 {'off' if args.no_tf32 else 'on'})" \
+        if device.type == "cuda" else ""  # fmt: skip
+    print(f"device={device}{gpu} torch={torch.__version__} threads={torch.get_num_threads()} batch={args.batch_size} "
           f"resolution={args.resolution} block_out_channels={tuple(args.block_out_channels)}")  # fmt: skip
     print()
-    print("| training step | ms/step | images/s | diffusers' time over the row's |")
+    print("| training step | ms/step | images/s | diffusers' time over the row's (same precision) |")
     print("|---|---:|---:|---:|")
     for name, value in seconds.items():
-        print(f"| {name} | {value * 1e3:.1f} | {args.batch_size / value:.1f} | "
-              f"{seconds['diffusers VQModel'] / value:.2f}x |")  # fmt: skip
+        reference = seconds["diffusers VQModel, bf16 autocast" if "bf16" in name else "diffusers VQModel"]
+        print(f"| {name} | {value * 1e3:.1f} | {args.batch_size / value:.1f} | {reference / value:.2f}x |")
     print(f"\nconvolutions (forward + backward): {share:.0%} of vq_hub's step")
     print()
     print(f"| tokenizing (batch {args.encode_batch_size}, no gradient) | images/s | ratio to diffusers |")
     print("|---|---:|---:|")
-    reference = encode_seconds["diffusers VQModel encode + quantize"]
     for name, value in encode_seconds.items():
+        reference = encode_seconds["diffusers VQModel encode + quantize" + (", bf16 autocast" if "bf16" in name else "")]
         print(f"| {name} | {args.encode_batch_size / value:,.0f} | {reference / value:.2f}x |")
 
 

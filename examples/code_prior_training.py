@@ -19,12 +19,13 @@ from transformers import AutoConfig
 
 from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline, load_tokenizer
 from vq_hub.code_levels import codebook_sizes, level_names
-from vq_hub.data import collate_code_batch, load_code_dataset
+from vq_hub.data import PREFIX_COLUMNS, collate_code_batch, load_code_dataset
 from vq_hub.utils.io import write_text_atomically
+from vq_hub.utils.random import seeded_global_rng
 from vq_hub.training_utils import (
-    EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
-    finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
-    start_training, training_batches, training_command, training_schedule,
+    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update, ema_weights,
+    evaluating, finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed,
+    save_checkpoint, start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
 
 logger = get_logger(__name__)
@@ -105,7 +106,8 @@ def condition_tokens(vocabulary: CodeVocabulary, labels: torch.Tensor, class_dro
     if vocabulary.num_classes == 0:
         return vocabulary.condition_tokens(None, labels.shape[0], labels.device)
     dropped = torch.rand(labels.shape, device=labels.device) < class_dropout
-    return vocabulary.condition_tokens(torch.where(dropped, -1, labels), labels.shape[0], labels.device)
+    # Not validated per batch (a host sync each step): `check_conditions` checked the whole dataset once.
+    return vocabulary.condition_tokens(torch.where(dropped, -1, labels), labels.shape[0], labels.device, validate=False)
 
 
 def condition_prefix(vocabulary: CodeVocabulary, batch: dict, prompt_dropout: float):
@@ -128,7 +130,23 @@ def start_tokens(vocabulary: CodeVocabulary, batch: dict, class_dropout: float, 
     """`(tokens, attention mask)` of everything before the first code — `[prefix, condition token]` — with class and
     prefix dropout (0 for evaluation)."""
     conditions = condition_tokens(vocabulary, batch["labels"], class_dropout)
-    return vocabulary.start_tokens(conditions, *condition_prefix(vocabulary, batch, prompt_dropout))
+    return vocabulary.start_tokens(conditions, *condition_prefix(vocabulary, batch, prompt_dropout), validate=False)
+
+
+def check_conditions(vocabulary: CodeVocabulary, dataset, name: str) -> None:
+    """Check every row's label and prefix ids against the prior's vocabulary once, when the data is loaded, so the
+    training step does not read them back (a host sync) on every batch."""
+    columns = [column for column in ("label", *PREFIX_COLUMNS) if column in dataset.column_names]
+    for start in range(0, len(dataset), 65536):
+        rows = dataset.select_columns(columns)[start : start + 65536]  # columns of a slice: no row-by-row reads
+        try:
+            if vocabulary.num_classes:
+                vocabulary.check_class_labels(torch.as_tensor(rows["label"]).long(), allow_null=True)
+            if vocabulary.prefix_length:
+                vocabulary.prefix_tokens(torch.as_tensor(rows["prefix_ids"]).long(),
+                                         torch.as_tensor(rows["prefix_mask"]) if "prefix_mask" in rows else None)
+        except ValueError as error:
+            raise SystemExit(f"the {name} split does not fit the prior: {error}") from None
 
 
 # loss_fn(model, batch {"codes": (B, n), "labels": (B,), "prefix_ids"/"prefix_mask": (B, L) when there is a prefix},
@@ -140,8 +158,8 @@ def evaluate(model, dataloader, loss_fn: LossFunction, accelerator: Accelerator,
     """Mean validation loss per grid over every process's shard; random draws (timesteps, noise) come from a fixed
     seed, so figures compare across steps, and the training RNG stream is left as it was."""
     losses = []
-    with torch.random.fork_rng(devices=[]), evaluating(accelerator.unwrap_model(model)) as unwrapped:
-        torch.manual_seed(seed + accelerator.process_index)
+    with seeded_global_rng(seed + accelerator.process_index, accelerator.device), \
+            evaluating(accelerator.unwrap_model(model)) as unwrapped:  # fmt: skip
         for batch in dataloader:
             per_grid = loss_fn(unwrapped, batch, reduction="none", training=False)
             losses.append(accelerator.gather_for_metrics(per_grid))
@@ -217,6 +235,10 @@ def train(
         raise SystemExit(f"the tokenizer has {codebook_size} codes but the codes were made with "
                          f"{info['codebook_size']}: pass the tokenizer that encoded {args.codes_dir}")  # fmt: skip
     model = build_model(vqvae, info)
+    vocabulary = CodeVocabulary.from_config(model.config)
+    for name, dataset in (("train", train_dataset), ("validation", validation_dataset)):
+        if dataset is not None:
+            check_conditions(vocabulary, dataset, name)
     feature_network = feature_network_of(args, accelerator)
 
     train_dataloader = torch.utils.data.DataLoader(
@@ -229,7 +251,7 @@ def train(
     )  # fmt: skip  (a generator of its own: else each epoch's iterator draws a seed from the global RNG)
     train_dataloader = accelerator.prepare(train_dataloader)
     steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
-    optimizer = make_optimizer(args, model, args.learning_rate)
+    optimizer = make_optimizer(args, model, args.learning_rate, accelerator.device)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     validation_dataloader = None
@@ -240,6 +262,8 @@ def train(
     ema_model = make_ema(args, model, accelerator)
 
     global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
+                           max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         accelerator.end_training()
         return done
@@ -293,13 +317,14 @@ def train(
         with accelerator.accumulate(model):
             loss = loss_fn(model, batch)
             apply_update(accelerator, loss, {"loss": loss}, model, optimizer, lr_scheduler, args.max_grad_norm,
-                         global_step, output_dir)  # fmt: skip
+                         global_step, guard)  # fmt: skip
         if not accelerator.sync_gradients:
             continue
         if ema_model is not None:
             ema_model.step(accelerator.unwrap_model(model).parameters())
         global_step += 1
         progress.update(1)
+        guard.check_if_due(global_step)  # logging, checkpoint and validation steps: the one host sync
 
         if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
             logs = metrics({"loss": float(accelerator.reduce(loss.detach(), "mean"))})

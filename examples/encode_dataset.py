@@ -54,6 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "width (default: the tokenizer's sample_size).")  # fmt: skip
     parser.add_argument("--max_samples", type=int, help="Encode at most this many images per split.")
     parser.add_argument("--batch_size", type=int, default=256, help="Per process.")
+    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"],
+                        help="Encode under autocast (the quantizer's distances stay float32; codes can differ from "
+                        "float32 ones only where two codes are nearly equally near). Default: accelerate's config.")
     parser.add_argument("--cache_dir")
     parser.add_argument("--output_dir", default="codes-output", help="Where the encoded splits go (one folder).")
     args = parser.parse_args(argv)
@@ -115,7 +118,9 @@ def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator
     all_codes, all_labels = [[] for _ in level_names(vqvae)], []
     start = time.perf_counter()
     for images, labels in tqdm(loader, desc=f"encoding {name}", disable=not accelerator.is_local_main_process):
-        for level_codes, codes in zip(all_codes, tokenize_levels(vqvae, images.to(vqvae.dtype))):
+        with accelerator.autocast():
+            levels = tokenize_levels(vqvae, images.to(vqvae.dtype))
+        for level_codes, codes in zip(all_codes, levels):
             # gather_for_metrics drops the samples repeated to even out the last batch across processes.
             level_codes.append(accelerator.gather_for_metrics(codes.flatten(1)).cpu())
         all_labels.append(accelerator.gather_for_metrics(labels).cpu())
@@ -130,7 +135,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.use_shipped_data:
         print(SHIPPED_DATA_NOTE, flush=True)
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=args.mixed_precision)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     vqvae = load_tokenizer(args.vqvae_name_or_path).to(accelerator.device).eval()
     height, width = image_size(args.resolution or vqvae.config.sample_size)

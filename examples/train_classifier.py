@@ -27,6 +27,7 @@ from vq_hub.training_utils import (
     EpochSeededSampler,
     add_optimization_arguments,
     add_output_arguments,
+    NonFiniteGuard,
     apply_update,
     evaluating,
     make_lr_scheduler,
@@ -203,12 +204,14 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     train_dataloader = accelerator.prepare(train_dataloader)
     steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
-    optimizer = make_optimizer(args, classifier, args.learning_rate)
+    optimizer = make_optimizer(args, classifier, args.learning_rate, accelerator.device)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     classifier.to(memory_format=torch.channels_last)  # 1.7× faster convolutions on CPUs
     model, optimizer, lr_scheduler = accelerator.prepare(classifier, optimizer, lr_scheduler)
 
     global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
+                           max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         accelerator.end_training()
         return done
@@ -233,11 +236,12 @@ def main(argv: list[str] | None = None) -> dict:
             logits = model(images.contiguous(memory_format=torch.channels_last)).logits
             loss = F.cross_entropy(logits, labels, label_smoothing=args.label_smoothing)
             apply_update(accelerator, loss, {"loss": loss}, model, optimizer, lr_scheduler, args.max_grad_norm,
-                         global_step, output_dir)  # fmt: skip
+                         global_step, guard)  # fmt: skip
         if not accelerator.sync_gradients:
             continue
         global_step += 1
         progress.update(1)
+        guard.check_if_due(global_step)  # logging, checkpoint and validation steps: the one host sync
         if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
             logs = {"loss": float(accelerator.reduce(loss.detach(), "mean")), "lr": lr_scheduler.get_last_lr()[0]}
             accelerator.log(logs, step=global_step)

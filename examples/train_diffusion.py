@@ -58,11 +58,12 @@ def diffusion_loss(args, denoiser, batch: dict, reduction: str = "mean", trainin
     vocabulary = CodeVocabulary.from_config(extract_model_from_parallel(denoiser).config)
     codes = batch["codes"]
     timesteps = torch.randint(1, scheduler.config.num_train_timesteps + 1, (codes.shape[0],), device=codes.device)
-    noisy = scheduler.add_noise(codes, timesteps)
+    noisy = scheduler.add_noise(codes, timesteps, validate=False)  # drawn in [1, T] just above: no check (a sync)
     start, start_mask = start_tokens(vocabulary, batch, args.class_dropout if training else 0.0,
                                      args.prompt_dropout if training else 0.0)  # fmt: skip
     tokens = torch.cat([start, noisy], dim=1)
-    attention_mask = torch.cat([start_mask, torch.ones_like(noisy)], dim=1)
+    # All ones without a prefix: None then, so transformers skips its check of the mask (a host sync per step).
+    attention_mask = torch.cat([start_mask, torch.ones_like(noisy)], dim=1) if vocabulary.prefix_length else None
     logits = denoiser(input_ids=tokens, attention_mask=attention_mask).logits[
         :, start.shape[1] :, : vocabulary.codebook_size
     ]

@@ -41,7 +41,9 @@ def prior_loss(args, prior, batch: dict, reduction: str = "mean", training: bool
     codes = batch["codes"]
     tokens = torch.cat([start, codes], dim=1)
     # The mask is 0 on empty prefix slots only (a vq_hub 0.1 vocabulary's BOS is also its PAD: never padding here).
-    logits = prior(input_ids=tokens, attention_mask=torch.cat([start_mask, torch.ones_like(codes)], dim=1)).logits
+    # Without a prefix it is all ones: None then, so transformers skips its check of the mask (a host sync per step).
+    attention_mask = torch.cat([start_mask, torch.ones_like(codes)], dim=1) if vocabulary.prefix_length else None
+    logits = prior(input_ids=tokens, attention_mask=attention_mask).logits
     losses = next_code_loss(logits, tokens, vocabulary.codebook_size, reduction="none",
                             prefix_length=vocabulary.prefix_length)  # fmt: skip
     return losses.mean() if reduction == "mean" else losses.mean(dim=1)

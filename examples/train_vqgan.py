@@ -37,9 +37,9 @@ from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexit
 from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
-    EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
-    finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
-    start_training, training_batches, training_command, training_schedule,
+    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update, ema_weights,
+    evaluating, finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed,
+    save_checkpoint, start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
 from vq_hub.visualization import write_codebook_figure
 
@@ -318,11 +318,11 @@ def main(argv: list[str] | None = None) -> dict:
     # The step count is known only once the dataloader is sharded: prepare it before building the LR schedulers.
     train_dataloader = accelerator.prepare(train_dataloader)
     steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
-    optimizer = make_optimizer(args, model, args.learning_rate)
+    optimizer = make_optimizer(args, model, args.learning_rate, accelerator.device)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
     if discriminator is not None:
-        d_optimizer = make_optimizer(args, discriminator, args.discriminator_learning_rate)
+        d_optimizer = make_optimizer(args, discriminator, args.discriminator_learning_rate, accelerator.device)
         d_scheduler = make_lr_scheduler(args, d_optimizer, accelerator, max_train_steps)
         discriminator, d_optimizer, d_scheduler = accelerator.prepare(discriminator, d_optimizer, d_scheduler)
     if validation_dataloader is not None:
@@ -341,6 +341,8 @@ def main(argv: list[str] | None = None) -> dict:
     last_layer = accelerator.unwrap_model(model).decoder.conv_out.weight
 
     global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
+                           max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         accelerator.end_training()
         return done
@@ -365,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def update(loss, terms, module, module_optimizer, module_scheduler) -> None:
         apply_update(accelerator, loss, terms, module, module_optimizer, module_scheduler, args.max_grad_norm,
-                     global_step, output_dir)  # fmt: skip
+                     global_step, guard)  # fmt: skip
 
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
                     disable=not accelerator.is_local_main_process)  # fmt: skip
@@ -392,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
             ema_model.step(accelerator.unwrap_model(model).parameters())
         global_step += 1
         progress.update(1)
+        guard.check_if_due(global_step)  # logging, checkpoint and validation steps: the one host sync
 
         if global_step % args.log_steps == 0 or global_step in (1, max_train_steps):
             statistics = forward_statistics(accelerator.unwrap_model(model), output)  # per level for VQ-VAE-2

@@ -52,10 +52,11 @@ def test_training_a_two_level_tokenizer_logs_each_level_and_saves_it(synthetic_p
     run_script("train_vqgan.py", data_args(synthetic_parquet) + TINY_HIERARCHICAL + [
         "--output_dir", str(output), "--max_train_steps", "40", "--learning_rate", "2e-3", "--log_steps", "10",
         "--validation_steps", "40", "--checkpointing_steps", "1000", "--kmeans_init", "--dead_code_threshold", "0.05",
-        "--bottom_dropout", "0.2",
+        "--bottom_dropout", "0.2", "--mixed_precision", "bf16",  # bf16 autocast, as on a GPU (crashed at step 0)
     ])  # fmt: skip
     summary = json.loads((output / "training_summary.json").read_text())
     first, last = summary["history"][0], summary["history"][-1]
+    assert summary["args"]["mixed_precision"] == "bf16"
     for level in ("top", "bottom"):
         for name in ("codebook_loss", "commitment_loss", "perplexity", "codebook_usage", "dead_code_restarts"):
             assert f"{level}_{name}" in last, f"{level}_{name} is logged"

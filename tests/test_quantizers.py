@@ -181,13 +181,15 @@ def reference_nearest_codes(vectors: torch.Tensor, codebook: torch.Tensor) -> to
     return torch.cdist(vectors.double(), codebook.double()).argmin(dim=1)
 
 
+@pytest.mark.parametrize("plan", ["cpu", "gpu"])
 @pytest.mark.parametrize("normalized", [False, True])
 @pytest.mark.parametrize("num_codes, dim", [(300, 16), (5000, 3), (70, 256)])
-def test_tiled_search_equals_the_plain_formula(num_codes, dim, normalized):
+def test_tiled_search_equals_the_plain_formula(num_codes, dim, normalized, plan):
     """Any tiling (one tile, a row at a time, several code blocks with a running best) picks the nearest code; where
     two codes are equally near in float32 the lowest index wins, as `argmin`, inside one group of the two-stage
     argmax and across groups of one block. Across code blocks the two matrix products (other shapes, other kernels)
-    may round an exact tie apart by an ulp, so either copy may win there, both at the least distance."""
+    may round an exact tie apart by an ulp, so either copy may win there, both at the least distance. The GPU plan
+    (forced here on CPU tensors: the same torch calls) splits rows only, so every tie is inside one product."""
     generator = torch.Generator().manual_seed(num_codes)
     vectors, codebook = torch.randn(1000, dim, generator=generator), torch.randn(num_codes, dim, generator=generator)
     if normalized:
@@ -201,7 +203,7 @@ def test_tiled_search_equals_the_plain_formula(num_codes, dim, normalized):
     exact = torch.cdist(vectors.double(), codebook.double())
     margin = exact.topk(2, dim=1, largest=False).values.diff(dim=1).squeeze(1)
     for tile_elements in (10**9, 1000, 1, 2**19):
-        codes = nearest_codes(vectors, codebook, normalized=normalized, tile_elements=tile_elements)
+        codes = nearest_codes(vectors, codebook, normalized=normalized, tile_elements=tile_elements, plan=plan)
         clear = margin > 1e-5  # where the nearest code is unique at float32 precision, the codes are identical
         assert torch.equal(codes[clear], expected[clear])
         assert codes[: len(ties)].tolist() == [kept for kept, _ in ties]
@@ -222,6 +224,47 @@ def test_large_codebook_never_materialises_full_distance_matrix(monkeypatch):
     codes = nearest_codes(torch.randn(num_vectors, dim), torch.randn(codebook_size, dim))
     assert codes.shape == (num_vectors,)
     assert max(largest) <= DEFAULT_TILE_ELEMENTS < num_vectors * codebook_size
+
+
+def record_calls(monkeypatch, name: str) -> list[int]:
+    """Patch `torch.<name>` to record the number of elements of each result."""
+    sizes, real = [], getattr(torch, name)
+
+    def recording(*args, **kwargs):
+        result = real(*args, **kwargs)
+        sizes.append(result.numel())
+        return result
+
+    monkeypatch.setattr(torch, name, recording)
+    return sizes
+
+
+def test_gpu_search_plan_is_one_product_and_one_argmax_per_row_block(monkeypatch):
+    """The GPU plan launches a handful of kernels: one addmm and one argmax per block of rows, the blocks bounded by
+    the score budget (a user at K = 262,144 must not allocate N·K floats at once)."""
+    products, reductions = record_calls(monkeypatch, "addmm"), record_calls(monkeypatch, "argmax")
+    vectors, codebook = torch.randn(4096, 8), torch.randn(16384, 8)
+    codes = nearest_codes(vectors, codebook, plan="gpu")
+    assert len(products) == 1 and len(reductions) == 1 and products[0] == 4096 * 16384
+    assert torch.equal(codes, reference_nearest_codes(vectors, codebook))
+    products.clear()
+    reductions.clear()
+    budget = 2**20  # 64 rows × 16,384 codes per block
+    nearest_codes(vectors, codebook, plan="gpu", tile_elements=budget)
+    assert len(products) == len(reductions) == 4096 // 64 and max(products) == budget
+
+
+def test_search_plan_is_checked():
+    with pytest.raises(ValueError, match="`plan` must be one of"):
+        nearest_codes(torch.randn(4, 2), torch.randn(3, 2), plan="cuda")
+
+
+def test_search_runs_in_float32_when_called_under_autocast():
+    vectors, codebook = torch.randn(512, 16), torch.randn(1024, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        codes = {plan: nearest_codes(vectors, codebook, plan=plan) for plan in ("cpu", "gpu")}
+    expected = reference_nearest_codes(vectors, codebook)
+    assert torch.equal(codes["cpu"], expected) and torch.equal(codes["gpu"], expected)
 
 
 def test_distances_are_float32_under_autocast():

@@ -21,6 +21,7 @@ def classifier(synthetic_parquet, tmp_path_factory):
         "--dataset", "toy", "--block_out_channels", "8", "16", "--layers_per_block", "1", "--random_flip",
         "--train_batch_size", "16", "--max_train_steps", "12", "--learning_rate", "1e-2", "--lr_warmup_steps", "0",
         "--validation_steps", "6", "--checkpointing_steps", "6", "--report_to", "none", "--output_dir", str(output),
+        "--mixed_precision", "bf16",  # bf16 autocast, as on a GPU
     ])  # fmt: skip
     return output
 

@@ -95,11 +95,12 @@ def test_text_priors_train_and_save_a_prompted_pipeline(scenes, tmp_path, script
     run_script(script, TINY_TEXT_PRIOR + extra + [
         "--codes_dir", str(scenes / "codes"), "--output_dir", str(output), "--max_train_steps", "20",
         "--learning_rate", "3e-3", "--log_steps", "5", "--validation_steps", "20", "--checkpointing_steps", "1000",
-        "--guidance_scale", "2", "--use_ema",
+        "--guidance_scale", "2", "--use_ema", "--mixed_precision", "bf16",  # bf16 autocast, as on a GPU
     ])  # fmt: skip
     summary = json.loads((output / "training_summary.json").read_text())
     losses = [entry["loss"] for entry in summary["history"]]
     assert summary["steps"] == 20 and losses[-1] < losses[0], losses
+    assert summary["args"]["mixed_precision"] == "bf16"
     assert summary["validation"]["num_examples"] == 12
     with Image.open(output / "samples" / "step-0000020.png") as grid:
         assert grid.size == (2 * 66 + 2, 2 * 34 + 2)  # a row per validation prompt, 2 images each

@@ -55,6 +55,23 @@ def test_training_reduces_reconstruction_loss_and_saves_loadable_models(syntheti
 
 
 @pytest.mark.slow
+def test_bf16_training_with_the_gan_saves_a_loadable_model(synthetic_parquet, tmp_path):
+    """`--mixed_precision bf16` (what `accelerate launch --mixed_precision bf16` sets) crashed at step 0: accelerate
+    rebuilds the model output to convert it to float32, and the output dataclass had required fields."""
+    output = tmp_path / "bf16"
+    run_training(data_args(synthetic_parquet) + TINY_MODEL + [
+        "--output_dir", str(output), "--max_train_steps", "4", "--discriminator_start", "0", "--log_steps", "2",
+        "--validation_steps", "4", "--checkpointing_steps", "2", "--mixed_precision", "bf16",
+    ])  # fmt: skip
+    summary = json.loads((output / "training_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["args"]["mixed_precision"] == "bf16"
+    assert all(np.isfinite(entry["reconstruction_loss"]) for entry in summary["history"])
+    assert summary["history"][-1]["adaptive_weight"] > 0, "the GAN ran under autocast"
+    model = VQVAEModel.from_pretrained(output)
+    assert model.dtype == torch.float32 and model.tokenize(torch.zeros(1, 3, 16, 16)).shape == (1, 8, 8)
+
+
+@pytest.mark.slow
 def test_resumed_run_matches_uninterrupted_run(synthetic_parquet, tmp_path):
     common = data_args(synthetic_parquet) + TINY_MODEL + [
         "--max_train_steps", "6", "--checkpointing_steps", "3", "--discriminator_start", "2", "--use_ema",

@@ -42,7 +42,13 @@ def add_optimization_arguments(
     optim.add_argument("--max_grad_norm", type=float, default=1.0)
     optim.add_argument("--lr_scheduler", default="cosine")
     optim.add_argument("--lr_warmup_steps", type=int, default=100)
-    optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"])
+    optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"],
+                       help="Autocast precision (default: accelerate's config or `accelerate launch --mixed_precision`). "
+                       "The quantizer always runs in float32; fp16 scales the gradients of every optimizer.")  # fmt: skip
+    optim.add_argument("--no_tf32", action="store_true",
+                       help="On CUDA, keep float32 matmuls and convolutions exact (TF32 is on by default there).")
+    optim.add_argument("--no_cudnn_benchmark", action="store_true",
+                       help="On CUDA, do not let cuDNN time its convolution algorithms (on by default there).")
     optim.add_argument("--use_ema", action="store_true", help="Keep an EMA of the trained model's weights.")
     optim.add_argument("--ema_decay", type=float, default=0.999)
     optim.add_argument("--seed", type=int, default=0)
@@ -199,16 +205,53 @@ def finished_summary(output_dir: Path, global_step: int, max_train_steps: int) -
     return json.loads(summary_file.read_text())
 
 
-def stop_if_not_finite(accelerator: Accelerator, loss: torch.Tensor, terms: dict, step: int, output_dir: Path):
-    """Stop every process together on a NaN/inf loss, before it reaches the weights or a checkpoint."""
-    finite = accelerator.gather(torch.isfinite(loss.detach()).float().reshape(1)).min()
-    if finite < 1:
-        checkpoints = list_checkpoints(output_dir)
+class NonFiniteGuard:
+    """Stops every process together on a NaN/inf loss, before anything is saved, without a host sync per step.
+
+    Each micro-step's loss is watched on the device (`watch`: a few kernels, nothing read back); the verdict is read
+    once at the steps that read values back anyway — logging, checkpoint and validation steps, and the last one
+    (`check_if_due`) — so no checkpoint, validation figure or final model comes from weights a non-finite loss
+    reached. The message names the first bad step and its loss terms. (Checking every micro-step, as before, cost a
+    gather and a host sync on every step: on a GPU that stalls the launch queue.)
+    """
+
+    def __init__(self, accelerator: Accelerator, output_dir: Path, check_every: tuple[int, ...], last_step: int):
+        self.accelerator, self.output_dir = accelerator, Path(output_dir)
+        self.check_every, self.last_step = tuple(n for n in check_every if n and n > 0), last_step
+        # One record per kind of loss watched (a GAN has two): [first bad step or -1, its terms], on the device.
+        self.records: dict[tuple[str, ...], list[torch.Tensor]] = {}
+
+    def watch(self, loss: torch.Tensor, terms: dict, step: int) -> None:
+        """Remember (on the device) the first step whose `loss` is not finite, with its `terms`."""
+        values = torch.stack([value.detach().float().reshape(()) for value in terms.values()])
+        record = self.records.setdefault(
+            tuple(terms), [torch.full((), -1, dtype=torch.long, device=values.device), torch.zeros_like(values)]
+        )
+        first_now = ~torch.isfinite(loss.detach()) & (record[0] < 0)
+        record[1] = torch.where(first_now, values, record[1])
+        record[0] = torch.where(first_now, step, record[0])
+
+    def check_if_due(self, step: int) -> None:
+        """`check` at logging, checkpoint and validation steps and at the last step."""
+        if step in (1, self.last_step) or any(step % every == 0 for every in self.check_every):
+            self.check()
+
+    def check(self) -> None:
+        """One gather and one host sync: raise SystemExit on every process if any saw a non-finite loss."""
+        never = torch.iinfo(torch.long).max
+        firsts = [torch.where(first >= 0, first, never) for first, _ in self.records.values()]
+        local = torch.stack(firsts).min() if firsts else torch.tensor(never, device=self.accelerator.device)
+        first_bad = min(self.accelerator.gather(local.reshape(1)).tolist())
+        if first_bad == never:
+            return
+        checkpoints = list_checkpoints(self.output_dir)
         last_good = str(checkpoints[-1]) if checkpoints else "none yet"
-        values = ", ".join(f"{name}={float(value):.4g}" for name, value in terms.items())
+        values = [f"{name}={value:.4g}" for names, (first, terms) in self.records.items() if int(first) == first_bad
+                  for name, value in zip(names, terms.tolist())]  # fmt: skip
         raise SystemExit(
-            f"non-finite loss at step {step} ({values}); training stopped before updating the weights. "
-            f"Last good checkpoint: {last_good}. Lower the learning rate or resume with --resume_from_checkpoint."
+            f"non-finite loss at step {first_bad}{' (' + ', '.join(values) + ')' if values else ''}; training stopped "
+            f"before saving anything from it. Last good checkpoint: {last_good}. Lower the learning rate or resume "
+            "with --resume_from_checkpoint."
         )
 
 
@@ -238,10 +281,25 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
     ]
 
 
-def make_optimizer(args: argparse.Namespace, model: torch.nn.Module, learning_rate: float) -> torch.optim.AdamW:
-    """AdamW over `model`'s trainable parameters with `weight_decay_groups` (the rule is in the README)."""
+def make_optimizer(args: argparse.Namespace, model: torch.nn.Module, learning_rate: float,
+                   device: torch.device | str = "cpu") -> torch.optim.AdamW:  # fmt: skip
+    """AdamW over `model`'s trainable parameters with `weight_decay_groups` (the rule is in the docs), fused into one
+    kernel per step when training on CUDA (the foreach default launches several per parameter group; on CPUs the
+    fused kernel measured slower, so it stays off there)."""
+    fused = torch.device(device).type == "cuda"
     return torch.optim.AdamW(weight_decay_groups(model, args.adam_weight_decay), lr=learning_rate,
-                             betas=(args.adam_beta1, args.adam_beta2))  # fmt: skip
+                             betas=(args.adam_beta1, args.adam_beta2), fused=fused or None)  # fmt: skip
+
+
+def configure_cuda(args: argparse.Namespace, device: torch.device) -> None:
+    """GPU training defaults, as LlamaGen and diffusers' examples set them: TF32 tensor cores for float32 matmuls and
+    convolutions, and cuDNN's algorithm search (`--no_tf32`, `--no_cudnn_benchmark` turn them off). No-op off CUDA."""
+    if device.type != "cuda":
+        return
+    allow_tf32 = not getattr(args, "no_tf32", False)
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.backends.cudnn.benchmark = not getattr(args, "no_cudnn_benchmark", False)
 
 
 def make_lr_scheduler(args: argparse.Namespace, optimizer, accelerator: Accelerator, max_train_steps: int):
@@ -286,6 +344,7 @@ def start_training(args: argparse.Namespace) -> Accelerator:
         ),
     )
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    configure_cuda(args, accelerator.device)
     print(f"[rank {accelerator.process_index}/{accelerator.num_processes}] started on {accelerator.device}", flush=True)
     set_seed(args.seed)  # the same on every rank: models are initialised identically (see `resume_or_seed`)
     return accelerator
@@ -315,10 +374,10 @@ def training_batches(accelerator: Accelerator, train_dataloader, first_epoch: in
 
 
 def apply_update(accelerator: Accelerator, loss: torch.Tensor, terms: dict, module: torch.nn.Module, optimizer,
-                 lr_scheduler, max_grad_norm: float, step: int, output_dir: Path) -> None:  # fmt: skip
-    """Backward, clip and step one module (Accelerate skips the step while accumulating); stop every process first
-    if the loss is not finite. Codes restarted in this step's forward start with fresh optimizer moments."""
-    stop_if_not_finite(accelerator, loss, terms, step, output_dir)
+                 lr_scheduler, max_grad_norm: float, step: int, guard: NonFiniteGuard) -> None:  # fmt: skip
+    """Backward, clip and step one module (Accelerate skips the step while accumulating), the loss watched by `guard`
+    (no host sync). Codes restarted in this step's forward start with fresh optimizer moments."""
+    guard.watch(loss, terms, step)
     accelerator.backward(loss)
     if accelerator.sync_gradients:
         accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)

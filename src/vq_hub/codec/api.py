@@ -37,7 +37,7 @@ class CodecOutput(BaseOutput):
             the codes (`decompress_images` only).
     """
 
-    codes: torch.LongTensor
+    codes: torch.LongTensor | None = None
     class_labels: torch.LongTensor | None = None
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
 

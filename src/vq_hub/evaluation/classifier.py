@@ -24,8 +24,8 @@ class ImageClassifierOutput(BaseOutput):
             ReLU activations (FID, KID, precision/recall).
     """
 
-    logits: torch.Tensor
-    features: torch.Tensor
+    logits: torch.Tensor | None = None
+    features: torch.Tensor | None = None
 
 
 class ImageClassifier(AtomicSaveMixin, ModelMixin, ConfigMixin):

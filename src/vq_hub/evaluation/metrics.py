@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .reference import ReferenceStatistics
+from ..utils.random import seeded_global_rng
 
 
 class FeaturesAsInput(nn.Module):
@@ -80,8 +81,7 @@ def kernel_distance(reference: torch.Tensor, features: torch.Tensor, subset_size
                                          subset_size=size)  # fmt: skip
     metric.update(reference, real=True)
     metric.update(features, real=False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):  # torchmetrics draws the subsets from the global CPU generator
         mean, std = metric.compute()
     return float(mean), float(std)
 
@@ -124,7 +124,6 @@ def classifier_score(logits: torch.Tensor, splits: int = 10, seed: int = 0) -> t
         warnings.filterwarnings("ignore", message=".*degrees of freedom.*")
         metric = InceptionScore(feature=nn.Identity(), splits=splits)
         metric.update(logits.double())
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        with seeded_global_rng(seed):  # torchmetrics draws the splits' permutation from the global CPU generator
             mean, std = metric.compute()
     return float(mean), float(std) if splits > 1 else 0.0

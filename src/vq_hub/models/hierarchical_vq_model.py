@@ -35,19 +35,19 @@ class HierarchicalVQModelOutput(BaseOutput):
             of each level's code histogram in the batch and the fraction of its codebook used.
     """
 
-    sample: torch.Tensor
-    top_codes: torch.LongTensor
-    bottom_codes: torch.LongTensor
-    top_codebook_loss: torch.Tensor
-    top_commitment_loss: torch.Tensor
-    top_auxiliary_loss: torch.Tensor
-    top_perplexity: torch.Tensor
-    top_codebook_usage: torch.Tensor
-    bottom_codebook_loss: torch.Tensor
-    bottom_commitment_loss: torch.Tensor
-    bottom_auxiliary_loss: torch.Tensor
-    bottom_perplexity: torch.Tensor
-    bottom_codebook_usage: torch.Tensor
+    sample: torch.Tensor | None = None
+    top_codes: torch.LongTensor | None = None
+    bottom_codes: torch.LongTensor | None = None
+    top_codebook_loss: torch.Tensor | None = None
+    top_commitment_loss: torch.Tensor | None = None
+    top_auxiliary_loss: torch.Tensor | None = None
+    top_perplexity: torch.Tensor | None = None
+    top_codebook_usage: torch.Tensor | None = None
+    bottom_codebook_loss: torch.Tensor | None = None
+    bottom_commitment_loss: torch.Tensor | None = None
+    bottom_auxiliary_loss: torch.Tensor | None = None
+    bottom_perplexity: torch.Tensor | None = None
+    bottom_codebook_usage: torch.Tensor | None = None
 
     @property
     def codes(self) -> tuple[torch.LongTensor, torch.LongTensor]:

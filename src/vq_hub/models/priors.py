@@ -102,20 +102,26 @@ class CodeVocabulary:
                              f"{vocabulary} needs {vocabulary.vocab_size}")  # fmt: skip
         return vocabulary
 
-    def condition_tokens(self, class_labels: torch.Tensor | None, batch_size: int, device=None) -> torch.LongTensor:
-        """`(B,)` first tokens: the class token of each label, BOS (= null class) for label -1 or no labels."""
+    def condition_tokens(self, class_labels: torch.Tensor | None, batch_size: int, device=None,
+                         validate: bool = True) -> torch.LongTensor:  # fmt: skip
+        """`(B,)` first tokens: the class token of each label, BOS (= null class) for label -1 or no labels.
+        `validate=False` skips the range check (a host sync), for training batches checked once when loaded."""
         if class_labels is None:
             return torch.full((batch_size,), self.bos_token_id, dtype=torch.long, device=device)
+        if not validate:
+            labels = torch.as_tensor(class_labels, device=device).long()
+            return torch.where(labels < 0, self.bos_token_id, self.codebook_size + 1 + labels)
         labels = self.check_class_labels(class_labels, allow_null=True).to(device)
         return torch.where(labels < 0, self.bos_token_id, self.codebook_size + 1 + labels)
 
     def prefix_tokens(
         self, prefix_ids: torch.Tensor | None, prefix_mask: torch.Tensor | None = None, batch_size: int | None = None,
-        device=None,
+        device=None, validate: bool = True,
     ) -> tuple[torch.LongTensor, torch.LongTensor]:  # fmt: skip
         """`(tokens, attention_mask)`, both `(B, prefix_length)`: prefix ids `(B, L)` in [0, prefix_vocab_size)
         moved to their joint ids, PAD (mask 0) wherever `prefix_mask` is 0. `prefix_ids=None` is the empty prefix of
-        `batch_size` rows — the unconditional input. A vocabulary without a prefix gives `(B, 0)` tensors."""
+        `batch_size` rows — the unconditional input. A vocabulary without a prefix gives `(B, 0)` tensors.
+        `validate=False` skips the range check of the ids (a host sync), for training batches checked when loaded."""
         if prefix_ids is None:
             if batch_size is None:
                 raise ValueError("the empty prefix needs `batch_size`")
@@ -139,7 +145,7 @@ class CodeVocabulary:
                 f"`prefix_mask` {tuple(mask.shape)} must have the shape of `prefix_ids` {tuple(ids.shape)}"
             )
         used = mask.bool()
-        if used.any() and (ids[used].min() < 0 or ids[used].max() >= self.prefix_vocab_size):
+        if validate and used.any() and (ids[used].min() < 0 or ids[used].max() >= self.prefix_vocab_size):
             raise ValueError(f"`prefix_ids` must lie in [0, {self.prefix_vocab_size - 1}] (prefix_vocab_size="
                              f"{self.prefix_vocab_size}), got values in [{int(ids[used].min())}, "
                              f"{int(ids[used].max())}]")  # fmt: skip
@@ -148,12 +154,12 @@ class CodeVocabulary:
 
     def start_tokens(
         self, condition_tokens: torch.LongTensor, prefix_ids: torch.Tensor | None = None,
-        prefix_mask: torch.Tensor | None = None,
+        prefix_mask: torch.Tensor | None = None, validate: bool = True,
     ) -> tuple[torch.LongTensor, torch.LongTensor]:  # fmt: skip
         """`(tokens, attention_mask)`, both `(B, prefix_length + 1)`: the prefix (the empty one when `prefix_ids` is
         None) then the condition token of each row — everything a sequence holds before its first code."""
         batch_size, device = condition_tokens.shape[0], condition_tokens.device
-        prefix, mask = self.prefix_tokens(prefix_ids, prefix_mask, batch_size, device)
+        prefix, mask = self.prefix_tokens(prefix_ids, prefix_mask, batch_size, device, validate=validate)
         if prefix.shape[0] != batch_size:
             raise ValueError(f"`prefix_ids` has {prefix.shape[0]} rows for {batch_size} condition tokens")
         tokens = torch.cat([prefix, condition_tokens[:, None].long()], dim=1)

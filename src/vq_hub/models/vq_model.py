@@ -34,13 +34,13 @@ class VQVAEModelOutput(BaseOutput):
         codebook_usage (`torch.Tensor`): Fraction of the codebook used in the batch.
     """
 
-    sample: torch.Tensor
-    codes: torch.LongTensor
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
-    auxiliary_loss: torch.Tensor
-    perplexity: torch.Tensor
-    codebook_usage: torch.Tensor
+    sample: torch.Tensor | None = None
+    codes: torch.LongTensor | None = None
+    codebook_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    auxiliary_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    codebook_usage: torch.Tensor | None = None
 
     @property
     def quantizer_loss(self) -> torch.Tensor:
@@ -56,11 +56,12 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
     [`~diffusers.VQModel`]'s config names and weight keys, so diffusers checkpoints convert by copying. The
     quantizer is chosen by `quantizer_type` and its options.
 
+    `in_channels`, `out_channels`, `down_block_types`, `up_block_types`, `block_out_channels`, `layers_per_block`,
+    `act_fn`, `latent_channels`, `sample_size`, `num_vq_embeddings`, `norm_num_groups`, `vq_embed_dim`,
+    `scaling_factor`, `norm_type` and `mid_block_add_attention` are as in diffusers' `VQModel`. The image is
+    downsampled by `2 ** (len(block_out_channels) - 1)`.
+
     Parameters:
-        in_channels, out_channels, down_block_types, up_block_types, block_out_channels, layers_per_block, act_fn,
-        latent_channels, sample_size, num_vq_embeddings, norm_num_groups, vq_embed_dim, scaling_factor,
-        norm_type, mid_block_add_attention:
-            As in diffusers' `VQModel`. The image is downsampled by `2 ** (len(block_out_channels) - 1)`.
         use_quant_conv (`bool`, defaults to `True`): 1×1 conv from `latent_channels` to `vq_embed_dim`.
         use_post_quant_conv (`bool`, defaults to `True`): 1×1 conv from `vq_embed_dim` back to `latent_channels`.
         quantizer_type (`str`, defaults to `"vector"`): `"vector"`, `"gumbel"`, `"fsq"`, `"lfq"` (lookup-free, MAGVIT-v2),

@@ -10,6 +10,7 @@ from transformers.generation.logits_process import LogitsProcessorList, TopKLogi
 
 from ..models.vq_model import VQVAEModel
 from ..utils.checks import check_float, check_generator, check_int
+from .graphed_decoding import GraphedDecodeStep
 from .pipeline_vq import VQPipeline, VQPipelineOutput
 
 GeneratorType = torch.Generator | list[torch.Generator] | None
@@ -17,11 +18,15 @@ GeneratorType = torch.Generator | list[torch.Generator] | None
 
 def sample_from_logits(logits: torch.Tensor, generator: GeneratorType = None) -> torch.LongTensor:
     """One id per row of `(B, V)` logits (already warped); `generator` may be one or one per row."""
-    probs = torch.softmax(logits.float(), dim=-1)
+    return sample_from_probabilities(torch.softmax(logits.float(), dim=-1), generator)
+
+
+def sample_from_probabilities(probs: torch.Tensor, generator: GeneratorType = None) -> torch.LongTensor:
+    """One id per row of `(B, V)` probabilities, drawn on the generator's device; `generator` may be one per row."""
     if isinstance(generator, list):
-        return torch.cat([sample_from_logits(row[None], g) for row, g in zip(logits, generator)])
+        return torch.cat([sample_from_probabilities(row[None], g) for row, g in zip(probs, generator)])
     device = generator.device if generator is not None else probs.device
-    return torch.multinomial(probs.to(device), 1, generator=generator).to(logits.device)[:, 0]
+    return torch.multinomial(probs.to(device), 1, generator=generator).to(probs.device)[:, 0]
 
 
 class VQAutoregressivePipeline(VQPipeline):
@@ -40,6 +45,12 @@ class VQAutoregressivePipeline(VQPipeline):
     # with fixed shapes for `torch.compile`. Dynamic is the default: it was as fast or faster on CPU in
     # benchmarks/bench_sampling.py, which times both.
     cache_implementation = "dynamic"
+    # Record the per-code step (forward, guidance, top-k/top-p) once as a CUDA graph and replay it for every code
+    # (a runtime setting, not saved; see `graphed_decoding.py`). It implies the static cache. The codes equal the eager
+    # static-cache sampler's with the same generator. Off by default: the recording costs a warm-up step and pays back
+    # on runs of tens of codes and more on a GPU (`vq-hub generate` / `evaluate` turn it on there); off CUDA the same
+    # step runs without a graph.
+    cuda_graphs = False
     card_description = "an autoregressive transformer over discrete image codes"
     card_tags = ("autoregressive", "image-tokens")
 
@@ -156,35 +167,53 @@ class VQAutoregressivePipeline(VQPipeline):
         if top_p is not None and top_p < 1:
             warpers.append(TopPLogitsWarper(top_p))
 
-        cache = self.make_cache(step_input.shape[0], total_length)
+        cache = self.make_cache(step_input.shape[0], total_length, static=self.cuda_graphs)
         static = isinstance(cache, StaticCache)
+        graphed: GraphedDecodeStep | None = None
         position = 0
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per code
         for step in self.progress_bar(range(num_codes - codes.shape[1])):
-            length = position + step_input.shape[1]
-            attention_mask = full_mask if static else full_mask[:, :length]
-            logits = self.next_code_logits(step_input, cache, attention_mask, codebook_size)
-            position = length
-            finite &= torch.isfinite(logits).all()
-            if guided:
-                conditional, unconditional = logits.chunk(2)
-                logits = unconditional + guidance_scale * (conditional - unconditional)
-            if temperature == 0:
-                next_codes = logits.argmax(dim=-1)
+            if graphed is not None:  # every code after the first, with `cuda_graphs`: one replay
+                output = graphed.run()
+                next_codes = output if temperature == 0 else sample_from_probabilities(output, generator)
             else:
-                next_codes = sample_from_logits(warpers(codes, logits / temperature), generator)
+                length = position + step_input.shape[1]
+                attention_mask = full_mask if static else full_mask[:, :length]
+                logits = self.next_code_logits(step_input, cache, attention_mask, codebook_size)
+                position = length
+                finite &= torch.isfinite(logits).all()
+                if guided:
+                    conditional, unconditional = logits.chunk(2)
+                    logits = unconditional + guidance_scale * (conditional - unconditional)
+                if temperature == 0:
+                    next_codes = logits.argmax(dim=-1)
+                else:
+                    next_codes = sample_from_logits(warpers(codes, logits / temperature), generator)
+                if self.cuda_graphs:  # the prefill (start tokens and known codes) is done: the steps are alike now
+                    graphed = GraphedDecodeStep(
+                        lambda tokens, kv, mask: self.next_code_logits(tokens, kv, mask, codebook_size), cache,
+                        full_mask, guided, guidance_scale, temperature, warpers,
+                    )  # fmt: skip
             codes = torch.cat([codes, next_codes[:, None]], dim=1)
-            step_input = torch.cat([next_codes, next_codes])[:, None] if guided else next_codes[:, None]
+            if graphed is not None:
+                graphed.load(next_codes)
+            else:
+                step_input = torch.cat([next_codes, next_codes])[:, None] if guided else next_codes[:, None]
             if callback_on_step_end is not None:
                 callback_on_step_end(self, step, codes.shape[1] - 1, {"codes": codes})
 
+        if graphed is not None:
+            finite &= graphed.finite
         if not bool(finite):
             raise ValueError("the prior produced NaN or infinite logits: its weights are damaged (or it was trained "
                              "into divergence); no codes were returned")  # fmt: skip
         return codes.reshape(batch_size, height, width)
 
-    def make_cache(self, batch_size: int, max_length: int) -> Cache:
-        """A fresh KV cache of `self.cache_implementation` for `batch_size` rows of at most `max_length` tokens."""
+    def make_cache(self, batch_size: int, max_length: int, static: bool = False) -> Cache:
+        """A fresh KV cache of `self.cache_implementation` (or a static one) for `batch_size` rows of at most
+        `max_length` tokens."""
+        if static:
+            return StaticCache(config=self.prior.config, max_cache_len=max_length)
         if self.cache_implementation == "dynamic":
             return DynamicCache(config=self.prior.config)
         if self.cache_implementation == "static":

@@ -30,7 +30,7 @@ class VQHierarchicalPipelineOutput(VQPipelineOutput):
             pipeline without a bottom prior).
     """
 
-    codes: tuple[torch.LongTensor, torch.LongTensor | None]
+    codes: tuple[torch.LongTensor, torch.LongTensor | None] | None = None
 
 
 class VQHierarchicalPipeline(VQPipeline):

@@ -46,8 +46,8 @@ class VQPipelineOutput(BaseOutput):
         codes (`torch.LongTensor` of shape `(batch_size, h, w)`): The sampled code grids.
     """
 
-    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None
-    codes: torch.LongTensor
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
+    codes: torch.LongTensor | None = None
 
 
 def register_with_diffusers(pipeline_class: type) -> None:

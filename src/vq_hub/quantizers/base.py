@@ -34,13 +34,13 @@ class QuantizerOutput(BaseOutput):
             Fraction of codes used at least once in the batch (same reduction as `perplexity`).
     """
 
-    quantized: torch.Tensor
-    codes: torch.LongTensor
-    codebook_loss: torch.Tensor
-    commitment_loss: torch.Tensor
-    auxiliary_loss: torch.Tensor
-    perplexity: torch.Tensor
-    codebook_usage: torch.Tensor
+    quantized: torch.Tensor | None = None
+    codes: torch.LongTensor | None = None
+    codebook_loss: torch.Tensor | None = None
+    commitment_loss: torch.Tensor | None = None
+    auxiliary_loss: torch.Tensor | None = None
+    perplexity: torch.Tensor | None = None
+    codebook_usage: torch.Tensor | None = None
 
     @property
     def loss(self) -> torch.Tensor:

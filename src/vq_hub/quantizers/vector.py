@@ -35,21 +35,64 @@ def _tile_argmax(tile: torch.Tensor) -> tuple[torch.Tensor, torch.LongTensor]:
     return score, index
 
 
+# On a GPU the cost of the search is kernel launches, not cache misses: the whole codebook goes into one product per
+# block of rows, and the rows per block are bounded by this budget of float32 scores (2 GiB), so K = 262,144 codes at
+# N = 65,536 vectors runs in 8 blocks instead of allocating 64 GiB; at N·K ≤ 2^29 the search is one product + argmax.
+GPU_SCORE_BUDGET_ELEMENTS = 2**29
+SEARCH_PLANS = ("auto", "cpu", "gpu")
+
+
 @torch.no_grad()
 def nearest_codes(
-    vectors: torch.Tensor, codebook: torch.Tensor, normalized: bool = False, tile_elements: int = DEFAULT_TILE_ELEMENTS
+    vectors: torch.Tensor,
+    codebook: torch.Tensor,
+    normalized: bool = False,
+    tile_elements: int | None = None,
+    plan: str = "auto",
 ) -> torch.LongTensor:
     """Index of the nearest codebook row (squared L2) for every row of `vectors` `(N, D)`, computed in float32.
 
     `argmin_k ||z − e_k||² = argmax_k (z·e_k − ½||e_k||²)`: ||z||² is the same for every k and never computed, and
     −½||e_k||² is folded into the product as the `addmm` bias. With `normalized=True` (l2-normalised vectors and
-    codes, all norms 1) the dot product alone decides. Scores are made and reduced tile by tile — a block of vectors
-    against a block of codes, a running best per vector across code blocks — so they never leave the cache. Ties in
-    a block go to the lowest index, as `argmin` does (across blocks, products of two shapes may round a tie apart).
+    codes, all norms 1) the dot product alone decides. Ties go to the lowest index, as `argmin` does.
+
+    Two plans give the same codes: `"cpu"` makes and reduces scores in cache-sized tiles (a block of vectors against a
+    block of codes, a running best per vector across code blocks, `tile_elements` scores per tile); `"gpu"` multiplies
+    blocks of rows by the whole codebook, one `addmm` and one `argmax` per block of at most `tile_elements` scores
+    (default `GPU_SCORE_BUDGET_ELEMENTS`), a handful of launches per call. `"auto"` picks by the vectors' device.
     """
-    vectors, codebook = vectors.float(), codebook.float()
+    if plan not in SEARCH_PLANS:
+        raise ValueError(f"`plan` must be one of {SEARCH_PLANS}, got {plan!r}")
+    if plan == "auto":
+        plan = "cpu" if vectors.device.type == "cpu" else "gpu"
+    with torch.autocast(device_type=vectors.device.type, enabled=False):  # float32 scores even when called in autocast
+        vectors, codebook = vectors.float(), codebook.float()
+        bias = None if normalized else codebook.pow(2).sum(dim=1).mul_(-0.5)
+        if plan == "gpu":
+            return _nearest_codes_by_row_blocks(vectors, codebook, bias, tile_elements or GPU_SCORE_BUDGET_ELEMENTS)
+        return _nearest_codes_by_cache_tiles(vectors, codebook, bias, tile_elements or DEFAULT_TILE_ELEMENTS)
+
+
+def _nearest_codes_by_row_blocks(
+    vectors: torch.Tensor, codebook: torch.Tensor, bias: torch.Tensor | None, budget: int
+) -> torch.LongTensor:
+    """The GPU plan: every block of rows against the whole codebook (no running best, no index arithmetic)."""
+    num_vectors, num_codes = vectors.shape[0], codebook.shape[0]
+    row_block = min(num_vectors, max(1, budget // num_codes))
+    codes = torch.empty(num_vectors, dtype=torch.long, device=vectors.device)
+    for row in range(0, num_vectors, row_block):
+        block = vectors[row : row + row_block]
+        scores = block @ codebook.t() if bias is None else torch.addmm(bias, block, codebook.t())
+        torch.argmax(scores, dim=1, out=codes[row : row + block.shape[0]])
+    return codes
+
+
+def _nearest_codes_by_cache_tiles(
+    vectors: torch.Tensor, codebook: torch.Tensor, bias: torch.Tensor | None, tile_elements: int
+) -> torch.LongTensor:
+    """The CPU plan: scores made and reduced tile by tile, so they never leave the cache (across code blocks,
+    products of two shapes may round a tie apart)."""
     num_vectors, (num_codes, dim) = vectors.shape[0], codebook.shape
-    bias = None if normalized else codebook.pow(2).sum(dim=1).mul_(-0.5)
     code_block = min(num_codes, max(1, CODEBOOK_BLOCK_ELEMENTS // dim))
     row_block = min(num_vectors, max(1, tile_elements // code_block))
     buffer = torch.empty(row_block * code_block, device=vectors.device)  # one buffer, reused by every tile
@@ -269,6 +312,7 @@ class VectorQuantizer(Quantizer):
         if self.use_ema:
             self.ema_embed_sum.copy_(centroids)
         self.initialized.fill_(True)
+        self._known_initialized = True
 
     @torch.no_grad()
     def _update_codebook(self, vectors: torch.Tensor, codes: torch.Tensor, counts: torch.Tensor) -> None:

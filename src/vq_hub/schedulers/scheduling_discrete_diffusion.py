@@ -42,8 +42,8 @@ class DiscreteDiffusionSchedulerOutput(BaseOutput):
             clean codes x₀ (codes that are already final are kept).
     """
 
-    prev_sample: torch.LongTensor
-    pred_original_sample: torch.LongTensor
+    prev_sample: torch.LongTensor | None = None
+    pred_original_sample: torch.LongTensor | None = None
 
 
 class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
@@ -125,8 +125,12 @@ class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
         codes: torch.LongTensor,
         timesteps: torch.LongTensor,
         generator: torch.Generator | None = None,
+        validate: bool = True,
     ) -> torch.LongTensor:
-        """Corrupt exactly `num_corrupted(t)` codes of each row of `codes` `(B, n)` at its own timestep t `(B,)`."""
+        """Corrupt exactly `num_corrupted(t)` codes of each row of `codes` `(B, n)` at its own timestep t `(B,)`.
+
+        `validate=False` skips the range check of `timesteps` (it reads them back: a host sync), for training loops
+        that draw them in [1, T] themselves; everything else runs on the codes' device."""
         if codes.ndim != 2:
             raise ValueError(f"`codes` must be (batch, num_codes), got shape {tuple(codes.shape)}")
         timesteps = torch.as_tensor(timesteps, device=codes.device).reshape(-1)
@@ -134,9 +138,9 @@ class DiscreteDiffusionScheduler(SchedulerMixin, ConfigMixin):
             raise TypeError(f"`timesteps` must be integers, got {timesteps.dtype}")
         if timesteps.shape[0] != codes.shape[0]:
             raise ValueError(f"`timesteps` needs one timestep per row: {codes.shape[0]}, got {timesteps.shape[0]}")
-        if timesteps.min() < 0 or timesteps.max() > self.config.num_train_timesteps:
+        if validate and (timesteps.min() < 0 or timesteps.max() > self.config.num_train_timesteps):
             raise ValueError(f"`timesteps` must lie in [0, {self.config.num_train_timesteps}]")
-        counts = self.num_corrupted(timesteps.cpu(), codes.shape[1]).to(codes.device)
+        counts = self.num_corrupted(timesteps, codes.shape[1])
         corrupt = self._random_positions(torch.ones_like(codes, dtype=torch.bool), counts, generator)
         return torch.where(corrupt, self._noise_like(codes, generator), codes)
 
