@@ -29,7 +29,8 @@ class VQVAEModelOutput(BaseOutput):
         codes (`torch.LongTensor` of shape `(batch_size, latent_height, latent_width)`): The chosen codes.
         codebook_loss (`torch.Tensor`): `||sg[z_e] − z_q||²` (zero for EMA codebooks, Gumbel and FSQ).
         commitment_loss (`torch.Tensor`): `β·||z_e − sg[z_q]||²` (zero for Gumbel and FSQ).
-        auxiliary_loss (`torch.Tensor`): The quantizer's own regulariser (Gumbel's KL-to-uniform), else zero.
+        auxiliary_loss (`torch.Tensor`): The quantizer's own regulariser: Gumbel's KL-to-uniform, or the LFQ/BSQ
+            entropy loss, else zero.
         perplexity (`torch.Tensor`): exp(entropy) of the batch's code histogram.
         codebook_usage (`torch.Tensor`): Fraction of the codebook used in the batch.
     """
@@ -83,9 +84,10 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         fsq_levels (`list[int]`, *optional*): FSQ levels per dimension; `num_vq_embeddings` must equal their product.
         lfq_scale (`float`, defaults to 1.0): LFQ's quantized value per channel, ±scale. LFQ and BSQ take one bit per
             channel: `num_vq_embeddings` must be a power of two, `2^bits`.
-        entropy_loss_weight (`float`, defaults to 0.1), entropy_loss_weight_end (`float`, *optional*),
-        entropy_loss_anneal_steps (`int`, defaults to 0): LFQ/BSQ entropy loss weight, annealed linearly from the first
-            to the second over that many training forward passes (constant without an end).
+        entropy_loss_weight (`float`, defaults to 0.1): LFQ/BSQ entropy loss weight at the start of training.
+        entropy_loss_weight_end (`float`, *optional*): The weight it is annealed to, linearly over
+            `entropy_loss_anneal_steps` training forward passes (constant without an end).
+        entropy_loss_anneal_steps (`int`, defaults to 0): Length of the anneal.
         codebook_entropy_weight (`float`, defaults to 1.0): γ of the codebook-entropy term (LFQ, BSQ).
         entropy_temperature (`float`, *optional*): τ of the entropies' soft assignment (LFQ 0.01, BSQ 1.0 when None).
         entropy_group_size (`int`, defaults to 8): Bits per group of the factorised codebook entropy (LFQ, BSQ).
