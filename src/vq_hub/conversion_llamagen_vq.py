@@ -256,8 +256,8 @@ tags:
 # {title}
 
 {source_name}'s image tokenizer `{checkpoint}`, converted to a vq_hub `VQVAEModel`: images become grids of codes
-from a codebook of {codebook_size} ({code_dim}-d{normalised}), one code per {factor}×{factor} pixels. The weights
-are the source's, unchanged; only their names and layout differ.
+from a codebook of {codebook_size} ({code_dim}-d{normalised}), one code per {factor}×{factor} pixels.
+{weights_note}
 
 - Source: {source_url} (licence: {license_name}, which applies to these weights).
 - Converted with: `{command}`
@@ -289,6 +289,7 @@ def write_converted_tokenizer_card(
         normalised=", l2-normalised" if model.config.use_l2_norm else "", factor=model.downsample_factor,
         source_url=LLAMAGEN_SOURCE, command=command, proof="tests/test_conversion_llamagen_vq.py",
         folder=folder.name, size=size, grid=size // model.downsample_factor,
+        weights_note="The weights are the source's, unchanged; only their names and layout differ.",
     )  # fmt: skip
     return write_text_atomically(folder / "README.md", card)
 
