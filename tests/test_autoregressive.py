@@ -210,6 +210,13 @@ def test_completion_keeps_the_rows_of_the_image(pipe):
     assert torch.equal(from_pil[0], pipe.vqvae.tokenize(_pil_tensor(pil))[0])
 
 
+def test_zero_prefix_rows_samples_the_whole_grid_like_no_image(pipe):
+    """`num_prefix_rows=0` (documented, the demo's slider minimum) once failed reshaping a 0-element tensor."""
+    images = torch.rand(2, 3, 8, 8, generator=seeded(3)) * 2 - 1
+    none_kept = codes_of(pipe, image=images, num_prefix_rows=0, class_labels=1, generator=seeded(0))
+    assert torch.equal(none_kept, codes_of(pipe, batch_size=2, class_labels=1, generator=seeded(0)))
+
+
 def _pil_tensor(image: Image.Image) -> torch.Tensor:
     from vq_hub.data import image_to_tensor
 
