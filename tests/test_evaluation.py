@@ -113,6 +113,22 @@ def test_evaluate_tokenizer_reports_reconstruction_figures(fashion, network):
         evaluate_tokenizer(tokenizer, images[:4, :, :16, :16], network)
 
 
+def test_a_tokenizer_whose_sample_size_is_a_list_is_evaluated(fashion, tmp_path):
+    """`train_vqgan.py --resolution H W` saves `sample_size` as a JSON list: rFID validation once failed on it
+    (unhashable type: 'list'); a non-square size, with no shipped network for it, gets a clear FileNotFoundError."""
+    images, labels = fashion
+    tokenizer = VQVAEModel.from_pretrained(TOKENIZER)
+    tokenizer.register_to_config(sample_size=[32, 32])
+    tokenizer.save_pretrained(tmp_path / "listed")
+    listed = VQVAEModel.from_pretrained(tmp_path / "listed").eval()
+    assert listed.config.sample_size == [32, 32]
+    report = evaluate_tokenizer(listed, images[:20], None, labels[:20], progress=False)
+    assert report["feature_network"]["name"] == "fashion-mnist-classifier" and report["rfid"] > 0
+    listed.register_to_config(sample_size=[32, 64])
+    with pytest.raises(FileNotFoundError, match="no shipped feature network for 1-channel 32×64 images"):
+        evaluate_tokenizer(listed, torch.zeros(6, 1, 32, 64), None, progress=False)
+
+
 def test_evaluate_tokenizer_reports_codebook_figures_per_level_of_a_two_level_tokenizer(fashion, network):
     from test_hierarchical_vq_model import tiny_hierarchical_config
 

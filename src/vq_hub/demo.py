@@ -122,19 +122,19 @@ def inpaint(models: DemoModels, pipeline: str, editor: dict | None, mode: str, r
     background = (editor or {}).get("background")
     if background is None:
         raise gr.Error("Upload an image first.")
-    height = pipe.resolution[0]
+    height, width = pipe.resolution
     channels = pipe.vqvae.config.in_channels
-    image = image_to_tensor(background, height, channels)[None]
+    image = image_to_tensor(background, (height, width), channels)[None]
     diffusion = isinstance(pipe, VQDiscreteDiffusionPipeline)
     if mode == DRAWN_MASK:
         if not diffusion:
             raise gr.Error("The autoregressive prior completes images in reading order: choose 'keep the top rows', "
                            "or a diffusion pipeline to regenerate a drawn region.")  # fmt: skip
-        mask = _drawn_mask(editor, height)
+        mask = _drawn_mask(editor, (height, width))
         if not mask.any():
             raise gr.Error("Draw over the parts to regenerate (the brush), or choose 'keep the top rows'.")
     else:
-        mask = torch.zeros(1, 1, height, height)
+        mask = torch.zeros(1, 1, height, width)
         mask[..., int(rows) * pipe.vqvae.downsample_factor :, :] = 1
     options = _options(models, pipe, class_name, int(num_images), num_steps, 2.0, 1.0, seed)
     batch = image.expand(options.pop("batch_size"), -1, -1, -1)
@@ -237,11 +237,11 @@ def _cells_to_pixels(cells: torch.BoolTensor, factor: int) -> torch.BoolTensor:
     return cells.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
 
 
-def _drawn_mask(editor: dict, size: int) -> torch.Tensor:
-    """The union of the editor's drawn layers (any opaque pixel), as the image is resized: `(1, 1, size, size)`."""
+def _drawn_mask(editor: dict, size: tuple[int, int]) -> torch.Tensor:
+    """The union of the editor's drawn layers (any opaque pixel), as the image is resized: `(1, 1, H, W)`."""
     layers = [layer for layer in editor.get("layers") or [] if layer is not None]
     if not layers:
-        return torch.zeros(1, 1, size, size)
+        return torch.zeros(1, 1, *size)
     alpha = np.maximum.reduce([np.asarray(layer.convert("RGBA"))[..., 3] for layer in layers])
     mask = image_to_tensor(Image.fromarray(alpha), size, 1)[None]
     return (mask > 0).float()  # pixels at least half covered once resized

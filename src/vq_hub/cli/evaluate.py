@@ -109,7 +109,7 @@ def evaluate_pipeline(args, folder: Path, network) -> dict:
     from ..pipelines.discrete_diffusion import DEFAULT_NUM_STEPS
 
     pipe = load_pipeline(str(folder))
-    channels, size = pipe.vqvae.config.in_channels, pipe.resolution[0]
+    channels, size = pipe.vqvae.config.in_channels, pipe.resolution
     network = resolve_feature_network(network, channels, size)  # before any sampling: a mismatch fails at once
     reference, images = None, None
     if args.images:

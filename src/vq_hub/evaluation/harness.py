@@ -122,7 +122,7 @@ def evaluate_pipeline(
     …) and score them. `feature_network`: a folder, a `FeatureNetwork`, or None for the shipped one matching the
     images; `reference`: statistics of real images (default: the network's test split). Returns a flat dict: the
     scores, `seconds_per_image`, the sampling settings and which network and reference the figures come from."""
-    channels, size = pipe.vqvae.config.in_channels, pipe.resolution[0]
+    channels, size = pipe.vqvae.config.in_channels, pipe.resolution  # (H, W): a prior's grid may be non-square
     network = resolve_feature_network(feature_network, channels, size, pipe.device)
     inception_weights = find_inception_weights(inception_weights)  # before sampling: a wrong path fails at once
     images, labels, seconds = sample_images(pipe, num_images, batch_size, seed, progress, **call_kwargs)

@@ -217,8 +217,8 @@ class VQPipeline(DiffusionPipeline):
         if isinstance(image, PIL.Image.Image):
             image = [image]
         if isinstance(image, (list, tuple)) and all(isinstance(item, PIL.Image.Image) for item in image):
-            height = self.resolution[0]
-            image = torch.stack([image_to_tensor(item, height, self.vqvae.config.in_channels) for item in image])
+            channels = self.vqvae.config.in_channels  # (H, W): a non-square prior takes its own shape
+            image = torch.stack([image_to_tensor(item, self.resolution, channels) for item in image])
         if not isinstance(image, torch.Tensor):
             raise TypeError(f"`image` must be PIL image(s) or a tensor (B, C, H, W) in [-1, 1], got {type(image)}")
         if image.ndim == 3:
