@@ -254,3 +254,48 @@ def test_quality_tables_average_the_seeds_and_plot_fid_against_time(tmp_path):
     assert lines[3].startswith("| diffusion | 4 | 2 | 8.00 ± 0.00 | ") and lines[4].startswith("| diffusion | 8 | 2 | 12.00 ± 0.00 |")
     assert "seeds 0, 1" in table and "Feature network: net" in table
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """12 captioned test scenes (with scenes.json) made from the shipped mini split."""
+    from conftest import load_example
+
+    folder = tmp_path_factory.mktemp("scenes")
+    load_example("make_captioned_scenes").main([
+        "--fashion_mnist_dir", str(ROOT / "src/vq_hub/assets/fashion_mnist_mini"), "--test_source", "train.parquet",
+        "--output_dir", str(folder), "--num_train", "4", "--num_test", "12", "--num_heldout", "2",
+    ])  # fmt: skip
+    return folder
+
+
+def test_cli_evaluates_a_text_to_image_pipeline_on_the_captions_of_a_split(capsys, tmp_path, scenes):
+    """`vq-hub evaluate` on a text-to-image pipeline crashed (`__call__() got an unexpected keyword argument
+    'batch_size'`); now: one image per caption, FID against the split's images, and the faithfulness figures."""
+    out = tmp_path / "t2i.json"
+    model = str(CHECKPOINTS / "scenes-text-to-image")
+    assert main(["evaluate", "--model", model, "--images", str(scenes / "test.parquet"), "--num-images", "8",
+                 "--num-steps", "4", "--guidance-scale", "3", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| FID | items | colours | positions | scenes | real scenes |" in printed
+    result = json.loads(out.read_text())["results"][0]
+    assert result["num_images"] == 8 and result["num_reference_images"] == 12 and result["fid"] > 0
+    assert result["real_scenes"] >= 0.75 and 0 <= result["scenes"] <= 1  # the scorer reads the real scenes right
+    assert result["feature_network"]["name"] == "scenes-slot-classifier"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red sneaker to the left of a blue bag\n\ngreen trousers on the left\n")
+    assert main(["evaluate", "--model", model, "--images", str(scenes / "test.parquet"), "--prompts", str(prompts),
+                 "--num-steps", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())["results"][0]
+    assert result["num_images"] == 2 and "items" not in result and "not computed" in result["faithfulness_note"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", model, "--out", str(out)]) == 1
+    assert "text-to-image pipeline, scored against real images" in capsys.readouterr().err
+
+
+def test_the_class_harness_names_the_text_to_image_evaluation():
+    from vq_hub.evaluation import evaluate_pipeline
+
+    pipe = VQPipeline.from_pretrained(CHECKPOINTS / "scenes-text-to-image")
+    with pytest.raises(TypeError, match="evaluate_text_to_image"):
+        evaluate_pipeline(pipe, num_images=2, progress=False)

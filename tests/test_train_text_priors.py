@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import load_example, run_script, tiny_vq_config
+from conftest import ROOT, load_example, run_script, tiny_vq_config
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -96,9 +96,12 @@ def test_text_priors_train_and_save_a_prompted_pipeline(scenes, tmp_path, script
         "--codes_dir", str(scenes / "codes"), "--output_dir", str(output), "--max_train_steps", "20",
         "--learning_rate", "3e-3", "--log_steps", "5", "--validation_steps", "20", "--checkpointing_steps", "1000",
         "--guidance_scale", "2", "--use_ema",
+        # sample FID at validation once crashed here (`__call__() got an unexpected keyword argument 'batch_size'`)
+        "--feature_network", str(ROOT / "checkpoints" / "scenes-slot-classifier"), "--fid_num_images", "6",
     ])  # fmt: skip
     summary = json.loads((output / "training_summary.json").read_text())
-    losses = [entry["loss"] for entry in summary["history"]]
+    assert summary["sample_quality"]["fid"] > 0 and summary["sample_quality"]["feature_network"] == "scenes-slot-classifier"
+    losses = [entry["loss"] for entry in summary["history"] if "loss" in entry]
     assert summary["steps"] == 20 and losses[-1] < losses[0], losses
     assert summary["validation"]["num_examples"] == 12
     with Image.open(output / "samples" / "step-0000020.png") as grid:
