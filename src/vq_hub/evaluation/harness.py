@@ -40,8 +40,8 @@ def score_images(
     if reference is None:
         raise ValueError(f"the feature network {feature_network.name!r} has no reference statistics: pass "
                          "`reference` (e.g. `ReferenceStatistics.from_features` of real images)")  # fmt: skip
-    if len(images) < nearest_k + 1:
-        raise ValueError(f"score at least {nearest_k + 1} images (nearest_k + 1), got {len(images)}")
+    if len(images) < nearest_k + 2:  # prdc needs k + 1 neighbours besides each point
+        raise ValueError(f"score at least {nearest_k + 2} images (nearest_k + 2), got {len(images)}")
     features, logits = extract_features(feature_network.classifier, images, batch_size)
     draw = torch.randperm(len(reference.features), generator=torch.Generator().manual_seed(seed))
     real = reference.features[draw[: len(features)].sort().values]
