@@ -217,3 +217,35 @@ def test_console_script_is_installed():
     assert script.is_file(), "reinstall the package: pip install -e ."
     result = subprocess.run([str(script), "info", TOKENIZER], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "codebook size: 256" in result.stdout
+
+
+def command_script(tmp_path: Path) -> Path:
+    """What pip writes for the `vq-hub` entry point (vq_hub.cli:main), under the same name."""
+    script = tmp_path / "vq-hub"
+    script.write_text("import sys\nfrom vq_hub.cli import main\nsys.exit(main())\n")
+    return script
+
+
+def test_help_and_argument_errors_answer_at_once_without_torch(tmp_path):
+    """Every command once spent ~5 s importing torch and diffusers before answering (`--help` 5.4 s): launched as
+    `vq-hub`, the package imports nothing heavy until a subcommand needs it."""
+    import time
+
+    script = command_script(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    probe = ("import runpy, sys; sys.argv = [sys.argv[1], '--help']\ntry: runpy.run_path(sys.argv[0], run_name='__main__')"
+             "\nexcept SystemExit: pass\nprint(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", probe, str(script)], capture_output=True, text=True, env=env,
+                            timeout=120)  # fmt: skip
+    assert loaded.stdout.strip().splitlines()[-1] == "[]", loaded.stdout + loaded.stderr
+    seconds = []
+    for argv in (["--help"], ["evaluate", "--help"], ["generate", "--model", "x", "--num-images", "0"]):
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, env=env,
+                                timeout=120)  # fmt: skip
+        seconds.append(time.perf_counter() - start)
+        assert result.returncode == (2 if "0" in argv else 0), result.stderr
+    assert max(seconds) < 1.0, seconds
+    result = subprocess.run([sys.executable, str(script), "info", TOKENIZER], capture_output=True, text=True, env=env,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0 and "codebook size: 256" in result.stdout, result.stderr  # names load on first use
