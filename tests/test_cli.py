@@ -102,7 +102,10 @@ def test_info_describes_tokenizers_and_pipelines(capsys):
         (["reconstruct", "--model", "nowhere", "--images", "x"], "`--model` 'nowhere': no such folder"),
         (["reconstruct", "--model", "./no_such_dir", "--images", "x"], "`--model` './no_such_dir': no such folder"),
         (["info", "owner/not-cached"], "could not be fetched or found in the cache"),
-        (["tokenize", "--model", TOKENIZER, "--images", "nothing.txt"], "a folder of images or a .parquet file"),
+        (["tokenize", "--model", TOKENIZER, "--images", "nothing.txt"], "--images nothing.txt: no such file or folder"),
+        (["tokenize", "--model", TOKENIZER, "--images", "test.parquet"], "--images test.parquet: no such file or folder"),
+        (["compress", "nothing.parquet", "--model", AUTOREGRESSIVE, "--out", "x.vqz"], "IMAGES nothing.parquet: no such"),
+        (["info", str(CHECKPOINTS / "fashion-mnist-vqvea")], "no such folder; did you mean"),
         (["detokenize", "--model", TOKENIZER, "--codes", "missing.npy"], "--codes missing.npy: no such file"),
         (["info", "nowhere"], "'nowhere': no such folder"),
     ],
@@ -249,3 +252,21 @@ def test_help_and_argument_errors_answer_at_once_without_torch(tmp_path):
     result = subprocess.run([sys.executable, str(script), "info", TOKENIZER], capture_output=True, text=True, env=env,
                             timeout=300)  # fmt: skip
     assert result.returncode == 0 and "codebook size: 256" in result.stdout, result.stderr  # names load on first use
+
+
+def test_one_image_file_is_taken_and_a_mistyped_local_path_is_said_before_any_network(capsys, tmp_path,
+                                                                                     monkeypatch):  # fmt: skip
+    Image.new("L", (28, 28), 200).save(tmp_path / "one.png")
+    code, out, err = run(capsys, "reconstruct", "--model", TOKENIZER, "--images", str(tmp_path / "one.png"),
+                         "--out", str(tmp_path / "r.png"))  # fmt: skip
+    assert code == 0 and "1 images" in out, err
+    monkeypatch.chdir(ROOT)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("tried the Hub"))
+    code, out, err = run(capsys, "info", "checkpoints/fashion-mnist-vqvea")
+    assert code == 1 and "'checkpoints/fashion-mnist-vqvea': no such folder; did you mean " \
+        "'checkpoints/fashion-mnist-vqvae'?" in err, err  # fmt: skip
+    code, out, err = run(capsys, "reconstruct", "--model", TOKENIZER, "--num-images", "3", "--out",
+                         str(tmp_path / "d.png"))  # the shipped images by default
+    assert code == 0 and "3 images" in out, err

@@ -26,13 +26,16 @@ def resolve_folder(
         return path
     if path.exists():
         raise NotADirectoryError(f"`{argument}` {str(name_or_path)!r} is a file, not a folder")
+    if _looks_local(str(name_or_path)):  # e.g. checkpoints/fashion-mnist-vqvea: a typo, not a Hub id to fetch
+        raise FileNotFoundError(f"`{argument}` {str(name_or_path)!r}: no such folder{_closest_folder(path)}")
     try:
         validate_repo_id(str(name_or_path))
         is_repo_id = str(name_or_path).count("/") == 1
     except HFValidationError:
         is_repo_id = False
     if not is_repo_id:
-        raise FileNotFoundError(f"`{argument}` {str(name_or_path)!r}: no such folder (nor a Hub id `owner/name`)")
+        raise FileNotFoundError(f"`{argument}` {str(name_or_path)!r}: no such folder (nor a Hub id `owner/name`)"
+                                f"{_closest_folder(path)}")  # fmt: skip
     try:
         return Path(snapshot_download(str(name_or_path), **hub_options))
     except Exception as error:  # not found, offline without a cached copy, no access, …
@@ -40,6 +43,26 @@ def resolve_folder(
             f"`{argument}` {str(name_or_path)!r} is not a local folder, and as a Hub repository it could not be fetched "
             f"or found in the cache: {type(error).__name__}: {error}"
         ) from error
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id: it starts like one (./, ../, /, ~) or its first part is a local folder."""
+    if name.startswith(("./", "../", "/", "~", ".\\")):
+        return True
+    return Path(name).expanduser().parent.is_dir() and str(Path(name).parent) not in ("", ".")
+
+
+def _closest_folder(path: Path) -> str:
+    """"; did you mean …?" with the closest folder name beside `path` (difflib), or ""."""
+    import difflib
+
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        names = [entry.name for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f"; did you mean {str(parent / close[0])!r}?" if close else ""
 
 
 INSTALL_NOTE = (

@@ -59,7 +59,7 @@ def run_compress(args) -> str:
     pipe = _autoregressive_pipeline(args.model)
     height, width = pipe.resolution
     images, labels = load_images(args.images, (height, width), pipe.vqvae.config.in_channels, args.num_images, args.seed,
-                                 with_labels=True)  # fmt: skip
+                                 with_labels=True, argument="IMAGES")  # fmt: skip
     num_classes = pipe.vocabulary.num_classes
     if args.no_labels or num_classes == 0:
         labels = None

@@ -4,7 +4,8 @@ codebook figures of a tokenizer's reconstructions, measured with the shipped fea
 Examples:
   vq-hub evaluate --model checkpoints/fashion-mnist-diffusion --num-images 1000
   vq-hub evaluate --model checkpoints/fashion-mnist-diffusion --num-steps 4 8 16 50 --guidance-scale 1 2 3 5
-  vq-hub evaluate --model checkpoints/fashion-mnist-vqvae --images ../shared/data/fashion_mnist/test.parquet
+  vq-hub evaluate --model checkpoints/fashion-mnist-vqvae       (the 1,000 images shipped with vq_hub)
+  vq-hub evaluate --model checkpoints/fashion-mnist-vqvae --images test.parquet
 """
 
 import itertools
@@ -14,6 +15,8 @@ from argparse import Namespace
 from pathlib import Path
 
 from ._common import (
+    SHIPPED_IMAGES,
+    SHIPPED_IMAGES_NOTE,
     CommandError,
     add_sampling_arguments,
     load_pipeline,
@@ -48,8 +51,9 @@ def register(commands) -> None:
     parser.add_argument("--feature-network", help="A saved ImageClassifier folder (default: the shipped one for the "
                         "model's images, checkpoints/fashion-mnist-classifier or checkpoints/cifar10-classifier).")  # fmt: skip
     parser.add_argument("--images", help="A Parquet file (image, label) of real images: the reference for a pipeline "
-                        "(default: the feature network's test-split statistics); required for a tokenizer and for a "
-                        "text-to-image pipeline (a captioned split: image, caption; its captions are the prompts).")  # fmt: skip
+                        "(default: the feature network's test-split statistics); for a tokenizer (default: "
+                        f"{SHIPPED_IMAGES_NOTE}) and, required, for a text-to-image pipeline (a captioned split: "
+                        "image, caption; its captions are the prompts).")  # fmt: skip
     parser.add_argument("--prompts", help="Text-to-image pipelines: a text file of prompts, one a line (default: the "
                         "captions of --images).")  # fmt: skip
     parser.add_argument("--num-images", type=positive_int, help="Samples per configuration in total for a pipeline, "
@@ -103,7 +107,9 @@ def real_images(args, channels: int, size: int, limit: int | None = None):
 
     from ..data import image_to_tensor
 
-    if not args.images or not Path(args.images).expanduser().is_file() or not args.images.endswith(".parquet"):
+    if not Path(args.images).expanduser().exists():
+        raise CommandError(f"--images {args.images}: no such file")
+    if not Path(args.images).expanduser().is_file() or not args.images.endswith(".parquet"):
         raise CommandError(f"--images {args.images}: expected a Parquet file with an `image` column")
     images, labels = read_images(args.images, limit, 0)
     tensors = torch.stack([image_to_tensor(image, size, channels) for image in images])
@@ -203,9 +209,10 @@ def evaluate_text_pipeline(args, pipe, network) -> dict:
 def evaluate_tokenizer(args, network) -> dict:
     from ..evaluation import evaluate_tokenizer
 
-    if not args.images:
-        raise CommandError("--images: a tokenizer is scored on reconstructions of real images; give the test split "
-                           "as a Parquet file (e.g. ../shared/data/fashion_mnist/test.parquet)")  # fmt: skip
+    if not args.images:  # reconstructions of real images: the shipped ones unless a split is given
+        args.images = SHIPPED_IMAGES
+        print(f"note: scoring reconstructions of {SHIPPED_IMAGES_NOTE} (give --images for a test split)",
+              file=sys.stderr)  # fmt: skip
     for flag, value, default in [("--num-steps", args.num_steps, None), ("--top-k", args.top_k, None),
                                  ("--guidance-scale", args.guidance_scale, [2.0]),
                                  ("--temperature", args.temperature, [1.0])]:  # fmt: skip
