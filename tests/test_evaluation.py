@@ -189,6 +189,17 @@ def test_cli_evaluates_autoregressive_and_tokenizer(capsys, tmp_path):
     assert row["num_images"] == 50 and row["psnr"] > 24
 
 
+def test_a_tokenizer_is_scored_on_the_shipped_images_by_default(capsys, tmp_path):
+    """`vq-hub evaluate --help` pointed to ../shared/data/…, which a fresh clone has not."""
+    code, stdout, stderr = run(capsys, "evaluate", "--model", TOKENIZER, "--num-images", "20", "--no-progress",
+                               "--out", str(tmp_path / "tok.json"))  # fmt: skip
+    assert code == 0 and "the 1,000 Fashion-MNIST images shipped with vq_hub" in stderr, stderr
+    assert json.loads((tmp_path / "tok.json").read_text())["results"][0]["num_images"] == 20
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "../shared" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -204,17 +215,6 @@ def test_cli_evaluates_autoregressive_and_tokenizer(capsys, tmp_path):
         ),
     ],
 )
-def test_a_tokenizer_is_scored_on_the_shipped_images_by_default(capsys, tmp_path):
-    """`vq-hub evaluate --help` pointed to ../shared/data/…, which a fresh clone has not."""
-    code, stdout, stderr = run(capsys, "evaluate", "--model", TOKENIZER, "--num-images", "20", "--no-progress",
-                               "--out", str(tmp_path / "tok.json"))  # fmt: skip
-    assert code == 0 and "the 1,000 Fashion-MNIST images shipped with vq_hub" in stderr, stderr
-    assert json.loads((tmp_path / "tok.json").read_text())["results"][0]["num_images"] == 20
-    with pytest.raises(SystemExit):
-        main(["evaluate", "--help"])
-    assert "../shared" not in capsys.readouterr().out
-
-
 def test_cli_errors_are_one_line(capsys, tmp_path, argv, message):
     code, _, stderr = run(capsys, "evaluate", *argv)
     assert code == 1 and message in stderr and len(stderr.strip().splitlines()) == 1
