@@ -46,8 +46,8 @@ def test_shipped_checkpoints_load_and_generate_32px_images():
 def test_generate_writes_grids_for_both_pipelines(capsys, tmp_path):
     outputs = ["--out", str(tmp_path / "d.png"), "--gif", str(tmp_path / "d.gif")]
     code, out, _ = run(capsys, "generate", "--model", DIFFUSION, "--num-steps", "4", "--class", "0", "7",
-                       "--num-images", "3", *outputs)  # fmt: skip
-    assert code == 0 and out.strip() == f"wrote {tmp_path / 'd.png'} and {tmp_path / 'd.gif'}"
+                       "--num-images", "3", "--no-labels", *outputs)  # fmt: skip
+    assert code == 0 and out.strip().startswith(f"wrote {tmp_path / 'd.png'} and {tmp_path / 'd.gif'}: 2 row(s)")
     with Image.open(tmp_path / "d.png") as grid:
         assert grid.size == (3 * 34 + 2, 2 * 34 + 2)  # 3 images per class, 2 classes, 32 px + 2 px padding
     with Image.open(tmp_path / "d.gif") as gif:
@@ -270,3 +270,40 @@ def test_one_image_file_is_taken_and_a_mistyped_local_path_is_said_before_any_ne
     code, out, err = run(capsys, "reconstruct", "--model", TOKENIZER, "--num-images", "3", "--out",
                          str(tmp_path / "d.png"))  # the shipped images by default
     assert code == 0 and "3 images" in out, err
+
+
+def test_classes_by_name_row_labels_and_what_num_images_counts(capsys, tmp_path):
+    """`--class sneaker` failed while the demo took class names; grids had no row labels; --num-images did not say
+    whether it counts per class."""
+    code, out, err = run(capsys, "generate", "--model", DIFFUSION, "--class", "sneaker", "Trousers", "0",
+                         "--num-images", "2", "--num-steps", "2", "--out", str(tmp_path / "g.png"))  # fmt: skip
+    assert code == 0, err
+    assert out.strip().endswith(": 3 row(s) (Sneaker, Trouser, T-shirt/top), 2 images per class"), out
+    code, out, err = run(capsys, "generate", "--model", DIFFUSION, "--class", "7", "1", "0", "--num-images", "2",
+                         "--num-steps", "2", "--no-labels", "--out", str(tmp_path / "plain.png"))  # fmt: skip
+    assert code == 0, err
+    with Image.open(tmp_path / "g.png") as labelled, Image.open(tmp_path / "plain.png") as plain:
+        margin = labelled.width - plain.width
+        assert labelled.height == plain.height and margin > 20  # a left margin that names the rows
+        assert np.array_equal(np.asarray(labelled)[:, margin:], np.asarray(plain))  # the same samples beside it
+        assert np.asarray(labelled)[:, :margin].max() > 128  # white text
+    code, out, err = run(capsys, "generate", "--model", DIFFUSION, "--class", "shoe", "--out", str(tmp_path / "x.png"))
+    assert code == 1 and "--class shoe: not a class of this prior (0 T-shirt/top, 1 Trouser" in err
+    code, out, err = run(capsys, "info", DIFFUSION)
+    assert "class names: 0 T-shirt/top, 1 Trouser" in out
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "per class (class-conditional), per prompt" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_text_vocabulary_is_listed_and_a_prompt_of_mostly_unknown_words_is_refused(capsys, tmp_path):
+    text = str(CHECKPOINTS / "scenes-text-to-image")
+    code, out, err = run(capsys, "info", text)
+    assert code == 0 and "vocabulary (22 words): the a on right left and red" in out, err
+    assert "## Vocabulary" in (CHECKPOINTS / "scenes-text-to-image" / "README.md").read_text()
+    code, out, err = run(capsys, "generate", "--model", text, "--prompt", "a purple shoe on the left", "--num-steps",
+                         "2", "--out", str(tmp_path / "p.png"))  # fmt: skip
+    assert code == 1 and "2 of its 6 words are unknown" in err and "it knows: the, a, on, right" in err, err
+    code, out, err = run(capsys, "generate", "--model", text, "--prompt", "a red sneaker on the left", "--num-steps",
+                         "2", "--num-images", "1", "--out", str(tmp_path / "t.png"))  # fmt: skip
+    assert code == 0 and "1 row(s), one per prompt, 1 images per prompt" in out, err

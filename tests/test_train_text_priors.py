@@ -141,7 +141,7 @@ def test_generate_with_prompts_and_the_figures_script(scenes, tmp_path, capsys):
     ])  # fmt: skip
     grid = tmp_path / "grid.png"
     code = cli_main(["generate", "--model", str(output), "--prompt", "a red bag on the left", "a blue sneaker on the "
-                     "right", "--num-images", "3", "--negative-prompt", "a red bag", "--out", str(grid)])  # fmt: skip
+                     "right", "--num-images", "3", "--negative-prompt", "a red bag", "--no-labels", "--out", str(grid)])  # fmt: skip
     assert code == 0 and f"wrote {grid}" in capsys.readouterr().out
     with Image.open(grid) as picture:
         assert picture.size == (3 * 66 + 2, 2 * 34 + 2)

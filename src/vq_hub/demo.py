@@ -76,6 +76,8 @@ def load_models(models: list[str | os.PathLike] | None = None, class_names: list
     if tokenizer is None:
         tokenizer_name, tokenizer = f"{next(iter(pipelines))}/vqvae", next(iter(pipelines.values())).vqvae
     num_classes = max((pipe.vocabulary.num_classes for pipe in pipelines.values()), default=0)
+    recorded = [pipe.class_names for pipe in pipelines.values() if pipe.vocabulary.num_classes == num_classes]
+    class_names = class_names or next((names for names in recorded if names), None)  # the configs' id2label
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"`class_names` has {len(class_names)} names for {num_classes} classes")
     class_names = list(class_names or (f"class {i}" for i in range(num_classes)))

@@ -179,8 +179,32 @@ def write_tokenizer_card(
         channels=config.get("in_channels", 3),
         training=training,
         evaluation=_evaluation_table(evaluation),
-    )
+    ) + _vocabulary_note(folder)
     return write_text_atomically(folder / "README.md", card)
+
+
+def _class_names(prior: dict, num_classes: int) -> str:
+    """" (T-shirt/top, Trouser, …)" when the prior's config records a name per class (`id2label`)."""
+    id2label = prior.get("id2label") or {}
+    names = [id2label.get(str(i)) for i in range(num_classes)]
+    if not num_classes or any(name is None or name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return ""
+    return " (" + ", ".join(f"{i} {name}" for i, name in enumerate(names)) + ")"
+
+
+def _vocabulary_note(folder: Path) -> str:
+    """A section listing a word-level caption tokenizer's words (what prompts can say), or ""."""
+    path = folder / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        return ""
+    tokenizer = json.loads(path.read_text())
+    vocabulary = (tokenizer.get("model") or {}).get("vocab")
+    if not isinstance(vocabulary, dict) or len(vocabulary) > 200:
+        return ""
+    special = {token.get("content") for token in tokenizer.get("added_tokens") or []}
+    words = [word for word in sorted(vocabulary, key=vocabulary.get) if word not in special]
+    return (f"\n## Vocabulary\n\nPrompts are read word by word; the tokenizer knows these {len(words)} words (a prompt "
+            f"whose words are mostly unknown is refused):\n\n{' '.join(f'`{word}`' for word in words)}\n")
 
 
 PIPELINE_CARD = """---
@@ -258,7 +282,7 @@ def write_pipeline_card(
         install=INSTALL_NOTE,
         description=pipeline_class.card_description,
         grids=grids,
-        classes=f", conditioned on {num_classes} classes" if num_classes else "",
+        classes=(f", conditioned on {num_classes} classes" if num_classes else "") + _class_names(prior, num_classes),
         height=grid_h * factor,
         width=grid_w * factor,
         call=call or ", ".join(filter(None, [pipeline_class.card_snippet_call, f"batch_size={batch_size}", labels])),

@@ -283,6 +283,17 @@ class VQPipeline(DiffusionPipeline):
         processor = VaeImageProcessor(vae_scale_factor=self.vqvae.downsample_factor, do_normalize=True)
         return processor.postprocess(images, output_type=output_type)
 
+    @property
+    def class_names(self) -> list[str] | None:
+        """A name per class, as the prior's config records them (transformers' `id2label`), or None when it records
+        none (transformers' default `LABEL_i`) or not one per class."""
+        num_classes = self.vocabulary.num_classes
+        id2label = getattr(getattr(self, self.prior_component).config, "id2label", None) or {}
+        names = [id2label.get(i, id2label.get(str(i))) for i in range(num_classes)]
+        if not num_classes or any(name is None or name == f"LABEL_{i}" for i, name in enumerate(names)):
+            return None
+        return [str(name) for name in names]
+
     def sample_grid(self, images_per_row: int = 8, class_labels: list[int] | None = None, **call_kwargs):
         """One picture: a row of `images_per_row` samples per class in `class_labels` (every class of a
         class-conditional prior by default; one unconditional row otherwise). `call_kwargs` go to the call."""
