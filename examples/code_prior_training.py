@@ -192,9 +192,11 @@ def text_sample_quality(pipe: VQPipeline, feature_network, args, sample_kwargs: 
                                for i in range(0, len(codes), 100)])  # fmt: skip
     options = {key: value for key, value in sample_kwargs.items() if key != "prompts"}
     try:
-        report = evaluate_text_to_image(pipe, rows[args.caption_column], feature_network.classifier, reference,
-                                        batch_size=min(100, len(codes)), seed=args.seed, network_name=feature_network.name,
-                                        guidance_scale=args.guidance_scale, temperature=args.temperature, **options)  # fmt: skip
+        report = evaluate_text_to_image(
+            pipe, rows[args.caption_column], feature_network.classifier, reference, batch_size=min(100, len(codes)),
+            seed=args.seed, network_name=feature_network.name, guidance_scale=args.guidance_scale,
+            temperature=args.temperature, **options,
+        )  # fmt: skip
     except ValueError as error:  # the feature network does not fit these images
         return {"fid_note": f"not computed: {error}"}
     return {key: report[key] for key in ("fid", "seconds_per_image")}

@@ -287,7 +287,8 @@ def test_crafted_counts_are_refused_before_anything_is_allocated_or_run(pipe, sm
     calls = []
     original = VQAutoregressivePipeline.next_code_logits
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(VQAutoregressivePipeline, "next_code_logits", lambda self, *a: calls.append(1) or original(self, *a))
+        patch.setattr(VQAutoregressivePipeline, "next_code_logits",
+                      lambda self, *a: calls.append(1) or original(self, *a))  # fmt: skip
         with pytest.raises(ValueError, match="damaged or crafted|do not fit"):
             decompress_codes(pipe, crafted)
     assert not calls  # refused from the header alone

@@ -14,8 +14,8 @@ from vq_hub.data import shipped_fashion_mnist
 
 CHECKPOINTS = ROOT / "checkpoints"
 PIPELINES = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "model_index.json").is_file())
-TOKENIZERS = sorted(p.name for p in CHECKPOINTS.iterdir()
-                    if (p / "config.json").is_file() and "Classifier" not in (p / "config.json").read_text())  # fmt: skip
+TOKENIZERS = sorted(p.name for p in CHECKPOINTS.iterdir() if (p / "config.json").is_file()
+                    and "Classifier" not in (p / "config.json").read_text())  # fmt: skip
 MODELS = PIPELINES + TOKENIZERS
 IMAGES = str(shipped_fashion_mnist())
 

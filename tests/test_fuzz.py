@@ -332,7 +332,8 @@ def crafted_files(draw, original: bytes) -> bytes:
     for _ in range(draw(st.integers(0, 3))):
         if payload:
             index = draw(st.integers(0, len(payload) * 8 - 1))
-            payload = payload[: index // 8] + bytes([payload[index // 8] ^ (1 << index % 8)]) + payload[index // 8 + 1 :]
+            flipped = bytes([payload[index // 8] ^ (1 << index % 8)])
+            payload = payload[: index // 8] + flipped + payload[index // 8 + 1 :]
     body = body[:start] + payload
     body[start - 4 : start] = struct.pack("<I", len(payload))
     crc = zlib.crc32(bytes(body)) if draw(st.integers(0, 9)) < 9 else draw(st.integers(0, 2**32 - 1))

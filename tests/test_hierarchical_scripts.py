@@ -238,7 +238,8 @@ def test_cli_generates_with_a_two_level_pipeline_and_describes_it(capsys, tmp_pa
 
     tiny_pipeline("denoiser").save_pretrained(tmp_path / "pipe")
     code, out, _ = cli(capsys, "generate", "--model", str(tmp_path / "pipe"), "--num-steps", "2", "--class", "0", "2",
-                       "--num-images", "3", "--top-k", "5", "--no-labels", "--out", str(tmp_path / "grid.png"))  # fmt: skip
+                       "--num-images", "3", "--top-k", "5", "--no-labels",
+                       "--out", str(tmp_path / "grid.png"))  # fmt: skip
     assert code == 0, out
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size == (3 * 18 + 2, 2 * 18 + 2)

@@ -100,7 +100,8 @@ def test_text_priors_train_and_save_a_prompted_pipeline(scenes, tmp_path, script
         "--feature_network", str(ROOT / "checkpoints" / "scenes-slot-classifier"), "--fid_num_images", "6",
     ])  # fmt: skip
     summary = json.loads((output / "training_summary.json").read_text())
-    assert summary["sample_quality"]["fid"] > 0 and summary["sample_quality"]["feature_network"] == "scenes-slot-classifier"
+    quality = summary["sample_quality"]
+    assert quality["fid"] > 0 and quality["feature_network"] == "scenes-slot-classifier"
     losses = [entry["loss"] for entry in summary["history"] if "loss" in entry]
     assert summary["steps"] == 20 and losses[-1] < losses[0], losses
     assert summary["validation"]["num_examples"] == 12
@@ -141,7 +142,8 @@ def test_generate_with_prompts_and_the_figures_script(scenes, tmp_path, capsys):
     ])  # fmt: skip
     grid = tmp_path / "grid.png"
     code = cli_main(["generate", "--model", str(output), "--prompt", "a red bag on the left", "a blue sneaker on the "
-                     "right", "--num-images", "3", "--negative-prompt", "a red bag", "--no-labels", "--out", str(grid)])  # fmt: skip
+                     "right", "--num-images", "3", "--negative-prompt", "a red bag", "--no-labels",
+                     "--out", str(grid)])  # fmt: skip
     assert code == 0 and f"wrote {grid}" in capsys.readouterr().out
     with Image.open(grid) as picture:
         assert picture.size == (3 * 66 + 2, 2 * 34 + 2)

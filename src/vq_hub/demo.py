@@ -29,7 +29,7 @@ from .pipelines import VQDiscreteDiffusionPipeline, VQHierarchicalPipeline, VQPi
 from .visualization import code_map
 
 SHIPPED = ("fashion-mnist-diffusion", "fashion-mnist-autoregressive", "scenes-text-to-image", "fashion-mnist-vqvae2",
-           "fashion-mnist-vqvae")
+           "fashion-mnist-vqvae")  # fmt: skip
 UNCONDITIONAL = "any (unconditional)"
 KEEP_ROWS, DRAWN_MASK = "keep the top rows", "regenerate what I draw"
 SCALE = 4  # displayed pixels per image pixel: 32×32 images are too small to see

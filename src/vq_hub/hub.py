@@ -53,7 +53,7 @@ def _looks_local(name: str) -> bool:
 
 
 def _closest_folder(path: Path) -> str:
-    """"; did you mean …?" with the closest folder name beside `path` (difflib), or ""."""
+    """The suffix "; did you mean …?" with the closest folder name beside `path` (difflib), or ""."""
     import difflib
 
     parent = path.parent if str(path.parent) else Path(".")
@@ -184,7 +184,7 @@ def write_tokenizer_card(
 
 
 def _class_names(prior: dict, num_classes: int) -> str:
-    """" (T-shirt/top, Trouser, …)" when the prior's config records a name per class (`id2label`)."""
+    """The suffix " (0 T-shirt/top, 1 Trouser, …)" when the prior's config records a name per class (`id2label`)."""
     id2label = prior.get("id2label") or {}
     names = [id2label.get(str(i)) for i in range(num_classes)]
     if not num_classes or any(name is None or name == f"LABEL_{i}" for i, name in enumerate(names)):
@@ -204,7 +204,7 @@ def _vocabulary_note(folder: Path) -> str:
     special = {token.get("content") for token in tokenizer.get("added_tokens") or []}
     words = [word for word in sorted(vocabulary, key=vocabulary.get) if word not in special]
     return (f"\n## Vocabulary\n\nPrompts are read word by word; the tokenizer knows these {len(words)} words (a prompt "
-            f"whose words are mostly unknown is refused):\n\n{' '.join(f'`{word}`' for word in words)}\n")
+            f"whose words are mostly unknown is refused):\n\n{' '.join(f'`{word}`' for word in words)}\n")  # fmt: skip
 
 
 PIPELINE_CARD = """---

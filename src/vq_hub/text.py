@@ -108,8 +108,9 @@ def encode_prompts(
             if count >= 2 and 3 * count >= len(ids):  # what it asks for is lost: the prior would draw noise
                 words = known_words(tokenizer)
                 listed = ", ".join(words[:60]) + (f", … ({len(words)} in all)" if len(words) > 60 else "")
+                tokens = tokenizer.convert_ids_to_tokens(ids)
                 raise ValueError(f"`{name}` {prompt!r}: {count} of its {len(ids)} words are unknown to this "
-                                 f"pipeline's tokenizer ({tokenizer.convert_ids_to_tokens(ids)}); it knows: {listed}")  # fmt: skip
+                                 f"pipeline's tokenizer ({tokens}); it knows: {listed}")  # fmt: skip
             if count:
                 logger.warning(f"`{name}` {prompt!r} has words this tokenizer does not know (encoded as "
                                f"{tokenizer.unk_token}): {tokenizer.convert_ids_to_tokens(ids)}")  # fmt: skip

@@ -153,7 +153,7 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
     """`accelerator.save_state` into a temporary folder, renamed when every process has written its part (an older
     checkpoint of the same step is swapped out whole, never deleted before the new one is in place)."""
-    if total_limit is not None and (isinstance(total_limit, bool) or not isinstance(total_limit, int) or total_limit < 1):
+    if total_limit is not None and (type(total_limit) is not int or total_limit < 1):
         raise ValueError(f"`total_limit` (--checkpoints_total_limit) must be a positive integer or None, got "
                          f"{total_limit!r}: keeping none would delete the checkpoint just written")  # fmt: skip
     final, staging = output_dir / f"checkpoint-{step}", output_dir / f".checkpoint-{step}.tmp"

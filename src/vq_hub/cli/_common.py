@@ -202,7 +202,7 @@ def read_images(source: str, limit: int | None, seed: int, argument: str = "--im
             raise CommandError(f"{argument} {source}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
         return [Image.open(files[i]) for i in pick_indices(len(files), limit, None, seed)], None
     raise CommandError(f"{argument} {source}: expected a folder of images, an image file "
-                       f"({', '.join(IMAGE_SUFFIXES)}) or a .parquet file")
+                       f"({', '.join(IMAGE_SUFFIXES)}) or a .parquet file")  # fmt: skip
 
 
 def load_images(source: str, resolution, channels: int, limit: int | None = None, seed: int = 0,

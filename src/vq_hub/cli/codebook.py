@@ -53,5 +53,6 @@ def run(args) -> str:
             lines.append(f"wrote {out}{what}: {model.codebook_size} code tiles in code order (give --images for usage)")
         else:
             lines.append(f"wrote {out}{what}: {len(images)} images, perplexity {usage.perplexity:.1f} / "
-                         f"{model.codebook_size}, usage {usage.usage:.0%}, {len(usage.dead_codes)} dead codes")  # fmt: skip
+                         f"{model.codebook_size}, usage {usage.usage:.0%}, "
+                         f"{len(usage.dead_codes)} dead codes")  # fmt: skip
     return "\n".join(lines)

@@ -32,9 +32,10 @@ PIPELINE_COLUMNS = [("steps", "num_steps", "{}"), ("guidance", "guidance_scale",
                     ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("class acc", "class_accuracy", "{:.3f}"),
                     ("score", "classifier_score", "{:.2f}"), ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
 TEXT_COLUMNS = [("steps", "num_steps", "{}"), ("guidance", "guidance_scale", "{:g}"), ("temp", "temperature", "{:g}"),
-                ("top-k", "top_k", "{}"), ("seed", "seed", "{}"), ("FID", "fid", "{:.2f}"), ("items", "items", "{:.3f}"),
-                ("colours", "colours", "{:.3f}"), ("positions", "positions", "{:.3f}"), ("scenes", "scenes", "{:.3f}"),
-                ("real scenes", "real_scenes", "{:.3f}"), ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
+                ("top-k", "top_k", "{}"), ("seed", "seed", "{}"), ("FID", "fid", "{:.2f}"),
+                ("items", "items", "{:.3f}"), ("colours", "colours", "{:.3f}"), ("positions", "positions", "{:.3f}"),
+                ("scenes", "scenes", "{:.3f}"), ("real scenes", "real_scenes", "{:.3f}"),
+                ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
 TOKENIZER_COLUMNS = [("rFID", "rfid", "{:.2f}"), ("KID×1e3", "kid", "k{:.2f}"), ("precision", "precision", "{:.3f}"),
                      ("recall", "recall", "{:.3f}"), ("class acc", "class_accuracy", "{:.3f}"), ("PSNR", "psnr", "{:.2f}"),
                      ("SSIM", "ssim", "{:.4f}"), ("usage", "codebook_usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),

@@ -59,7 +59,8 @@ def run_reconstruct(args) -> str:
     from ..metrics import psnr
 
     model = load_tokenizer(args.model)
-    images = load_images(images_of(args), model.config.sample_size, model.config.in_channels, args.num_images, args.seed)
+    config = model.config
+    images = load_images(images_of(args), config.sample_size, config.in_channels, args.num_images, args.seed)
     with torch.no_grad():
         codes = model.tokenize(images)
         reconstructions = model.detokenize(codes).clamp(-1, 1)
@@ -75,7 +76,8 @@ def run_tokenize(args) -> str:
     from ..utils.io import atomic_file
 
     model = load_tokenizer(args.model)
-    images = load_images(images_of(args), model.config.sample_size, model.config.in_channels, args.num_images, args.seed)
+    config = model.config
+    images = load_images(images_of(args), config.sample_size, config.in_channels, args.num_images, args.seed)
     dtype = np.int16 if max(codebook_sizes(model)) <= 32768 else np.int32
     arrays = {
         name: codes.numpy().astype(dtype) for name, codes in zip(level_names(model), tokenize_levels(model, images))

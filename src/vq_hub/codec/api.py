@@ -134,7 +134,7 @@ def decompress_codes(pipe, data: bytes, progress: bool = False) -> CodecOutput:
     num_codes = header.grid_size[0] * header.grid_size[1]
     try:  # counts first: nothing is allocated, and the prior does not run, for images the payload cannot hold
         coder.check_counts(header.num_images, num_codes, header.batch_size, header.num_classes, header.labels_coded,
-                           header.codebook_size, header.precision, header.min_frequency, len(payload) // 4)
+                           header.codebook_size, header.precision, header.min_frequency, len(payload) // 4)  # fmt: skip
     except coder.PayloadError as error:
         raise ValueError(f"the .vqz file is damaged or crafted: {error}") from None
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
@@ -184,9 +184,10 @@ def _payload_message(pipe, header: VQZHeader, what: str) -> str:
     first (a CPU with other vector instructions can still round differently, so neither is certain)."""
     here = arithmetic_setting(pipe)
     if header.arithmetic_setting == here:
-        return (f"{what}: the .vqz payload is damaged or crafted (it passed the CRC-32, which a rewriter can recompute), "
-                f"or this CPU rounds the prior's floats differently from the encoder's though the setting is the same "
-                f"({here}, batch {header.batch_size}); no image is returned rather than a wrong one")  # fmt: skip
+        return (f"{what}: the .vqz payload is damaged or crafted (it passed the CRC-32, which a rewriter can "
+                f"recompute), or this CPU rounds the prior's floats differently from the encoder's though the setting "
+                f"is the same ({here}, batch {header.batch_size}); no image is returned rather than a wrong "
+                "one")  # fmt: skip
     return (f"{what}: the prior's floats here differ from the encoder's (compressed with {header.arithmetic_setting}, "
             f"batch {header.batch_size}; decoding with {here}), or the payload was altered. Decode on a machine set "
             "up like the encoder's; no image is returned rather than a wrong one")  # fmt: skip

@@ -134,7 +134,7 @@ def decode(pipe, words: np.ndarray, num_images: int, num_codes: int, labels_code
                 spent += float(np.sum(precision - np.log2(chosen)))
                 if spent > budget:
                     raise PayloadError(f"the payload decodes to more information ({spent:.0f} bits by image "
-                                       f"{start + 1}) than its {len(words)} words can hold ({budget:.0f} bits)")
+                                       f"{start + 1}) than its {len(words)} words can hold ({budget:.0f} bits)")  # fmt: skip
                 return torch.from_numpy(symbols.astype(np.int64))
 
             batches.append(_run_prior(pipe, conditions, num_codes, read_codes, precision, min_frequency))

@@ -27,8 +27,8 @@ class ImageInputMixin:
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """Check `images` `(B, in_channels, H, W)` and convert what is unambiguous: floating point is cast to the
         model's dtype, uint8 is taken as [0, 255] pixels and mapped to [-1, 1]; other dtypes are refused. Out of
-        training, NaN/inf are an error too (any finite float passes, as in diffusers) (while training, the scripts' guard on a
-        non-finite loss covers it without a device sync per step)."""
+        training, NaN/inf are an error too; any finite float passes, as in diffusers (while training, the scripts'
+        guard on a non-finite loss covers it without a device sync per step)."""
         if not isinstance(images, torch.Tensor):
             raise TypeError(
                 f"`images` must be a torch.Tensor (batch, channels, height, width), got {type(images).__name__}"
@@ -57,8 +57,8 @@ class ImageInputMixin:
             low, high = torch.aminmax(images.detach())
             low, high = float(low), float(high)
             if not (math.isfinite(low) and math.isfinite(high)):
-                raise ValueError("`images` must hold finite pixels, got NaN or infinite values (uint8 images in [0, 255] "
-                                 "are converted)")  # fmt: skip
+                raise ValueError("`images` must hold finite pixels, got NaN or infinite values (uint8 images in "
+                                 "[0, 255] are converted)")  # fmt: skip
             if low >= 0 and high > self.pixel_bound and high <= 255 and not ImageInputMixin._warned_byte_range:
                 # Like diffusers' models, any finite float tensor is taken as it is; this is the likely mistake.
                 ImageInputMixin._warned_byte_range = True
