@@ -66,6 +66,8 @@ def test_training_a_two_level_tokenizer_logs_each_level_and_saves_it(synthetic_p
     model = load_tokenizer(output)
     assert type(model) is HierarchicalVQModel and model.config.bottom_dropout == 0.2
     assert [tuple(c.shape) for c in model.tokenize(torch.zeros(1, 3, 16, 16))] == [(1, 4, 4), (1, 8, 8)]
+    for level in ("top", "bottom"):  # the codebook page of each level (once none: it drew one codebook only)
+        assert (output / "validation" / f"codebook-{level}.png").is_file()
     with Image.open(output / "validation" / "step-0000040.png") as grid:
         assert grid.size[1] == 3 * 18 + 2, "originals, reconstructions and top-only decodes"
     card = (output / "README.md").read_text()
