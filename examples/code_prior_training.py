@@ -76,11 +76,13 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
     the captions' tokenizer, or a `prefix_ids` column recorded in encoding.json)."""
     num_classes = 0 if args.unconditional else info["num_classes"]
     prefix = (info.get("prefix_vocab_size", 0), info.get("prefix_length", 0))
+    names = info.get("class_names") or []  # recorded as transformers' id2label: `--class Sneaker`, the demo
+    labels = {"id2label": dict(enumerate(names))} if num_classes and len(names) == num_classes else {}
     if not args.config_name_or_path:
         config = config_helper(
             vqvae, num_classes, model_type=args.model_type, resolution=info["resolution"],
             hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
-            prefix_vocab_size=prefix[0], prefix_length=prefix[1], level=info.get("level"),
+            prefix_vocab_size=prefix[0], prefix_length=prefix[1], level=info.get("level"), **labels,
         )  # fmt: skip
         return auto_class.from_config(config)
     config = AutoConfig.from_pretrained(args.config_name_or_path)
