@@ -139,6 +139,8 @@ def evaluate_text_to_image(
     of the real scenes of those captions. Returns a flat dict naming the network and the reference."""
     if len(reference_images) < 2:
         raise ValueError("FID needs at least 2 reference images")
+    height, width = pipe.resolution
+    num_slots_for(classifier, (3, height, width))  # before sampling: a network that does not fit fails at once
     images, seconds = generate_from_prompts(pipe, prompts, batch_size, seed, **call_kwargs)
     real_features = scene_features(reference_images, classifier, batch_size)
     reference = ReferenceStatistics.from_features(real_features, max_features=len(real_features))
