@@ -77,11 +77,13 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
     the captions' tokenizer, or a `prefix_ids` column recorded in encoding.json)."""
     num_classes = 0 if args.unconditional else info["num_classes"]
     prefix = (info.get("prefix_vocab_size", 0), info.get("prefix_length", 0))
+    names = info.get("class_names") or []  # recorded as transformers' id2label: `--class Sneaker`, the demo
+    labels = {"id2label": dict(enumerate(names))} if num_classes and len(names) == num_classes else {}
     if not args.config_name_or_path:
         config = config_helper(
             vqvae, num_classes, model_type=args.model_type, resolution=info["resolution"],
             hidden_size=args.hidden_size, num_layers=args.num_layers, num_heads=args.num_heads,
-            prefix_vocab_size=prefix[0], prefix_length=prefix[1], level=info.get("level"),
+            prefix_vocab_size=prefix[0], prefix_length=prefix[1], level=info.get("level"), **labels,
         )  # fmt: skip
         return auto_class.from_config(config)
     config = AutoConfig.from_pretrained(args.config_name_or_path)
@@ -178,9 +180,15 @@ def feature_network_of(args: argparse.Namespace, accelerator: Accelerator):
     return load_feature_network(args.feature_network, accelerator.device)
 
 
-def sample_quality(pipe: VQPipeline, feature_network, args: argparse.Namespace, sample_kwargs: dict) -> dict:
-    """FID, KID, precision, recall and class accuracy of `--fid_num_images` samples (the grids' settings, `--seed`)."""
+def sample_quality(pipe: VQPipeline, feature_network, args: argparse.Namespace, sample_kwargs: dict,
+                   validation_dataset=None) -> dict:  # fmt: skip
+    """FID, KID, precision, recall and class accuracy of `--fid_num_images` samples (the grids' settings, `--seed`);
+    for a text-to-image pipeline, FID of one sample per validation caption against the tokenizer's decoding of those
+    captions' codes (what the prior can at best reach), with the slot feature network."""
     from vq_hub.evaluation import evaluate_pipeline
+
+    if getattr(pipe, "tokenizer", None) is not None:
+        return text_sample_quality(pipe, feature_network, args, sample_kwargs, validation_dataset)
 
     report = evaluate_pipeline(
         pipe, feature_network, num_images=args.fid_num_images, batch_size=min(100, args.fid_num_images),
@@ -189,6 +197,29 @@ def sample_quality(pipe: VQPipeline, feature_network, args: argparse.Namespace, 
     )  # fmt: skip
     keys = ("fid", "kid", "precision", "recall", "class_accuracy", "seconds_per_image")
     return {key: report[key] for key in keys if key in report}
+
+
+def text_sample_quality(pipe: VQPipeline, feature_network, args, sample_kwargs: dict, validation_dataset) -> dict:
+    from vq_hub.evaluation.text_to_image import evaluate_text_to_image
+
+    if validation_dataset is None:
+        return {"fid_note": "not computed: no validation split (its captions are the prompts)"}
+    rows = validation_dataset.with_format(None).select(range(min(args.fid_num_images, len(validation_dataset))))
+    height, width = pipe.code_grid_size
+    codes = torch.tensor(rows["codes"], dtype=torch.long).view(-1, height, width)
+    with torch.no_grad():
+        reference = torch.cat([pipe.vqvae.detokenize(codes[i : i + 100].to(pipe.device)).float().clamp(-1, 1).cpu()
+                               for i in range(0, len(codes), 100)])  # fmt: skip
+    options = {key: value for key, value in sample_kwargs.items() if key != "prompts"}
+    try:
+        report = evaluate_text_to_image(
+            pipe, rows[args.caption_column], feature_network.classifier, reference, batch_size=min(100, len(codes)),
+            seed=args.seed, network_name=feature_network.name, guidance_scale=args.guidance_scale,
+            temperature=args.temperature, **options,
+        )  # fmt: skip
+    except ValueError as error:  # the feature network does not fit these images
+        return {"fid_note": f"not computed: {error}"}
+    return {key: report[key] for key in ("fid", "seconds_per_image")}
 
 
 def train(
@@ -302,7 +333,7 @@ def train(
         if feature_network is None or not accelerator.is_main_process:
             return None
         with evaluating(accelerator.unwrap_model(model)):
-            figures = sample_quality(pipeline(), feature_network, args, sample_kwargs)
+            figures = sample_quality(pipeline(), feature_network, args, sample_kwargs, validation_dataset)
         accelerator.log({f"validation/sample_{k}": v for k, v in figures.items()}, step=step)
         logger.info(f"step {step} sample quality ({feature_network.name}): {figures}")
         return figures

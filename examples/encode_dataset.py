@@ -95,6 +95,12 @@ def num_classes_of(dataset: datasets.Dataset, label_column: str) -> int:
     return int(max(dataset[label_column])) + 1
 
 
+def class_names_of(dataset: datasets.Dataset, label_column: str) -> list[str] | None:
+    """The names of a ClassLabel feature (the prior records them: `--class Sneaker`, the demo), else None."""
+    feature = dataset.features.get(label_column) if label_column in dataset.column_names else None
+    return list(feature.names) if isinstance(feature, datasets.ClassLabel) else None
+
+
 @torch.no_grad()
 def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
     """`(codes, labels (N,), captions or None)` of every image, `codes` a list with one `(N, h·w)` tensor per level
@@ -153,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "tokenizer": str(args.vqvae_name_or_path),
         "resolution": args.resolution,
         "num_classes": num_classes_of(splits["train"], args.label_column),
+        "class_names": class_names_of(splits["train"], args.label_column),
         "num_examples": {name: len(labels) for name, (_, labels, _) in encoded.items()},
     }
     if len(levels) == 1:

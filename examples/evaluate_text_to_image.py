@@ -13,19 +13,16 @@ the figures as JSON.
 """
 
 import argparse
-import io
 import json
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import torch
-from PIL import Image
 
 from vq_hub import VQPipeline
-from vq_hub.data import image_to_tensor
 from vq_hub.evaluation import ImageClassifier, frechet_distance
-from vq_hub.evaluation.composition import faithfulness, read_scenes, scene_attributes
+from vq_hub.evaluation.composition import faithfulness, read_scenes
+from vq_hub.evaluation.text_to_image import load_captioned_split
 from vq_hub.utils.io import write_text_atomically
 
 SPLITS = {"seen": "test", "held-out": "heldout"}
@@ -50,12 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def load_split(path: Path) -> tuple[torch.Tensor, list[str], list, list]:
     """`(images (N, 3, H, W) in [-1, 1], captions, items, colours)` of a scenes Parquet file."""
-    table = pq.read_table(path).to_pydict()
-    images = [Image.open(io.BytesIO(cell["bytes"])) for cell in table["image"]]
-    height, width = images[0].height, images[0].width
-    pixels = torch.stack([image_to_tensor(image, (height, width), 3) for image in images])
-    items, colours = scene_attributes(table)
-    return pixels, table["caption"], items, colours
+    split = load_captioned_split(path)
+    return split.images, split.captions, split.items, split.colours
 
 
 def read_all(images: torch.Tensor, classifier, palette: dict, batch_size: int):

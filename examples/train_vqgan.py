@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from vq_hub import PatchDiscriminator, VQVAEModel, load_tokenizer
 from vq_hub.code_levels import (
-    codebook_sizes, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, tokenize_levels,
+    codebook_sizes, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, level_views,
+    tokenize_levels,
 )  # fmt: skip
 from vq_hub.models.vq_model import QUANTIZER_RECIPES, QUANTIZER_TYPES
 from vq_hub.data import (
@@ -439,8 +440,9 @@ def main(argv: list[str] | None = None) -> dict:
             unwrapped.save_pretrained(output_dir)
             codebook_images = None if validation_dataset is None else \
                 collate([validation_dataset[i] for i in range(min(1000, len(validation_dataset)))])  # fmt: skip
-            if not is_hierarchical(unwrapped):  # the codebook page draws one codebook (VQ-VAE-2: per-level logs)
-                write_codebook_figure(unwrapped, output_dir / "validation" / "codebook.png", codebook_images)
+            for level, view in level_views(unwrapped).items():  # VQ-VAE-2: a page per level, codebook-top.png, …
+                name = "codebook.png" if view is unwrapped else f"codebook-{level}.png"
+                write_codebook_figure(view, output_dir / "validation" / name, codebook_images)
             if discriminator is not None:
                 accelerator.unwrap_model(discriminator).save_pretrained(output_dir / "discriminator")
             write_text_atomically(

@@ -210,6 +210,32 @@ def test_completion_keeps_the_rows_of_the_image(pipe):
     assert torch.equal(from_pil[0], pipe.vqvae.tokenize(_pil_tensor(pil))[0])
 
 
+def test_zero_prefix_rows_samples_the_whole_grid_like_no_image(pipe):
+    """`num_prefix_rows=0` (documented, the demo's slider minimum) once failed reshaping a 0-element tensor."""
+    images = torch.rand(2, 3, 8, 8, generator=seeded(3)) * 2 - 1
+    none_kept = codes_of(pipe, image=images, num_prefix_rows=0, class_labels=1, generator=seeded(0))
+    assert torch.equal(none_kept, codes_of(pipe, batch_size=2, class_labels=1, generator=seeded(0)))
+
+
+def test_a_non_square_prior_takes_pil_images_of_its_own_shape():
+    """PIL images were resized to resolution[0]²: an 8×16 prior refused correctly sized PIL input (completion, the
+    codec, the CLI and the demo all go through `encode_images`)."""
+    from vq_hub.codec import compress_images, decompress_codes
+
+    torch.manual_seed(0)
+    vqvae = VQVAEModel(**tiny_vq_config(num_vq_embeddings=CODEBOOK, sample_size=[8, 16])).eval()
+    config = autoregressive_prior_config(vqvae, CLASSES, hidden_size=32, num_layers=2, num_heads=2)
+    pipe = VQAutoregressivePipeline(vqvae=vqvae, prior=AutoModelForCausalLM.from_config(config).eval())
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.resolution == (8, 16) and pipe.code_grid_size == (4, 8)
+    pil = Image.fromarray((torch.rand(8, 16, 3, generator=seeded(1)) * 255).byte().numpy())  # 16 wide, 8 high
+    known = pipe.encode_images(pil)
+    assert known.shape == (1, 4, 8)
+    completed = codes_of(pipe, image=pil, num_prefix_rows=2, generator=seeded(0))
+    assert torch.equal(completed[:, :2], known[:, :2])
+    assert torch.equal(decompress_codes(pipe, compress_images(pipe, [pil, pil])).codes, known.expand(2, -1, -1))
+
+
 def _pil_tensor(image: Image.Image) -> torch.Tensor:
     from vq_hub.data import image_to_tensor
 

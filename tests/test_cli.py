@@ -46,8 +46,8 @@ def test_shipped_checkpoints_load_and_generate_32px_images():
 def test_generate_writes_grids_for_both_pipelines(capsys, tmp_path):
     outputs = ["--out", str(tmp_path / "d.png"), "--gif", str(tmp_path / "d.gif")]
     code, out, _ = run(capsys, "generate", "--model", DIFFUSION, "--num-steps", "4", "--class", "0", "7",
-                       "--num-images", "3", *outputs)  # fmt: skip
-    assert code == 0 and out.strip() == f"wrote {tmp_path / 'd.png'} and {tmp_path / 'd.gif'}"
+                       "--num-images", "3", "--no-labels", *outputs)  # fmt: skip
+    assert code == 0 and out.strip().startswith(f"wrote {tmp_path / 'd.png'} and {tmp_path / 'd.gif'}: 2 row(s)")
     with Image.open(tmp_path / "d.png") as grid:
         assert grid.size == (3 * 34 + 2, 2 * 34 + 2)  # 3 images per class, 2 classes, 32 px + 2 px padding
     with Image.open(tmp_path / "d.gif") as gif:
@@ -102,7 +102,10 @@ def test_info_describes_tokenizers_and_pipelines(capsys):
         (["reconstruct", "--model", "nowhere", "--images", "x"], "`--model` 'nowhere': no such folder"),
         (["reconstruct", "--model", "./no_such_dir", "--images", "x"], "`--model` './no_such_dir': no such folder"),
         (["info", "owner/not-cached"], "could not be fetched or found in the cache"),
-        (["tokenize", "--model", TOKENIZER, "--images", "nothing.txt"], "a folder of images or a .parquet file"),
+        (["tokenize", "--model", TOKENIZER, "--images", "nothing.txt"], "--images nothing.txt: no such file"),
+        (["tokenize", "--model", TOKENIZER, "--images", "test.parquet"], "--images test.parquet: no such file"),
+        (["compress", "x.parquet", "--model", AUTOREGRESSIVE, "--out", "x.vqz"], "IMAGES x.parquet: no such file"),
+        (["info", str(CHECKPOINTS / "fashion-mnist-vqvea")], "no such folder; did you mean"),
         (["detokenize", "--model", TOKENIZER, "--codes", "missing.npy"], "--codes missing.npy: no such file"),
         (["info", "nowhere"], "'nowhere': no such folder"),
     ],
@@ -217,3 +220,91 @@ def test_console_script_is_installed():
     assert script.is_file(), "reinstall the package: pip install -e ."
     result = subprocess.run([str(script), "info", TOKENIZER], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "codebook size: 256" in result.stdout
+
+
+def command_script(tmp_path: Path) -> Path:
+    """What pip writes for the `vq-hub` entry point (vq_hub.cli:main), under the same name."""
+    script = tmp_path / "vq-hub"
+    script.write_text("import sys\nfrom vq_hub.cli import main\nsys.exit(main())\n")
+    return script
+
+
+def test_help_and_argument_errors_answer_at_once_without_torch(tmp_path):
+    """Every command once spent ~5 s importing torch and diffusers before answering (`--help` 5.4 s): launched as
+    `vq-hub`, the package imports nothing heavy until a subcommand needs it."""
+    import time
+
+    script = command_script(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    probe = ("import runpy, sys; sys.argv = [sys.argv[1], '--help']\n"
+             "try: runpy.run_path(sys.argv[0], run_name='__main__')\nexcept SystemExit: pass\n"
+             "print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))")  # fmt: skip
+    loaded = subprocess.run([sys.executable, "-c", probe, str(script)], capture_output=True, text=True, env=env,
+                            timeout=120)  # fmt: skip
+    assert loaded.stdout.strip().splitlines()[-1] == "[]", loaded.stdout + loaded.stderr
+    seconds = []
+    for argv in (["--help"], ["evaluate", "--help"], ["generate", "--model", "x", "--num-images", "0"]):
+        start = time.perf_counter()
+        result = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True, env=env,
+                                timeout=120)  # fmt: skip
+        seconds.append(time.perf_counter() - start)
+        assert result.returncode == (2 if "0" in argv else 0), result.stderr
+    assert max(seconds) < 1.0, seconds
+    result = subprocess.run([sys.executable, str(script), "info", TOKENIZER], capture_output=True, text=True, env=env,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0 and "codebook size: 256" in result.stdout, result.stderr  # names load on first use
+
+
+def test_one_image_file_is_taken_and_a_mistyped_local_path_is_said_before_any_network(capsys, tmp_path,
+                                                                                     monkeypatch):  # fmt: skip
+    Image.new("L", (28, 28), 200).save(tmp_path / "one.png")
+    code, out, err = run(capsys, "reconstruct", "--model", TOKENIZER, "--images", str(tmp_path / "one.png"),
+                         "--out", str(tmp_path / "r.png"))  # fmt: skip
+    assert code == 0 and "1 images" in out, err
+    monkeypatch.chdir(ROOT)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda *a, **k: pytest.fail("tried the Hub"))
+    code, out, err = run(capsys, "info", "checkpoints/fashion-mnist-vqvea")
+    assert code == 1 and "'checkpoints/fashion-mnist-vqvea': no such folder; did you mean " \
+        "'checkpoints/fashion-mnist-vqvae'?" in err, err  # fmt: skip
+    code, out, err = run(capsys, "reconstruct", "--model", TOKENIZER, "--num-images", "3", "--out",
+                         str(tmp_path / "d.png"))  # the shipped images by default
+    assert code == 0 and "3 images" in out, err
+
+
+def test_classes_by_name_row_labels_and_what_num_images_counts(capsys, tmp_path):
+    """`--class sneaker` failed while the demo took class names; grids had no row labels; --num-images did not say
+    whether it counts per class."""
+    code, out, err = run(capsys, "generate", "--model", DIFFUSION, "--class", "sneaker", "Trousers", "0",
+                         "--num-images", "2", "--num-steps", "2", "--out", str(tmp_path / "g.png"))  # fmt: skip
+    assert code == 0, err
+    assert out.strip().endswith(": 3 row(s) (Sneaker, Trouser, T-shirt/top), 2 images per class"), out
+    code, out, err = run(capsys, "generate", "--model", DIFFUSION, "--class", "7", "1", "0", "--num-images", "2",
+                         "--num-steps", "2", "--no-labels", "--out", str(tmp_path / "plain.png"))  # fmt: skip
+    assert code == 0, err
+    with Image.open(tmp_path / "g.png") as labelled, Image.open(tmp_path / "plain.png") as plain:
+        margin = labelled.width - plain.width
+        assert labelled.height == plain.height and margin > 20  # a left margin that names the rows
+        assert np.array_equal(np.asarray(labelled)[:, margin:], np.asarray(plain))  # the same samples beside it
+        assert np.asarray(labelled)[:, :margin].max() > 128  # white text
+    code, out, err = run(capsys, "generate", "--model", DIFFUSION, "--class", "shoe", "--out", str(tmp_path / "x.png"))
+    assert code == 1 and "--class shoe: not a class of this prior (0 T-shirt/top, 1 Trouser" in err
+    code, out, err = run(capsys, "info", DIFFUSION)
+    assert "class names: 0 T-shirt/top, 1 Trouser" in out
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    assert "per class (class-conditional), per prompt" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_text_vocabulary_is_listed_and_a_prompt_of_mostly_unknown_words_is_refused(capsys, tmp_path):
+    text = str(CHECKPOINTS / "scenes-text-to-image")
+    code, out, err = run(capsys, "info", text)
+    assert code == 0 and "vocabulary (22 words): the a on right left and red" in out, err
+    assert "## Vocabulary" in (CHECKPOINTS / "scenes-text-to-image" / "README.md").read_text()
+    code, out, err = run(capsys, "generate", "--model", text, "--prompt", "a purple shoe on the left", "--num-steps",
+                         "2", "--out", str(tmp_path / "p.png"))  # fmt: skip
+    assert code == 1 and "2 of its 6 words are unknown" in err and "it knows: the, a, on, right" in err, err
+    code, out, err = run(capsys, "generate", "--model", text, "--prompt", "a red sneaker on the left", "--num-steps",
+                         "2", "--num-images", "1", "--out", str(tmp_path / "t.png"))  # fmt: skip
+    assert code == 0 and "1 row(s), one per prompt, 1 images per prompt" in out, err

@@ -153,3 +153,47 @@ def test_cli_codebook_with_and_without_images(capsys, tmp_path):
     assert code == 0 and "256 code tiles in code order" in capsys.readouterr().out
     assert main(["codebook", "--model", TOKENIZER, "--out", str(tmp_path / "codebook.jpg")]) == 1
     assert "give a .png file name" in capsys.readouterr().err
+
+
+def test_a_two_level_tokenizer_gets_a_picture_per_level(capsys, tmp_path):
+    """`vq-hub codebook --model checkpoints/fashion-mnist-vqvae2` failed (codes of a HierarchicalVQModel must be a
+    pair; no attribute 'codebook_size'): each level's codebook is drawn, the other level held at a black image's."""
+    from test_hierarchical_vq_model import tiny_hierarchical_config
+
+    from vq_hub import HierarchicalVQModel
+    from vq_hub.code_levels import LevelView, level_views
+
+    torch.manual_seed(0)
+    tokenizer = HierarchicalVQModel(**tiny_hierarchical_config()).eval()
+    views = level_views(tokenizer)
+    assert list(views) == ["top", "bottom"]
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    top, bottom = tokenizer.tokenize(images)
+    assert torch.equal(views["top"].tokenize(images), top) and torch.equal(views["bottom"].tokenize(images), bottom)
+    for level, grid in (("top", top), ("bottom", bottom)):
+        view = views[level]
+        assert view.codebook_size == tokenizer.quantizers[level].codebook_size
+        tiles = code_tiles(view, torch.arange(4), context="neutral")
+        assert tiles.shape == (4, 3, 3 * view.downsample_factor, 3 * view.downsample_factor)
+        assert measure_usage(view, images).counts.sum() == grid.numel()
+    top_code, bottom_code = views["bottom"]._blank_codes()
+    with torch.no_grad():  # a level's grid decodes with the other level at the black image's code
+        assert torch.equal(views["bottom"].detokenize(bottom), tokenizer.detokenize((torch.full_like(top, top_code),
+                                                                                     bottom)))  # fmt: skip
+        assert torch.equal(views["top"].detokenize(top), tokenizer.detokenize((top, torch.full_like(bottom,
+                                                                                                    bottom_code))))
+        odd = views["bottom"].detokenize(bottom[:, :5, :3])  # padded to whole top cells, then cropped
+        assert odd.shape == (3, 3, 5 * views["bottom"].downsample_factor, 3 * views["bottom"].downsample_factor)
+    with pytest.raises(ValueError, match="level"):
+        LevelView(tokenizer, "middle")
+
+    out = tmp_path / "codebook.png"
+    folder = ROOT / "checkpoints" / "fashion-mnist-vqvae2"
+    assert main(["codebook", "--model", str(folder), "--images", str(shipped_fashion_mnist()), "--num-images", "20",
+                 "--max-tiles", "16", "--out", str(out)]) == 0  # fmt: skip
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"wrote {tmp_path / 'codebook-top.png'} (top level)",
+                                                      f"wrote {tmp_path / 'codebook-bottom.png'} (bottom level)"]
+    for level in ("top", "bottom"):
+        with Image.open(tmp_path / f"codebook-{level}.png") as picture:
+            assert picture.width > 500

@@ -257,8 +257,72 @@ def test_a_decoder_whose_floats_differ_fails_loudly(pipe, small_file, monkeypatc
         return logits + 1e-3 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))
 
     monkeypatch.setattr(VQAutoregressivePipeline, "next_code_logits", slightly_different)
-    with pytest.raises(ValueError, match="floats here differ from the encoder's .*torch"):
+    # The same arithmetic setting: the likelier cause is a re-checksummed payload, but the floats may still differ.
+    with pytest.raises(ValueError, match="damaged or crafted .* rounds the prior's floats differently .*torch"):
         decompress_codes(pipe, data)
+    monkeypatch.setattr("vq_hub.codec.api.arithmetic_setting", lambda pipe: "torch 0.0, cpu, 7 threads")
+    with pytest.raises(ValueError, match="floats here differ from the encoder's .*torch 0.0, cpu, 7 threads"):
+        decompress_codes(pipe, data)
+
+
+def setting_length(data: bytes) -> int:
+    return len(read_header(data).arithmetic_setting)
+
+
+@pytest.mark.parametrize(
+    "field, offset, value",
+    [
+        ("num_images", 48, 2**32 - 1),  # once a memory allocation failure that aborted the process
+        ("num_images", 48, 10**6),  # with batch size 1: once 14,611 prior steps, then constriction's AssertionError
+        ("batch_size", 52, 2**32 - 1),
+        ("batch_size", 52, 0),
+    ],
+)
+def test_crafted_counts_are_refused_before_anything_is_allocated_or_run(pipe, small_file, field, offset, value):
+    """The CRC-32 is no MAC: a rewritten count passes it, and must be bounded by what the payload can hold."""
+    data, _ = small_file
+    crafted = rewritten(data, offset, struct.pack("<I", value))
+    if field == "num_images":
+        crafted = rewritten(crafted, 52, struct.pack("<I", 1))  # batch size 1: the most prior runs per image
+    calls = []
+    original = VQAutoregressivePipeline.next_code_logits
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(VQAutoregressivePipeline, "next_code_logits",
+                      lambda self, *a: calls.append(1) or original(self, *a))  # fmt: skip
+        with pytest.raises(ValueError, match="damaged or crafted|do not fit"):
+            decompress_codes(pipe, crafted)
+    assert not calls  # refused from the header alone
+
+
+def test_a_rechecksummed_payload_bit_flip_is_reported_as_damage_not_only_floats(pipe):
+    codes, labels = random_grids(40, seed=8)
+    data = compress_codes(pipe, codes, labels)
+    start = 86 + setting_length(data)
+    for index in (0, 37, 8 * (len(data) - start - 4) - 1):  # first, a middle and the last payload bit
+        body = bytearray(data[:-4])
+        body[start + index // 8] ^= 1 << (index % 8)
+        with pytest.raises(ValueError, match="damaged or crafted"):
+            decompress_codes(pipe, bytes(body) + struct.pack("<I", zlib.crc32(body)))
+
+
+def test_the_payload_bound_holds_for_real_streams_at_the_extremes():
+    """`check_counts` and the running check refuse only what no legitimate stream can be: a prior certain of code 0
+    (24 − log2(2^24 − 15) bits a code, the coder's floor) still decodes many images from its few words."""
+    certain = tiny_pipeline()
+    with torch.no_grad():
+        certain.prior.lm_head.weight.zero_()
+        certain.prior.transformer.ln_f.bias.fill_(1.0)
+        certain.prior.lm_head.weight[0].fill_(1e4)  # logit of code 0 far above the rest: frequency 2^24 − 15
+    codes = torch.zeros(3000, *GRID, dtype=torch.long)
+    data = compress_codes(certain, codes, batch_size=1000)
+    header = read_header(data)
+    num_words = payload_bits(data) // 32
+    least = header.num_images * 16 * coder.min_code_bits(CODEBOOK, 24, 1)
+    assert least <= coder.capacity_bits(num_words)  # the bound admits it, and the running check too:
+    assert torch.equal(decompress_codes(certain, data).codes, codes)
+    too_many = int(coder.capacity_bits(num_words) / (16 * coder.min_code_bits(CODEBOOK, 24, 1))) + 1
+    with pytest.raises(ValueError, match="damaged or crafted: its header says"):
+        decompress_codes(certain, rewritten(data, 48, struct.pack("<I", too_many)))
 
 
 # ------------------------------------------------------------------------------------------------- size and the CLI

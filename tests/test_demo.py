@@ -159,3 +159,27 @@ def test_space_requirements_match_the_package():
     lines = [line.strip() for line in (ROOT / "requirements.txt").read_text().splitlines()]
     requirements = [line for line in lines if line and not line.startswith("#")]
     assert sorted(requirements) == sorted(project["dependencies"] + project["optional-dependencies"]["demo"])
+
+
+def test_the_two_level_pipeline_is_served(models, example):
+    """The demo loaded the shipped VQ-VAE-2 pipeline and then failed (codes must be a pair; no `codebook_size`)."""
+    from vq_hub.demo import generate, inpaint
+
+    name = "fashion-mnist-vqvae2"
+    assert name in models.pipelines  # served by default
+    *_, (grid, status) = generate(models, name, "Bag", 2, 4, 2.0, 1.0, 0)
+    assert status == "done: 2 images, VQHierarchicalPipeline" and grid.size == ((2 * 34 + 2) * 4, 36 * 4)
+    assert np.asarray(grid.convert("L")).std() > 20
+    with Image.open(example) as image:
+        editor = {"background": image.copy(), "layers": []}
+    for rows in (0, 4):  # 0 (the slider's minimum) resamples every bottom code
+        *_, (result, status) = inpaint(models, name, editor, KEEP_ROWS, rows, UNCONDITIONAL, 2, 4, 0)
+        assert status == "done: 2 images, VQHierarchicalPipeline"
+    with pytest.raises(gr.Error, match="reading order"):
+        list(inpaint(models, name, {**editor, "layers": [Image.new("RGBA", (32, 32), (255, 0, 0, 255))]},
+                     DRAWN_MASK, 0, UNCONDITIONAL, 2, 4, 0))  # fmt: skip
+    two_level = load_models([ROOT / "checkpoints" / name])
+    assert type(two_level.tokenizer).__name__ == "HierarchicalVQModel"
+    with Image.open(example) as image:
+        maps, comparison, value = reconstruct(two_level, image)
+    assert maps.size == (2 * 256 + 8, 256) and value > 20  # top and bottom code maps, side by side

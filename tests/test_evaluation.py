@@ -113,6 +113,22 @@ def test_evaluate_tokenizer_reports_reconstruction_figures(fashion, network):
         evaluate_tokenizer(tokenizer, images[:4, :, :16, :16], network)
 
 
+def test_a_tokenizer_whose_sample_size_is_a_list_is_evaluated(fashion, tmp_path):
+    """`train_vqgan.py --resolution H W` saves `sample_size` as a JSON list: rFID validation once failed on it
+    (unhashable type: 'list'); a non-square size, with no shipped network for it, gets a clear FileNotFoundError."""
+    images, labels = fashion
+    tokenizer = VQVAEModel.from_pretrained(TOKENIZER)
+    tokenizer.register_to_config(sample_size=[32, 32])
+    tokenizer.save_pretrained(tmp_path / "listed")
+    listed = VQVAEModel.from_pretrained(tmp_path / "listed").eval()
+    assert listed.config.sample_size == [32, 32]
+    report = evaluate_tokenizer(listed, images[:20], None, labels[:20], progress=False)
+    assert report["feature_network"]["name"] == "fashion-mnist-classifier" and report["rfid"] > 0
+    listed.register_to_config(sample_size=[32, 64])
+    with pytest.raises(FileNotFoundError, match="no shipped feature network for 1-channel 32×64 images"):
+        evaluate_tokenizer(listed, torch.zeros(6, 1, 32, 64), None, progress=False)
+
+
 def test_evaluate_tokenizer_reports_codebook_figures_per_level_of_a_two_level_tokenizer(fashion, network):
     from test_hierarchical_vq_model import tiny_hierarchical_config
 
@@ -173,13 +189,24 @@ def test_cli_evaluates_autoregressive_and_tokenizer(capsys, tmp_path):
     assert row["num_images"] == 50 and row["psnr"] > 24
 
 
+def test_a_tokenizer_is_scored_on_the_shipped_images_by_default(capsys, tmp_path):
+    """`vq-hub evaluate --help` pointed to ../shared/data/…, which a fresh clone has not."""
+    code, stdout, stderr = run(capsys, "evaluate", "--model", TOKENIZER, "--num-images", "20", "--no-progress",
+                               "--out", str(tmp_path / "tok.json"))  # fmt: skip
+    assert code == 0 and "the 1,000 Fashion-MNIST images shipped with vq_hub" in stderr, stderr
+    assert json.loads((tmp_path / "tok.json").read_text())["results"][0]["num_images"] == 20
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    assert "../shared" not in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
         (["--model", AUTOREGRESSIVE, "--num-steps", "4"], "--num-steps applies to diffusion pipelines"),
         (["--model", DIFFUSION, "--top-k", "5"], "--top-k applies to autoregressive pipelines"),
-        (["--model", TOKENIZER], "--images: a tokenizer is scored on reconstructions"),
-        (["--model", TOKENIZER, "--images", "missing.parquet"], "--images missing.parquet: expected a Parquet file"),
+        (["--model", TOKENIZER, "--images", "missing.parquet"], "--images missing.parquet: no such file"),
+        (["--model", TOKENIZER, "--images", str(CHECKPOINTS)], "expected a Parquet file"),
         (["--model", DIFFUSION, "--out", "report.txt"], "--out report.txt: give a file name ending in .json"),
         (["--model", DIFFUSION, "--feature-network", "nowhere"], "--feature-network nowhere: "),
         (
@@ -238,3 +265,48 @@ def test_quality_tables_average_the_seeds_and_plot_fid_against_time(tmp_path):
     assert lines[3].startswith("| diffusion | 4 | 2 | 8.00 ± 0.00 | ") and lines[4].startswith("| diffusion | 8 | 2 | 12.00 ± 0.00 |")
     assert "seeds 0, 1" in table and "Feature network: net" in table
     assert (tmp_path / "plot.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory):
+    """12 captioned test scenes (with scenes.json) made from the shipped mini split."""
+    from conftest import load_example
+
+    folder = tmp_path_factory.mktemp("scenes")
+    load_example("make_captioned_scenes").main([
+        "--fashion_mnist_dir", str(ROOT / "src/vq_hub/assets/fashion_mnist_mini"), "--test_source", "train.parquet",
+        "--output_dir", str(folder), "--num_train", "4", "--num_test", "12", "--num_heldout", "2",
+    ])  # fmt: skip
+    return folder
+
+
+def test_cli_evaluates_a_text_to_image_pipeline_on_the_captions_of_a_split(capsys, tmp_path, scenes):
+    """`vq-hub evaluate` on a text-to-image pipeline crashed (`__call__() got an unexpected keyword argument
+    'batch_size'`); now: one image per caption, FID against the split's images, and the faithfulness figures."""
+    out = tmp_path / "t2i.json"
+    model = str(CHECKPOINTS / "scenes-text-to-image")
+    assert main(["evaluate", "--model", model, "--images", str(scenes / "test.parquet"), "--num-images", "8",
+                 "--num-steps", "4", "--guidance-scale", "3", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "| FID | items | colours | positions | scenes | real scenes |" in printed
+    result = json.loads(out.read_text())["results"][0]
+    assert result["num_images"] == 8 and result["num_reference_images"] == 12 and result["fid"] > 0
+    assert result["real_scenes"] >= 0.75 and 0 <= result["scenes"] <= 1  # the scorer reads the real scenes right
+    assert result["feature_network"]["name"] == "scenes-slot-classifier"
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a red sneaker to the left of a blue bag\n\ngreen trousers on the left\n")
+    assert main(["evaluate", "--model", model, "--images", str(scenes / "test.parquet"), "--prompts", str(prompts),
+                 "--num-steps", "2", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    result = json.loads(out.read_text())["results"][0]
+    assert result["num_images"] == 2 and "items" not in result and "not computed" in result["faithfulness_note"]
+    capsys.readouterr()
+    assert main(["evaluate", "--model", model, "--out", str(out)]) == 1
+    assert "text-to-image pipeline, scored against real images" in capsys.readouterr().err
+
+
+def test_the_class_harness_names_the_text_to_image_evaluation():
+    from vq_hub.evaluation import evaluate_pipeline
+
+    pipe = VQPipeline.from_pretrained(CHECKPOINTS / "scenes-text-to-image")
+    with pytest.raises(TypeError, match="evaluate_text_to_image"):
+        evaluate_pipeline(pipe, num_images=2, progress=False)

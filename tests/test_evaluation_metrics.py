@@ -93,8 +93,12 @@ def test_bad_inputs_are_named():
         frechet_distance(torch.randn(10, 3), torch.randn(10, 4))
     with pytest.raises(ValueError, match="NaN"):
         kernel_distance(torch.randn(10, 3), torch.full((10, 3), float("nan")))
-    with pytest.raises(ValueError, match="at least 3 rows"):
+    with pytest.raises(ValueError, match="at least 4 rows"):
         precision_recall(torch.randn(10, 3), torch.randn(2, 3), nearest_k=2)
+    with pytest.raises(ValueError, match="`features` needs at least 7 rows"):  # was prdc's "kth(=6) out of bounds (6)"
+        precision_recall(torch.randn(10, 3), torch.randn(6, 3), nearest_k=5)
+    assert set(precision_recall(torch.randn(7, 3), torch.randn(7, 3), nearest_k=5)) == {"precision", "recall",
+                                                                                       "density", "coverage"}
     with pytest.raises(ValueError, match="labels"):
         class_accuracy(torch.randn(4, 3), torch.tensor([0, 1, 2, 3]))
 

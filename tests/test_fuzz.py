@@ -298,3 +298,66 @@ def test_generate_command_takes_any_flags(flags, tmp_path_factory, capsys):
     else:
         assert captured.err.count("\n") == 1 and captured.err.startswith("vq-hub generate: error:"), captured.err
         assert not out.exists()
+
+
+# ------------------------------------------------------------------------------------------------- the .vqz container
+
+
+@pytest.fixture(scope="module")
+def vqz_file(pipelines) -> bytes:
+    from vq_hub.codec import compress_codes
+
+    generator = torch.Generator().manual_seed(0)
+    codes = torch.randint(0, CODEBOOK, (5, GRID, GRID), generator=generator)
+    return compress_codes(pipelines[0], codes, torch.tensor([0, 1, 2, -1, 0]))
+
+
+@st.composite
+def crafted_files(draw, original: bytes) -> bytes:
+    """`original` with header counts, flags and payload bytes rewritten and, mostly, the CRC-32 recomputed: what a
+    rewriter who knows the format (and the public weights hash) can send."""
+    import struct
+    import zlib
+
+    body = bytearray(original[:-4])
+    counts = st.one_of(st.integers(0, 8), st.sampled_from([2**31, 2**32 - 1, 10**6, 10**9]), st.integers(0, 2**32 - 1))
+    for offset in draw(st.lists(st.sampled_from([48, 52]), max_size=2, unique=True)):  # num_images, batch size
+        body[offset : offset + 4] = struct.pack("<I", draw(counts))
+    if draw(st.booleans()):
+        body[58] = draw(st.integers(0, 3))  # flags: labels coded or not
+    start = 86 + body[65]  # the payload, after the arithmetic setting
+    payload = bytes(body[start:])
+    if draw(st.booleans()):
+        payload = draw(st.binary(min_size=0, max_size=24).map(lambda b: b[: len(b) // 4 * 4]))
+    for _ in range(draw(st.integers(0, 3))):
+        if payload:
+            index = draw(st.integers(0, len(payload) * 8 - 1))
+            flipped = bytes([payload[index // 8] ^ (1 << index % 8)])
+            payload = payload[: index // 8] + flipped + payload[index // 8 + 1 :]
+    body = body[:start] + payload
+    body[start - 4 : start] = struct.pack("<I", len(payload))
+    crc = zlib.crc32(bytes(body)) if draw(st.integers(0, 9)) < 9 else draw(st.integers(0, 2**32 - 1))
+    return bytes(body) + struct.pack("<I", crc)
+
+
+@FUZZ
+@given(data=st.data())
+def test_crafted_vqz_files_raise_value_error_in_bounded_time_and_memory(pipelines, vqz_file, data):
+    """A crafted file either decodes (then to valid grids) or raises one ValueError, within 5 s and without a large
+    allocation: counts are bounded by the payload before anything is allocated or the prior runs."""
+    import resource
+    import time
+
+    from vq_hub.codec import decompress_codes
+
+    crafted = data.draw(crafted_files(vqz_file))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    start = time.perf_counter()
+    try:
+        output = decompress_codes(pipelines[0], crafted)
+        event("decoded")
+        assert output.codes.shape[1:] == (GRID, GRID) and int(output.codes.max()) < CODEBOOK
+    except ValueError as error:
+        event(f"ValueError: {str(error)[:40]}")
+    assert time.perf_counter() - start < 5.0
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 256 * 1024  # < 256 MiB more at the peak

@@ -67,6 +67,8 @@ def test_training_a_two_level_tokenizer_logs_each_level_and_saves_it(synthetic_p
     model = load_tokenizer(output)
     assert type(model) is HierarchicalVQModel and model.config.bottom_dropout == 0.2
     assert [tuple(c.shape) for c in model.tokenize(torch.zeros(1, 3, 16, 16))] == [(1, 4, 4), (1, 8, 8)]
+    for level in ("top", "bottom"):  # the codebook page of each level (once none: it drew one codebook only)
+        assert (output / "validation" / f"codebook-{level}.png").is_file()
     with Image.open(output / "validation" / "step-0000040.png") as grid:
         assert grid.size[1] == 3 * 18 + 2, "originals, reconstructions and top-only decodes"
     card = (output / "README.md").read_text()
@@ -239,7 +241,8 @@ def test_cli_generates_with_a_two_level_pipeline_and_describes_it(capsys, tmp_pa
 
     tiny_pipeline("denoiser").save_pretrained(tmp_path / "pipe")
     code, out, _ = cli(capsys, "generate", "--model", str(tmp_path / "pipe"), "--num-steps", "2", "--class", "0", "2",
-                       "--num-images", "3", "--top-k", "5", "--out", str(tmp_path / "grid.png"))  # fmt: skip
+                       "--num-images", "3", "--top-k", "5", "--no-labels",
+                       "--out", str(tmp_path / "grid.png"))  # fmt: skip
     assert code == 0, out
     with Image.open(tmp_path / "grid.png") as grid:
         assert grid.size == (3 * 18 + 2, 2 * 18 + 2)

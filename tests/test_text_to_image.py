@@ -95,6 +95,8 @@ def test_prompts_become_padded_prefixes_and_the_empty_prompt_is_all_pads(caplog)
     with caplog.at_level(logging.WARNING, logger="vq_hub.text"):
         encode_prompts(tokenizer, ["a purple bag"], 10)
     assert "a purple bag" in caplog.text and "[UNK]" in caplog.text
+    with pytest.raises(ValueError, match=r"'a purple shoe on the left': 2 of its 6 words are unknown .* it knows: a, "):
+        encode_prompts(tokenizer, ["a purple shoe on the left"], 10)  # once a warning, then noise
     with pytest.raises(ValueError, match=r"`prompt` .* is 13 tokens long, but this pipeline's text length is 10"):
         encode_prompts(tokenizer, ["a red sneaker to the left of a blue bag on the left"], 10)
 

@@ -206,3 +206,27 @@ def test_the_hub_token_reaches_no_file_of_a_prior_run(encoded, tmp_path, monkeyp
     assert CapturingHfApi.tokens == [secret]
     assert (CapturingHfApi.root / "me--tiny-prior" / "model_index.json").is_file()
     assert files_containing(output, secret) == [] and files_containing(CapturingHfApi.root, secret) == []
+
+
+def test_the_datasets_class_names_reach_the_priors_config():
+    """The shipped priors recorded no class names (`--class sneaker` failed): encode_dataset.py records a ClassLabel's
+    names and the prior scripts put them in the prior's config (transformers' id2label), which the pipeline reads."""
+    import argparse
+
+    from transformers import AutoModelForCausalLM
+
+    from vq_hub import autoregressive_prior_config
+    from vq_hub.data import shipped_fashion_mnist
+
+    encode = load_example("encode_dataset")
+    assert encode.class_names_of(load_parquet_images(shipped_fashion_mnist()), "label")[7] == "Sneaker"
+    training = load_example("code_prior_training")
+    vqvae = VQVAEModel(**tiny_vq_config(sample_size=8)).eval()
+    args = argparse.Namespace(unconditional=False, config_name_or_path=None, model_type="gpt2", hidden_size=32,
+                              num_layers=1, num_heads=2)  # fmt: skip
+    info = {"num_classes": 2, "class_names": ["cat", "dog"], "resolution": 8}
+    prior = training.build_transformer(args, vqvae, info, AutoModelForCausalLM, autoregressive_prior_config)
+    assert VQAutoregressivePipeline(vqvae=vqvae, prior=prior.eval()).class_names == ["cat", "dog"]
+    unnamed = training.build_transformer(args, vqvae, {**info, "class_names": None}, AutoModelForCausalLM,
+                                         autoregressive_prior_config)  # fmt: skip
+    assert VQAutoregressivePipeline(vqvae=vqvae, prior=unnamed.eval()).class_names is None

@@ -124,3 +124,23 @@ def test_ranks_share_the_model_initialisation_but_not_the_per_sample_randomness(
     rank0, rank1 = (json.loads((tmp_path / f"rank{i}.json").read_text()) for i in (0, 1))
     assert rank0["init"] == rank1["init"]
     assert rank0["draws"] != rank1["draws"]
+
+
+def test_checkpoints_total_limit_keeps_the_newest_and_zero_is_refused(tmp_path):
+    """`[:-0]` once deleted nothing: a limit of 0 kept every checkpoint. Now ≥ 1 keeps that many, 0 is refused."""
+    from accelerate import Accelerator
+
+    from vq_hub.training_utils import add_output_arguments, list_checkpoints, save_checkpoint
+
+    accelerator = Accelerator(cpu=True)
+    for step in (1, 2, 3):
+        save_checkpoint(accelerator, tmp_path, step, total_limit=2)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-3"]
+    with pytest.raises(ValueError, match="total_limit"):
+        save_checkpoint(accelerator, tmp_path, 4, total_limit=0)
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["checkpoint-2", "checkpoint-3"]  # refused before saving
+    parser = argparse.ArgumentParser()
+    add_output_arguments(parser, "out")
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--checkpoints_total_limit", "0"])
+    assert parser.parse_args(["--checkpoints_total_limit", "1"]).checkpoints_total_limit == 1

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -168,9 +169,8 @@ def test_bad_codes_rejected(codes, error, message):
 @pytest.mark.parametrize(
     "images, error, message",
     [
-        (torch.full((1, 3, 16, 16), float("nan")), ValueError, "finite pixels in \\[-1, 1\\]"),
+        (torch.full((1, 3, 16, 16), float("nan")), ValueError, "finite pixels"),
         (torch.full((1, 3, 16, 16), float("inf")), ValueError, "finite pixels"),
-        (torch.full((1, 3, 16, 16), 255.0), ValueError, "uint8 images in \\[0, 255\\] are converted"),
         (torch.zeros(1, 3, 16, 16, dtype=torch.long), TypeError, "integer code grids go to `detokenize`"),
         (torch.zeros(1, 3, 16, 16, dtype=torch.bool), TypeError, "floating point"),
         (torch.zeros(0, 3, 16, 16), ValueError, "empty batch"),
@@ -184,6 +184,20 @@ def test_images_that_would_give_a_silent_wrong_answer_are_refused(images, error,
         model.tokenize(images)
     with pytest.raises(error, match=message):
         model(images)
+
+
+def test_any_finite_float_image_is_accepted_as_in_diffusers_and_byte_range_floats_warn_once(monkeypatch):
+    """diffusers' models take any finite tensor; [0, 255] floats (the likely mistake) get one warning per process."""
+    from vq_hub.models.tokenizer_utils import ImageInputMixin
+
+    monkeypatch.setattr(ImageInputMixin, "_warned_byte_range", False)
+    model = VQVAEModel(**tiny_vq_config()).eval()
+    assert model(torch.full((1, 3, 16, 16), -3.0)).sample.shape == (1, 3, 16, 16)  # finite, outside [-1, 1]: no warning
+    with pytest.warns(UserWarning, match=r"\[0, 255\] floats"):
+        assert model.tokenize(torch.full((1, 3, 16, 16), 200.0)).shape == (1, 8, 8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.tokenize(torch.full((1, 3, 16, 16), 200.0))  # once
 
 
 def test_unambiguous_image_dtypes_are_converted():

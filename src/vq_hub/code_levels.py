@@ -91,3 +91,71 @@ def forward_statistics(tokenizer, output) -> dict[str, torch.Tensor]:
         restarts = getattr(quantizer, "num_restarts", None)
         figures[prefix + "dead_code_restarts"] = restarts if restarts is not None else torch.zeros((), dtype=torch.long)
     return figures
+
+
+class LevelView:
+    """One level of a two-level tokenizer seen as a single-level one — `codebook_size`, `downsample_factor`,
+    `config`, `tokenize` and `detokenize` of that level's grids — so that what draws a `VQVAEModel`'s codebook (tiles,
+    usage, patches) draws each level's. The other level is held at the commonest code of a black image (the
+    background of most datasets), so a tile shows what this level's code adds."""
+
+    def __init__(self, tokenizer, level: str):
+        if level not in level_names(tokenizer) or not is_hierarchical(tokenizer):
+            raise ValueError(f"`level` must be one of {level_names(tokenizer)} of a two-level tokenizer, got {level!r}")
+        self.tokenizer, self.level, self.config = tokenizer, level, tokenizer.config
+        self.codebook_size = quantizers(tokenizer)[level].codebook_size
+        self.ratio = tokenizer.top_downsample_factor // tokenizer.downsample_factor
+        self.downsample_factor = tokenizer.top_downsample_factor if level == "top" else tokenizer.downsample_factor
+        self._blank = None
+
+    def parameters(self):
+        return self.tokenizer.parameters()
+
+    @property
+    def training(self) -> bool:
+        return self.tokenizer.training
+
+    def train(self, mode: bool = True):
+        self.tokenizer.train(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor) -> torch.LongTensor:
+        return self.tokenizer.tokenize(images)[level_names(self.tokenizer).index(self.level)]
+
+    @torch.no_grad()
+    def detokenize(self, codes: torch.LongTensor) -> torch.Tensor:
+        """`(B, h, w)` codes of this level → images `(B, C, h·f, w·f)`, the other level at the black image's code (a
+        bottom grid is padded to whole top cells with it, and the padding cropped off)."""
+        top_code, bottom_code = self._blank_codes()
+        batch, height, width = codes.shape
+        if self.level == "top":
+            bottom = codes.new_full((batch, height * self.ratio, width * self.ratio), bottom_code)
+            return self.tokenizer.detokenize((codes, bottom))
+        padded_height, padded_width = -(-height // self.ratio) * self.ratio, -(-width // self.ratio) * self.ratio
+        bottom = codes.new_full((batch, padded_height, padded_width), bottom_code)
+        bottom[:, :height, :width] = codes
+        top = codes.new_full((batch, padded_height // self.ratio, padded_width // self.ratio), top_code)
+        images = self.tokenizer.detokenize((top, bottom))
+        return images[..., : height * self.downsample_factor, : width * self.downsample_factor]
+
+    def _blank_codes(self) -> tuple[int, int]:
+        if self._blank is None:
+            from .data import image_size
+
+            height, width = image_size(self.config.sample_size)
+            device = next(self.tokenizer.parameters()).device
+            blank = torch.full((1, self.config.in_channels, height, width), -1.0, device=device)
+            self._blank = tuple(int(torch.bincount(grid.flatten().cpu()).argmax()) for grid in
+                                self.tokenizer.tokenize(blank))  # fmt: skip
+        return self._blank
+
+
+def level_views(tokenizer) -> dict:
+    """Each level by name as something that behaves like a single-level tokenizer (the tokenizer itself for one)."""
+    if not is_hierarchical(tokenizer):
+        return {SINGLE_LEVEL[0]: tokenizer}
+    return {level: LevelView(tokenizer, level) for level in level_names(tokenizer)}

@@ -146,6 +146,25 @@ def image_grid(rows: list[torch.Tensor], padding: int = 2) -> Image.Image:
     return grid
 
 
+def label_rows(grid: Image.Image, labels: list[str], row_height: int, padding: int = 2) -> Image.Image:
+    """`grid` (rows of `row_height` pixels after `padding`, as `image_grid` lays them out) with a margin on the left
+    that names each row (a class name or a prompt), in PIL's built-in font."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("L", (1, 1)))
+    sizes = [measure.textbbox((0, 0), text, font=font) for text in labels]
+    margin = max((right - left for left, _, right, _ in sizes), default=0) + 3 * padding
+    labelled = Image.new(grid.mode, (grid.width + margin, grid.height))
+    labelled.paste(grid, (margin, 0))
+    draw = ImageDraw.Draw(labelled)
+    white = 255 if grid.mode == "L" else (255, 255, 255)
+    for row, (text, (_, top, _, bottom)) in enumerate(zip(labels, sizes)):
+        centre = padding + row * (row_height + padding) + row_height / 2
+        draw.text((padding, centre - (bottom + top) / 2), text, fill=white, font=font)
+    return labelled
+
+
 # ------------------------------------------------------------------------------------------------- code datasets
 # `examples/encode_dataset.py` writes a folder with one Parquet file per split (columns `codes`: h·w ints in raster
 # order, `label`: int, -1 when the images had none, optionally captions) and ENCODING_INFO with what a prior needs to

@@ -23,11 +23,13 @@ from PIL import Image
 from .data import FASHION_MNIST_CLASSES, image_to_tensor, shipped_fashion_mnist, tensor_to_images, tile_images
 from .hub import resolve_folder
 from .metrics import psnr
-from .models import VQVAEModel
-from .pipelines import VQDiscreteDiffusionPipeline, VQPipeline
+from .code_levels import is_hierarchical, tokenize_levels
+from .models import HierarchicalVQModel, VQVAEModel, load_tokenizer
+from .pipelines import VQDiscreteDiffusionPipeline, VQHierarchicalPipeline, VQPipeline
 from .visualization import code_map
 
-SHIPPED = ("fashion-mnist-diffusion", "fashion-mnist-autoregressive", "scenes-text-to-image", "fashion-mnist-vqvae")
+SHIPPED = ("fashion-mnist-diffusion", "fashion-mnist-autoregressive", "scenes-text-to-image", "fashion-mnist-vqvae2",
+           "fashion-mnist-vqvae")  # fmt: skip
 UNCONDITIONAL = "any (unconditional)"
 KEEP_ROWS, DRAWN_MASK = "keep the top rows", "regenerate what I draw"
 SCALE = 4  # displayed pixels per image pixel: 32×32 images are too small to see
@@ -38,7 +40,7 @@ class DemoModels:
     """What the demo serves: pipelines by name, the tokenizer of the Reconstruct tab, and the class names."""
 
     pipelines: dict[str, VQPipeline]
-    tokenizer: VQVAEModel
+    tokenizer: VQVAEModel | HierarchicalVQModel
     class_names: list[str]
     tokenizer_name: str = "tokenizer"
 
@@ -65,7 +67,7 @@ def load_models(models: list[str | os.PathLike] | None = None, class_names: list
             pipe.set_progress_bar_config(disable=True)
             pipelines[folder.name] = pipe
         elif (folder / "config.json").is_file():
-            tokenizer, tokenizer_name = VQVAEModel.from_pretrained(folder).eval(), folder.name
+            tokenizer, tokenizer_name = load_tokenizer(folder).eval(), folder.name
         else:
             raise ValueError(f"`models`: {str(name_or_path)!r} is neither a pipeline (model_index.json) nor a "
                              "tokenizer (config.json)")  # fmt: skip
@@ -74,6 +76,8 @@ def load_models(models: list[str | os.PathLike] | None = None, class_names: list
     if tokenizer is None:
         tokenizer_name, tokenizer = f"{next(iter(pipelines))}/vqvae", next(iter(pipelines.values())).vqvae
     num_classes = max((pipe.vocabulary.num_classes for pipe in pipelines.values()), default=0)
+    recorded = [pipe.class_names for pipe in pipelines.values() if pipe.vocabulary.num_classes == num_classes]
+    class_names = class_names or next((names for names in recorded if names), None)  # the configs' id2label
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"`class_names` has {len(class_names)} names for {num_classes} classes")
     class_names = list(class_names or (f"class {i}" for i in range(num_classes)))
@@ -109,7 +113,24 @@ def reconstruct(models: DemoModels, image: Image.Image | None):
         codes = tokenizer.tokenize(pixels)
         reconstruction = tokenizer.detokenize(codes).float().clamp(-1, 1)
     comparison = _enlarge(torch.cat([pixels, reconstruction]), 2 * SCALE)
-    return code_map(codes[0], tokenizer.codebook_size), comparison, round(float(psnr(reconstruction, pixels)), 2)
+    return _code_maps(tokenizer, pixels), comparison, round(float(psnr(reconstruction, pixels)), 2)
+
+
+def _code_maps(tokenizer, pixels: torch.Tensor) -> Image.Image:
+    """The code map of one image; for a two-level tokenizer each level's, side by side (top first, same height)."""
+    with torch.no_grad():
+        grids = tokenize_levels(tokenizer, pixels)
+    if not is_hierarchical(tokenizer):
+        return code_map(grids[0][0], tokenizer.codebook_size)
+    sizes = tokenizer.codebook_sizes
+    finest = grids[-1].shape[-2]
+    maps = [code_map(grid[0], size, cell=32 * finest // grid.shape[-2]) for grid, size in zip(grids, sizes)]
+    joined = Image.new("RGB", (sum(m.width for m in maps) + 8 * (len(maps) - 1), max(m.height for m in maps)), "white")
+    left = 0
+    for picture in maps:
+        joined.paste(picture.convert("RGB"), (left, 0))
+        left += picture.width + 8
+    return joined
 
 
 def inpaint(models: DemoModels, pipeline: str, editor: dict | None, mode: str, rows: int, class_name: str,
@@ -122,23 +143,24 @@ def inpaint(models: DemoModels, pipeline: str, editor: dict | None, mode: str, r
     background = (editor or {}).get("background")
     if background is None:
         raise gr.Error("Upload an image first.")
-    height = pipe.resolution[0]
+    height, width = pipe.resolution
     channels = pipe.vqvae.config.in_channels
-    image = image_to_tensor(background, height, channels)[None]
+    image = image_to_tensor(background, (height, width), channels)[None]
     diffusion = isinstance(pipe, VQDiscreteDiffusionPipeline)
+    two_level = isinstance(pipe, VQHierarchicalPipeline)  # it keeps the image's top codes, resamples the bottom
     if mode == DRAWN_MASK:
-        if not diffusion:
+        if not (diffusion or (two_level and pipe.bottom_is_denoiser)):
             raise gr.Error("The autoregressive prior completes images in reading order: choose 'keep the top rows', "
                            "or a diffusion pipeline to regenerate a drawn region.")  # fmt: skip
-        mask = _drawn_mask(editor, height)
+        mask = _drawn_mask(editor, (height, width))
         if not mask.any():
             raise gr.Error("Draw over the parts to regenerate (the brush), or choose 'keep the top rows'.")
     else:
-        mask = torch.zeros(1, 1, height, height)
+        mask = torch.zeros(1, 1, height, width)
         mask[..., int(rows) * pipe.vqvae.downsample_factor :, :] = 1
     options = _options(models, pipe, class_name, int(num_images), num_steps, 2.0, 1.0, seed)
     batch = image.expand(options.pop("batch_size"), -1, -1, -1)
-    if diffusion:
+    if diffusion or two_level:
         options.update(image=batch, mask=mask)
     else:
         options.update(image=batch, num_prefix_rows=int(rows))
@@ -148,6 +170,11 @@ def inpaint(models: DemoModels, pipeline: str, editor: dict | None, mode: str, r
 
 
 # ------------------------------------------------------------------------------------------------- helpers
+
+
+def _finest_rows(pipe: VQPipeline) -> int:
+    """Rows of the finest code grid (the bottom one of VQ-VAE-2): what 'rows of codes kept' counts."""
+    return pipe.resolution[0] // pipe.vqvae.downsample_factor
 
 
 def is_text_pipeline(pipe: VQPipeline) -> bool:
@@ -171,9 +198,14 @@ def _options(models, pipe, class_name, num_images, num_steps, guidance, temperat
         raise gr.Error(f"Unknown class {class_name!r}.")
     options = {"batch_size": num_images, "class_labels": labels, "guidance_scale": float(guidance),
                "temperature": float(temperature), "generator": torch.Generator().manual_seed(int(seed))}  # fmt: skip
-    if isinstance(pipe, VQDiscreteDiffusionPipeline):
+    if _takes_steps(pipe):
         options["num_steps"] = int(num_steps)
     return options
+
+
+def _takes_steps(pipe: VQPipeline) -> bool:
+    """A diffusion pipeline, or a VQ-VAE-2 one whose bottom prior is a denoiser."""
+    return isinstance(pipe, VQDiscreteDiffusionPipeline) or getattr(pipe, "bottom_is_denoiser", False)
 
 
 def _sample_live(pipe: VQPipeline, options: dict):
@@ -187,6 +219,8 @@ def _sample_live(pipe: VQPipeline, options: dict):
 
     def on_step(_pipe, step, _position, tensors):
         codes = tensors["codes"]
+        if isinstance(pipe, VQHierarchicalPipeline):  # two stages of two grids: only the final images are shown
+            return {}
         if diffusion:  # still-masked cells hold ids ≥ K: show the prediction there, greyed out
             known = codes < size
             codes = torch.where(known, codes, tensors["pred_original_sample"])
@@ -237,11 +271,11 @@ def _cells_to_pixels(cells: torch.BoolTensor, factor: int) -> torch.BoolTensor:
     return cells.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
 
 
-def _drawn_mask(editor: dict, size: int) -> torch.Tensor:
-    """The union of the editor's drawn layers (any opaque pixel), as the image is resized: `(1, 1, size, size)`."""
+def _drawn_mask(editor: dict, size: tuple[int, int]) -> torch.Tensor:
+    """The union of the editor's drawn layers (any opaque pixel), as the image is resized: `(1, 1, H, W)`."""
     layers = [layer for layer in editor.get("layers") or [] if layer is not None]
     if not layers:
-        return torch.zeros(1, 1, size, size)
+        return torch.zeros(1, 1, *size)
     alpha = np.maximum.reduce([np.asarray(layer.convert("RGBA"))[..., 3] for layer in layers])
     mask = image_to_tensor(Image.fromarray(alpha), size, 1)[None]
     return (mask > 0).float()  # pixels at least half covered once resized
@@ -276,14 +310,14 @@ def build_demo(models: DemoModels | None = None) -> gr.Blocks:
     """The Gradio app (`gr.Blocks`) with the Generate, Reconstruct and Inpaint / complete tabs."""
     models = models or load_models()
     names = list(models.pipelines)
-    diffusion = {name for name, pipe in models.pipelines.items() if isinstance(pipe, VQDiscreteDiffusionPipeline)}
+    diffusion = {name for name, pipe in models.pipelines.items() if _takes_steps(pipe)}
     text = {name for name, pipe in models.pipelines.items() if is_text_pipeline(pipe)}
     square = [name for name in names if name not in text]  # completion works on the class-conditional ones
     classes = [UNCONDITIONAL, *models.class_names]
     default_class = models.class_names[0] if models.class_names else UNCONDITIONAL
     max_steps = max((pipe.scheduler.config.num_train_timesteps for name, pipe in models.pipelines.items()
                      if name in diffusion), default=16)  # fmt: skip
-    grid_rows = models.pipelines[square[0]].code_grid_size[0] if square else 0
+    grid_rows = _finest_rows(models.pipelines[square[0]]) if square else 0
     examples = list(example_images(models.tokenizer.config.sample_size))
     # One sampling run at a time, across both tabs: a pipeline's scheduler holds the timesteps of the run.
     sampling = {"concurrency_id": "sampling", "concurrency_limit": 1}

@@ -26,13 +26,16 @@ def resolve_folder(
         return path
     if path.exists():
         raise NotADirectoryError(f"`{argument}` {str(name_or_path)!r} is a file, not a folder")
+    if _looks_local(str(name_or_path)):  # e.g. checkpoints/fashion-mnist-vqvea: a typo, not a Hub id to fetch
+        raise FileNotFoundError(f"`{argument}` {str(name_or_path)!r}: no such folder{_closest_folder(path)}")
     try:
         validate_repo_id(str(name_or_path))
         is_repo_id = str(name_or_path).count("/") == 1
     except HFValidationError:
         is_repo_id = False
     if not is_repo_id:
-        raise FileNotFoundError(f"`{argument}` {str(name_or_path)!r}: no such folder (nor a Hub id `owner/name`)")
+        raise FileNotFoundError(f"`{argument}` {str(name_or_path)!r}: no such folder (nor a Hub id `owner/name`)"
+                                f"{_closest_folder(path)}")  # fmt: skip
     try:
         return Path(snapshot_download(str(name_or_path), **hub_options))
     except Exception as error:  # not found, offline without a cached copy, no access, …
@@ -40,6 +43,26 @@ def resolve_folder(
             f"`{argument}` {str(name_or_path)!r} is not a local folder, and as a Hub repository it could not be fetched "
             f"or found in the cache: {type(error).__name__}: {error}"
         ) from error
+
+
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id: it starts like one (./, ../, /, ~) or its first part is a local folder."""
+    if name.startswith(("./", "../", "/", "~", ".\\")):
+        return True
+    return Path(name).expanduser().parent.is_dir() and str(Path(name).parent) not in ("", ".")
+
+
+def _closest_folder(path: Path) -> str:
+    """The suffix "; did you mean …?" with the closest folder name beside `path` (difflib), or ""."""
+    import difflib
+
+    parent = path.parent if str(path.parent) else Path(".")
+    try:
+        names = [entry.name for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith(".")]
+    except OSError:
+        return ""
+    close = difflib.get_close_matches(path.name, names, n=1, cutoff=0.6)
+    return f"; did you mean {str(parent / close[0])!r}?" if close else ""
 
 
 INSTALL_NOTE = (
@@ -158,8 +181,32 @@ def write_tokenizer_card(
         channels=config.get("in_channels", 3),
         training=training,
         evaluation=_evaluation_table(evaluation),
-    )
+    ) + _vocabulary_note(folder)
     return write_text_atomically(folder / "README.md", card)
+
+
+def _class_names(prior: dict, num_classes: int) -> str:
+    """The suffix " (0 T-shirt/top, 1 Trouser, …)" when the prior's config records a name per class (`id2label`)."""
+    id2label = prior.get("id2label") or {}
+    names = [id2label.get(str(i)) for i in range(num_classes)]
+    if not num_classes or any(name is None or name == f"LABEL_{i}" for i, name in enumerate(names)):
+        return ""
+    return " (" + ", ".join(f"{i} {name}" for i, name in enumerate(names)) + ")"
+
+
+def _vocabulary_note(folder: Path) -> str:
+    """A section listing a word-level caption tokenizer's words (what prompts can say), or ""."""
+    path = folder / "tokenizer" / "tokenizer.json"
+    if not path.is_file():
+        return ""
+    tokenizer = json.loads(path.read_text())
+    vocabulary = (tokenizer.get("model") or {}).get("vocab")
+    if not isinstance(vocabulary, dict) or len(vocabulary) > 200:
+        return ""
+    special = {token.get("content") for token in tokenizer.get("added_tokens") or []}
+    words = [word for word in sorted(vocabulary, key=vocabulary.get) if word not in special]
+    return (f"\n## Vocabulary\n\nPrompts are read word by word; the tokenizer knows these {len(words)} words (a prompt "
+            f"whose words are mostly unknown is refused):\n\n{' '.join(f'`{word}`' for word in words)}\n")  # fmt: skip
 
 
 PIPELINE_CARD = """---
@@ -237,7 +284,7 @@ def write_pipeline_card(
         install=INSTALL_NOTE,
         description=pipeline_class.card_description,
         grids=grids,
-        classes=f", conditioned on {num_classes} classes" if num_classes else "",
+        classes=(f", conditioned on {num_classes} classes" if num_classes else "") + _class_names(prior, num_classes),
         height=grid_h * factor,
         width=grid_w * factor,
         call=call or ", ".join(filter(None, [pipeline_class.card_snippet_call, f"batch_size={batch_size}", labels])),

@@ -68,6 +68,14 @@ def load_text_tokenizer(name_or_path: str, **kwargs) -> PreTrainedTokenizerBase:
     return tokenizer
 
 
+def known_words(tokenizer: PreTrainedTokenizerBase) -> list[str]:
+    """The tokens of `tokenizer` other than its special ones, in id order: a word-level caption tokenizer's
+    vocabulary (what prompts can say)."""
+    special = set(tokenizer.all_special_tokens)
+    vocabulary = tokenizer.get_vocab()
+    return [token for token in sorted(vocabulary, key=vocabulary.get) if token not in special]
+
+
 def check_prompts(prompt, name: str = "prompt") -> list[str]:
     """A prompt or a list of prompts as a list of strings; anything else is a TypeError naming the argument."""
     if isinstance(prompt, str):
@@ -82,7 +90,8 @@ def encode_prompts(
 ) -> tuple[torch.LongTensor, torch.LongTensor]:
     """`(prefix ids, attention mask)`, both `(B, max_length)`: each prompt's token ids, right-padded with the pad
     token (mask 0). A prompt longer than `max_length` tokens is a ValueError that says so (truncating would silently
-    drop what was asked for); words the tokenizer does not know are logged as a warning. The empty prompt (blank) is
+    drop what was asked for); a word the tokenizer does not know is logged as a warning, and a prompt with two or more
+    of them making a third of its words is a ValueError that lists the known words. The empty prompt (blank) is
     all pads — the unconditional input — also for tokenizers that would wrap it in special tokens ([CLS] [SEP])."""
     encoded = tokenizer(list(prompts), add_special_tokens=True, padding=False, truncation=False, verbose=False)
     encoded = {key: [[] if not prompt.strip() else row for prompt, row in zip(prompts, encoded[key])]
@@ -95,7 +104,14 @@ def encode_prompts(
     unknown = tokenizer.unk_token_id
     if unknown is not None:
         for prompt, ids in zip(prompts, encoded["input_ids"]):
-            if unknown in ids:
+            count = ids.count(unknown)
+            if count >= 2 and 3 * count >= len(ids):  # what it asks for is lost: the prior would draw noise
+                words = known_words(tokenizer)
+                listed = ", ".join(words[:60]) + (f", … ({len(words)} in all)" if len(words) > 60 else "")
+                tokens = tokenizer.convert_ids_to_tokens(ids)
+                raise ValueError(f"`{name}` {prompt!r}: {count} of its {len(ids)} words are unknown to this "
+                                 f"pipeline's tokenizer ({tokens}); it knows: {listed}")  # fmt: skip
+            if count:
                 logger.warning(f"`{name}` {prompt!r} has words this tokenizer does not know (encoded as "
                                f"{tokenizer.unk_token}): {tokenizer.convert_ids_to_tokens(ids)}")  # fmt: skip
     ids = torch.full((len(prompts), max_length), tokenizer.pad_token_id, dtype=torch.long)

@@ -55,11 +55,23 @@ def add_optimization_arguments(
     return optim
 
 
+def _positive_limit(text: str) -> int:
+    """`--checkpoints_total_limit` is ≥ 1: keeping none would delete the checkpoint just written (no resume)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer (checkpoints to keep), got {value}")
+    return value
+
+
 def add_output_arguments(parser: argparse.ArgumentParser, output_dir: str) -> argparse._ArgumentGroup:
     output = parser.add_argument_group("checkpoints, logging, output")
     output.add_argument("--output_dir", default=output_dir)
     output.add_argument("--checkpointing_steps", type=int, default=500)
-    output.add_argument("--checkpoints_total_limit", type=int)
+    output.add_argument("--checkpoints_total_limit", type=_positive_limit,
+                        help="Keep at most this many checkpoints (≥ 1; the newest are kept).")  # fmt: skip
     output.add_argument("--resume_from_checkpoint", help="'latest' or a checkpoint folder.")
     output.add_argument("--validation_steps", type=int, default=500)
     output.add_argument("--log_steps", type=int, default=50)
@@ -147,6 +159,9 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
 def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
     """`accelerator.save_state` into a temporary folder, renamed when every process has written its part (an older
     checkpoint of the same step is swapped out whole, never deleted before the new one is in place)."""
+    if total_limit is not None and (type(total_limit) is not int or total_limit < 1):
+        raise ValueError(f"`total_limit` (--checkpoints_total_limit) must be a positive integer or None, got "
+                         f"{total_limit!r}: keeping none would delete the checkpoint just written")  # fmt: skip
     final, staging = output_dir / f"checkpoint-{step}", output_dir / f".checkpoint-{step}.tmp"
     if accelerator.is_main_process and staging.exists():
         shutil.rmtree(staging)
@@ -159,7 +174,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
                 os.replace(entry, new / entry.name)
         staging.rmdir()
         if total_limit is not None:
-            for old in list_checkpoints(output_dir)[:-total_limit]:
+            checkpoints = list_checkpoints(output_dir)
+            for old in checkpoints[: max(len(checkpoints) - total_limit, 0)]:
                 shutil.rmtree(old)
     accelerator.wait_for_everyone()
     return final

@@ -7,6 +7,10 @@ import sys
 from pathlib import Path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+# The 1,000 Fashion-MNIST images (MIT) that ship inside the package (as `vq_hub.data.shipped_fashion_mnist`, without
+# importing torch): the default where a command only needs some images.
+SHIPPED_IMAGES = str(Path(__file__).resolve().parents[1] / "assets" / "fashion_mnist_mini" / "train.parquet")
+SHIPPED_IMAGES_NOTE = "the 1,000 Fashion-MNIST images shipped with vq_hub"
 
 
 class CommandError(Exception):
@@ -163,20 +167,28 @@ def pick_indices(count: int, limit: int | None, labels: list[int] | None, seed: 
     return chosen
 
 
-def read_images(source: str, limit: int | None, seed: int):
+def read_images(source: str, limit: int | None, seed: int, argument: str = "--images"):
     """`(PIL images, labels or None)` from a Parquet file with an `image` column (read with pyarrow: no datasets cache,
-    no progress output) or a folder of image files."""
+    no progress output), a folder of image files or one image file; errors name `argument` (the flag, or the
+    positional argument's name)."""
     import io
 
     from PIL import Image
 
     path = Path(source).expanduser()
+    if not path.exists():
+        raise CommandError(f"{argument} {source}: no such file or folder")
+    if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        try:
+            return [Image.open(path)], None
+        except OSError as error:
+            raise CommandError(f"{argument} {source}: not a readable image ({error})") from None
     if path.is_file() and path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
         table = pq.read_table(path)
         if "image" not in table.column_names:
-            raise CommandError(f"--images {source}: the Parquet file has no `image` column ({table.column_names})")
+            raise CommandError(f"{argument} {source}: the Parquet file has no `image` column ({table.column_names})")
         labels = table.column("label").to_pylist() if "label" in table.column_names else None
         indices = pick_indices(table.num_rows, limit, labels, seed)
         cells = table.column("image").take(indices).to_pylist()
@@ -187,25 +199,26 @@ def read_images(source: str, limit: int | None, seed: int):
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not files:
-            raise CommandError(f"--images {source}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
+            raise CommandError(f"{argument} {source}: no image files ({', '.join(IMAGE_SUFFIXES)}) in the folder")
         return [Image.open(files[i]) for i in pick_indices(len(files), limit, None, seed)], None
-    raise CommandError(f"--images {source}: expected a folder of images or a .parquet file")
+    raise CommandError(f"{argument} {source}: expected a folder of images, an image file "
+                       f"({', '.join(IMAGE_SUFFIXES)}) or a .parquet file")  # fmt: skip
 
 
-def load_images(source: str, resolution: int, channels: int, limit: int | None = None, seed: int = 0,
-                with_labels: bool = False):  # fmt: skip
+def load_images(source: str, resolution, channels: int, limit: int | None = None, seed: int = 0,
+                with_labels: bool = False, argument: str = "--images"):  # fmt: skip
     """`(N, C, H, W)` images in [-1, 1] for a tokenizer with `channels` channels (and, with `with_labels`, their
     labels or `None`); colour conversions are said on stderr, not done silently."""
     import torch
 
     from ..data import image_to_tensor
 
-    images, labels = read_images(source, limit, seed)
+    images, labels = read_images(source, limit, seed, argument)
     grayscale = sum(image.mode in ("1", "L", "LA", "I", "I;16", "F") for image in images)
     converted = len(images) - grayscale if channels == 1 else grayscale
     if converted:
         kind, target = ("colour", "grayscale") if channels == 1 else ("grayscale", "RGB")
-        print(f"note: converted {converted} {kind} image(s) from --images to {target} for this {channels}-channel "
+        print(f"note: converted {converted} {kind} image(s) from {argument} to {target} for this {channels}-channel "
               "tokenizer", file=sys.stderr)  # fmt: skip
     tensors = torch.stack([image_to_tensor(image, resolution, channels) for image in images])
     return (tensors, labels) if with_labels else tensors

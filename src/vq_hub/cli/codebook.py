@@ -30,24 +30,34 @@ def register(commands) -> None:
 
 
 def run(args) -> str:
+    from ..code_levels import level_views
     from ..visualization import measure_usage, write_codebook_figure
     from ..visualization.codebook import binary_quantizer
 
     if Path(args.out).suffix.lower() != ".png":
         raise CommandError(f"--out {args.out}: give a .png file name")
-    model = load_tokenizer(args.model)
-    images = usage = None
+    tokenizer = load_tokenizer(args.model)
+    images = None
     if args.images:
-        config = model.config
+        config = tokenizer.config
         images = load_images(args.images, config.sample_size, config.in_channels, args.num_images, args.seed)
-        usage = measure_usage(model, images)
-    write_codebook_figure(model, args.out, images, usage=usage, context=args.context, max_tiles=args.max_tiles,
-                          num_top_codes=args.top_codes)  # fmt: skip
-    binary = binary_quantizer(model)
-    drawn = "their bit planes drawn" if usage else "each bit's flip drawn"
-    bits = "" if binary is None else f"; {binary.bits} bits per code, {drawn}"
-    if usage is None:
-        shown = min(model.codebook_size, args.max_tiles)
-        return f"wrote {args.out}: {shown} code tiles in code order (give --images for usage){bits}"
-    return (f"wrote {args.out}: {len(images)} images, perplexity {usage.perplexity:.1f} / {model.codebook_size}, "
-            f"usage {usage.usage:.0%}, {len(usage.dead_codes)} dead codes{bits}")  # fmt: skip
+    views = level_views(tokenizer)
+    lines = []
+    for level, model in views.items():  # a two-level tokenizer: one picture per level, <out>-top.png, <out>-bottom.png
+        out = Path(args.out)
+        out = out if len(views) == 1 else out.with_name(f"{out.stem}-{level}{out.suffix}")
+        usage = measure_usage(model, images) if images is not None else None
+        write_codebook_figure(model, out, images, usage=usage, context=args.context, max_tiles=args.max_tiles,
+                              num_top_codes=args.top_codes)  # fmt: skip
+        what = "" if len(views) == 1 else f" ({level} level)"
+        binary = binary_quantizer(model)
+        drawn = "their bit planes drawn" if usage else "each bit's flip drawn"
+        bits = "" if binary is None else f"; {binary.bits} bits per code, {drawn}"
+        if usage is None:
+            shown = min(model.codebook_size, args.max_tiles)
+            lines.append(f"wrote {out}{what}: {shown} code tiles in code order (give --images for usage){bits}")
+        else:
+            lines.append(f"wrote {out}{what}: {len(images)} images, perplexity {usage.perplexity:.1f} / "
+                         f"{model.codebook_size}, usage {usage.usage:.0%}, "
+                         f"{len(usage.dead_codes)} dead codes{bits}")  # fmt: skip
+    return "\n".join(lines)

@@ -58,8 +58,9 @@ def run_compress(args) -> str:
         raise CommandError(f"--out {args.out}: give a file name ending in .vqz")
     pipe = _autoregressive_pipeline(args.model)
     height, width = pipe.resolution
-    images, labels = load_images(args.images, height, pipe.vqvae.config.in_channels, args.num_images, args.seed,
-                                 with_labels=True)  # fmt: skip
+    channels = pipe.vqvae.config.in_channels
+    images, labels = load_images(args.images, (height, width), channels, args.num_images, args.seed,
+                                 with_labels=True, argument="IMAGES")  # fmt: skip
     num_classes = pipe.vocabulary.num_classes
     if args.no_labels or num_classes == 0:
         labels = None

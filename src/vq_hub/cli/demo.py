@@ -13,8 +13,8 @@ def register(commands) -> None:
                                  description=__doc__)  # fmt: skip
     parser.add_argument("--model", nargs="+", help="Pipeline and tokenizer folders or Hub ids (default: the shipped "
                         "Fashion-MNIST checkpoints in ./checkpoints).")  # fmt: skip
-    parser.add_argument("--class-names", nargs="+", help="A name per class of the priors (default: Fashion-MNIST's "
-                        "for the shipped checkpoints, else 'class N').")  # fmt: skip
+    parser.add_argument("--class-names", nargs="+", help="A name per class of the priors (default: the names their "
+                        "configs record, as the shipped checkpoints do, else 'class N').")  # fmt: skip
     parser.add_argument("--host", default="127.0.0.1", help="Address to serve on (0.0.0.0 for every interface).")
     parser.add_argument("--port", type=positive_int, default=7860, help="Port to serve on.")
     parser.add_argument("--share", action="store_true", help="Also open a public gradio.live link (needs internet).")

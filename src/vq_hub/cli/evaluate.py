@@ -4,7 +4,8 @@ codebook figures of a tokenizer's reconstructions, measured with the shipped fea
 Examples:
   vq-hub evaluate --model checkpoints/fashion-mnist-diffusion --num-images 1000
   vq-hub evaluate --model checkpoints/fashion-mnist-diffusion --num-steps 4 8 16 50 --guidance-scale 1 2 3 5
-  vq-hub evaluate --model checkpoints/fashion-mnist-vqvae --images ../shared/data/fashion_mnist/test.parquet
+  vq-hub evaluate --model checkpoints/fashion-mnist-vqvae       (the 1,000 images shipped with vq_hub)
+  vq-hub evaluate --model checkpoints/fashion-mnist-vqvae --images test.parquet
 """
 
 import itertools
@@ -14,6 +15,8 @@ from argparse import Namespace
 from pathlib import Path
 
 from ._common import (
+    SHIPPED_IMAGES,
+    SHIPPED_IMAGES_NOTE,
     CommandError,
     add_sampling_arguments,
     load_pipeline,
@@ -28,6 +31,11 @@ PIPELINE_COLUMNS = [("steps", "num_steps", "{}"), ("guidance", "guidance_scale",
                     ("top-k", "top_k", "{}"), ("seed", "seed", "{}"), ("FID", "fid", "{:.2f}"), ("KID×1e3", "kid", "k{:.2f}"),
                     ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"), ("class acc", "class_accuracy", "{:.3f}"),
                     ("score", "classifier_score", "{:.2f}"), ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
+TEXT_COLUMNS = [("steps", "num_steps", "{}"), ("guidance", "guidance_scale", "{:g}"), ("temp", "temperature", "{:g}"),
+                ("top-k", "top_k", "{}"), ("seed", "seed", "{}"), ("FID", "fid", "{:.2f}"),
+                ("items", "items", "{:.3f}"), ("colours", "colours", "{:.3f}"), ("positions", "positions", "{:.3f}"),
+                ("scenes", "scenes", "{:.3f}"), ("real scenes", "real_scenes", "{:.3f}"),
+                ("s/image", "seconds_per_image", "{:.4f}")]  # fmt: skip
 TOKENIZER_COLUMNS = [("rFID", "rfid", "{:.2f}"), ("KID×1e3", "kid", "k{:.2f}"), ("precision", "precision", "{:.3f}"),
                      ("recall", "recall", "{:.3f}"), ("class acc", "class_accuracy", "{:.3f}"), ("PSNR", "psnr", "{:.2f}"),
                      ("SSIM", "ssim", "{:.4f}"), ("usage", "codebook_usage", "{:.3f}"), ("perplexity", "perplexity", "{:.1f}"),
@@ -44,9 +52,14 @@ def register(commands) -> None:
     parser.add_argument("--feature-network", help="A saved ImageClassifier folder (default: the shipped one for the "
                         "model's images, checkpoints/fashion-mnist-classifier or checkpoints/cifar10-classifier).")  # fmt: skip
     parser.add_argument("--images", help="A Parquet file (image, label) of real images: the reference for a pipeline "
-                        "(default: the feature network's test-split statistics); required for a tokenizer.")  # fmt: skip
-    parser.add_argument("--num-images", type=positive_int, help="Samples per configuration for a pipeline, every "
-                        "class in turn (default 1000); for a tokenizer, images of --images (default: all).")  # fmt: skip
+                        "(default: the feature network's test-split statistics); for a tokenizer (default: "
+                        f"{SHIPPED_IMAGES_NOTE}) and, required, for a text-to-image pipeline (a captioned split: "
+                        "image, caption; its captions are the prompts).")  # fmt: skip
+    parser.add_argument("--prompts", help="Text-to-image pipelines: a text file of prompts, one a line (default: the "
+                        "captions of --images).")  # fmt: skip
+    parser.add_argument("--num-images", type=positive_int, help="Samples per configuration in total for a pipeline, "
+                        "every class in turn (default 1000); one per prompt for a text-to-image pipeline (default: "
+                        "every prompt, at most 1000); for a tokenizer, images of --images (default: all).")  # fmt: skip
     parser.add_argument("--batch-size", type=positive_int, default=100, help="Images sampled or reconstructed at once.")
     add_sampling_arguments(parser, sweep=True)
     parser.add_argument("--nearest-k", type=positive_int, default=5, help="k of the precision/recall manifolds.")
@@ -72,7 +85,7 @@ def run(args) -> str:
     try:
         if (folder / "model_index.json").is_file():
             report = evaluate_pipeline(args, folder, network)
-            columns = PIPELINE_COLUMNS
+            columns = TEXT_COLUMNS if report["kind"] == "text-to-image pipeline" else PIPELINE_COLUMNS
         else:
             report = evaluate_tokenizer(args, network)
             columns = TOKENIZER_COLUMNS
@@ -84,7 +97,7 @@ def run(args) -> str:
     heading = (f"{report['model']}: {len(report['results'])} configuration(s), figures from the feature network "
                f"{network_name!r} (our classifier, not Inception v3)")  # fmt: skip
     lines = [heading, table(report["results"], columns), f"wrote {args.out}"]
-    if first.get("fid_inception") is None:
+    if "fid_inception" in first and first["fid_inception"] is None:
         lines.insert(-1, f"standard Inception FID: {first['fid_inception_note']}")
     return "\n".join(lines)
 
@@ -95,7 +108,9 @@ def real_images(args, channels: int, size: int, limit: int | None = None):
 
     from ..data import image_to_tensor
 
-    if not args.images or not Path(args.images).expanduser().is_file() or not args.images.endswith(".parquet"):
+    if not Path(args.images).expanduser().exists():
+        raise CommandError(f"--images {args.images}: no such file")
+    if not Path(args.images).expanduser().is_file() or not args.images.endswith(".parquet"):
         raise CommandError(f"--images {args.images}: expected a Parquet file with an `image` column")
     images, labels = read_images(args.images, limit, 0)
     tensors = torch.stack([image_to_tensor(image, size, channels) for image in images])
@@ -109,7 +124,11 @@ def evaluate_pipeline(args, folder: Path, network) -> dict:
     from ..pipelines.discrete_diffusion import DEFAULT_NUM_STEPS
 
     pipe = load_pipeline(str(folder))
-    channels, size = pipe.vqvae.config.in_channels, pipe.resolution[0]
+    if getattr(pipe, "tokenizer", None) is not None:
+        return evaluate_text_pipeline(args, pipe, network)
+    if args.prompts:
+        raise CommandError(f"--prompts applies to text-to-image pipelines; {args.model} holds a {type(pipe).__name__}")
+    channels, size = pipe.vqvae.config.in_channels, pipe.resolution
     network = resolve_feature_network(network, channels, size)  # before any sampling: a mismatch fails at once
     reference, images = None, None
     if args.images:
@@ -136,12 +155,65 @@ def evaluate_pipeline(args, folder: Path, network) -> dict:
     return report
 
 
+def evaluate_text_pipeline(args, pipe, network) -> dict:
+    """One image per prompt (the captions of --images, or --prompts), FID against the split's images with the slot
+    feature network and, where the split records its scenes, the faithfulness figures."""
+    from ..evaluation import load_feature_network
+    from ..evaluation.feature_network import checkpoint_folders
+    from ..evaluation.text_to_image import SHIPPED_SLOT_CLASSIFIER, evaluate_text_to_image, load_captioned_split
+
+    if not args.images:
+        raise CommandError(f"--images: {args.model} is a text-to-image pipeline, scored against real images: give a "
+                           "captioned Parquet split (image, caption), e.g. test.parquet of "
+                           "examples/make_captioned_scenes.py")  # fmt: skip
+    if not Path(args.images).expanduser().is_file():
+        raise CommandError(f"--images {args.images}: no such file")
+    try:
+        split = load_captioned_split(args.images)
+    except ValueError as error:
+        raise CommandError(f"--images {args.images}: {error}") from None
+    prompts = split.captions
+    if args.prompts:
+        if not Path(args.prompts).expanduser().is_file():
+            raise CommandError(f"--prompts {args.prompts}: no such file")
+        prompts = [line.strip() for line in Path(args.prompts).expanduser().read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise CommandError(f"--prompts {args.prompts}: the file holds no prompt")
+    prompts = prompts[: args.num_images or 1000]
+    if network is None:
+        found = [folder / SHIPPED_SLOT_CLASSIFIER for folder in checkpoint_folders()
+                 if (folder / SHIPPED_SLOT_CLASSIFIER / "config.json").is_file()]  # fmt: skip
+        if not found:
+            raise CommandError(f"--feature-network: give the slot classifier ({SHIPPED_SLOT_CLASSIFIER} is not in "
+                               "./checkpoints)")  # fmt: skip
+        network = load_feature_network(found[0])
+    results = []
+    report = {"model": args.model, "kind": "text-to-image pipeline", "results": results, **environment()}
+    grid = itertools.product(args.num_steps or [None], args.guidance_scale, args.temperature, args.top_k or [None],
+                             args.seed)  # fmt: skip
+    for num_steps, guidance_scale, temperature, top_k, seed in grid:
+        options = sampling_options(Namespace(model=args.model, num_steps=num_steps, guidance_scale=guidance_scale,
+                                             temperature=temperature, top_k=top_k), pipe)  # fmt: skip
+        print(f"evaluating {len(prompts)} prompts, {', '.join(f'{k}={v}' for k, v in options.items())}, seed={seed}",
+              file=sys.stderr)  # fmt: skip
+        try:
+            result = evaluate_text_to_image(pipe, prompts, network.classifier, split.images, split,
+                                            batch_size=args.batch_size, seed=seed, network_name=network.name,
+                                            **options)  # fmt: skip
+        except ValueError as error:
+            raise CommandError(str(error)) from None
+        results.append(result)
+        write_report(report, args.out)
+    return report
+
+
 def evaluate_tokenizer(args, network) -> dict:
     from ..evaluation import evaluate_tokenizer
 
-    if not args.images:
-        raise CommandError("--images: a tokenizer is scored on reconstructions of real images; give the test split "
-                           "as a Parquet file (e.g. ../shared/data/fashion_mnist/test.parquet)")  # fmt: skip
+    if not args.images:  # reconstructions of real images: the shipped ones unless a split is given
+        args.images = SHIPPED_IMAGES
+        print(f"note: scoring reconstructions of {SHIPPED_IMAGES_NOTE} (give --images for a test split)",
+              file=sys.stderr)  # fmt: skip
     for flag, value, default in [("--num-steps", args.num_steps, None), ("--top-k", args.top_k, None),
                                  ("--guidance-scale", args.guidance_scale, [2.0]),
                                  ("--temperature", args.temperature, [1.0])]:  # fmt: skip

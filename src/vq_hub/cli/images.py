@@ -5,16 +5,17 @@ archive with one array per level, `top` and `bottom` (`vq_hub.code_levels` names
 
 from pathlib import Path
 
-from ._common import CommandError, load_images, load_tokenizer, positive_int, save_picture
+from ._common import SHIPPED_IMAGES_NOTE, CommandError, load_images, load_tokenizer, positive_int, save_picture
 
-IMAGES_HELP = "A folder of images or a Parquet file with an `image` column."
+IMAGES_HELP = "A folder of images, one image file or a Parquet file with an `image` column."
+DEFAULT_IMAGES_HELP = IMAGES_HELP + f" Default: {SHIPPED_IMAGES_NOTE}."
 MODEL_HELP = "A tokenizer folder or Hub repository id (or a pipeline's: its vqvae is used)."
 
 
 def register(commands) -> None:
     reconstruct = commands.add_parser("reconstruct", help="Tokenize and decode images; print the PSNR.")
     reconstruct.add_argument("--model", required=True, help=MODEL_HELP)
-    reconstruct.add_argument("--images", required=True, help=IMAGES_HELP)
+    reconstruct.add_argument("--images", help=DEFAULT_IMAGES_HELP)
     reconstruct.add_argument(
         "--num-images",
         type=positive_int,
@@ -29,7 +30,7 @@ def register(commands) -> None:
     tokenize = commands.add_parser("tokenize", help="Images → a .npy file of code grids (N, h, w); a .npz with one "
                                    "array per level (top, bottom) for a two-level tokenizer.")  # fmt: skip
     tokenize.add_argument("--model", required=True, help=MODEL_HELP)
-    tokenize.add_argument("--images", required=True, help=IMAGES_HELP)
+    tokenize.add_argument("--images", help=DEFAULT_IMAGES_HELP)
     tokenize.add_argument(
         "--num-images",
         type=positive_int,
@@ -58,7 +59,8 @@ def run_reconstruct(args) -> str:
     from ..metrics import psnr
 
     model = load_tokenizer(args.model)
-    images = load_images(args.images, model.config.sample_size, model.config.in_channels, args.num_images, args.seed)
+    config = model.config
+    images = load_images(images_of(args), config.sample_size, config.in_channels, args.num_images, args.seed)
     with torch.no_grad():
         codes = model.tokenize(images)
         reconstructions = model.detokenize(codes).clamp(-1, 1)
@@ -74,7 +76,8 @@ def run_tokenize(args) -> str:
     from ..utils.io import atomic_file
 
     model = load_tokenizer(args.model)
-    images = load_images(args.images, model.config.sample_size, model.config.in_channels, args.num_images, args.seed)
+    config = model.config
+    images = load_images(images_of(args), config.sample_size, config.in_channels, args.num_images, args.seed)
     dtype = np.int16 if max(codebook_sizes(model)) <= 32768 else np.int32
     arrays = {
         name: codes.numpy().astype(dtype) for name, codes in zip(level_names(model), tokenize_levels(model, images))
@@ -106,6 +109,13 @@ def run_detokenize(args) -> str:
         raise CommandError(f"--codes {args.codes}: {error}") from None
     save_picture(square_grid(images), args.out)
     return f"wrote {args.out}: {len(images)} images of {images.shape[-2]}×{images.shape[-1]}"
+
+
+def images_of(args) -> str:
+    """--images, or the images shipped with vq_hub."""
+    from ._common import SHIPPED_IMAGES
+
+    return args.images or SHIPPED_IMAGES
 
 
 def read_code_arrays(path: str, model) -> list:

@@ -26,9 +26,17 @@ def run(args) -> str:
         if bottom_prior is not None:
             lines.append(f"bottom prior: {type(bottom_prior).__name__}, "
                          f"{sum(p.numel() for p in bottom_prior.parameters()):,} parameters, sees the top codes")  # fmt: skip
+        names = pipe.class_names
+        if names:
+            lines.append("class names: " + ", ".join(f"{i} {name}" for i, name in enumerate(names)))
         if hasattr(pipe, "tokenizer"):
+            from ..text import known_words
+
             lines.append(f"text: prompts of up to {pipe.max_text_length} tokens, {type(pipe.tokenizer).__name__} "
                          f"with {len(pipe.tokenizer)} tokens")  # fmt: skip
+            words = known_words(pipe.tokenizer)
+            if len(words) <= 200:  # a word-level caption vocabulary: what prompts can say
+                lines.append(f"vocabulary ({len(words)} words): {' '.join(words)}")
         if getattr(pipe, "scheduler", None) is not None:
             config = pipe.scheduler.config
             lines.append(f"scheduler: {config.corruption} corruption, {config.num_train_timesteps} timesteps, "

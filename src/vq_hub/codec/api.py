@@ -90,8 +90,9 @@ def compress_codes(
 
 def _check_inputs(pipe, codes, class_labels, batch_size: int) -> tuple[torch.LongTensor, torch.LongTensor | None]:
     """`(N, h·w)` codes on the CPU and `(N,)` labels or `None`, with a clear error for anything that does not fit."""
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= coder.MAX_BATCH_SIZE:
+        raise ValueError(f"`batch_size` must be an integer in [1, {coder.MAX_BATCH_SIZE}] (a decoder must be able to "
+                         f"run the same batches), got {batch_size!r}")  # fmt: skip
     height, width = pipe.code_grid_size
     codes = pipe.vocabulary.check_codes(torch.as_tensor(codes), "codes").cpu()
     if codes.ndim == 3 and tuple(codes.shape[1:]) == (height, width):
@@ -121,25 +122,37 @@ def decompress_codes(pipe, data: bytes, progress: bool = False) -> CodecOutput:
     Decode the bytes of a `.vqz` file back into the exact code grids (and labels) that were compressed.
 
     Raises a `ValueError` naming the problem, before any decoding, for a file that is not a `.vqz` file, is
-    truncated or damaged (CRC-32), or was written with another model (weights hash), another grid or another prior
-    dtype; and after decoding when the decoded codes do not match the checksum stored with them, which happens when
-    this machine's float arithmetic (torch version, device, threads) differs from the encoder's.
+    truncated or damaged (CRC-32), was written with another model (weights hash), another grid or another prior
+    dtype, or whose counts (images, batch size) its payload cannot hold; and during or after decoding when the
+    payload turns out inconsistent — the CRC-32 is no MAC, so a crafted or re-checksummed file gets here — or the
+    decoded codes do not match the checksum stored with them, which also happens when this machine's float
+    arithmetic (torch version, device, threads) differs from the encoder's. The message says which is likelier.
     """
     _check_pipeline(pipe)
     header, payload = unpack_vqz(data)
     _check_header_fits(pipe, header)
     num_codes = header.grid_size[0] * header.grid_size[1]
+    try:  # counts first: nothing is allocated, and the prior does not run, for images the payload cannot hold
+        coder.check_counts(header.num_images, num_codes, header.batch_size, header.num_classes, header.labels_coded,
+                           header.codebook_size, header.precision, header.min_frequency, len(payload) // 4)  # fmt: skip
+    except coder.PayloadError as error:
+        raise ValueError(f"the .vqz file is damaged or crafted: {error}") from None
     words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
     with fixed_arithmetic(pipe):
         try:
             codes, labels, used_up = coder.decode(pipe, words, header.num_images, num_codes, header.labels_coded,
                                                   header.batch_size, header.precision, header.min_frequency,
                                                   progress)  # fmt: skip
-        except (RuntimeError, ValueError, OverflowError) as error:  # the range decoder fed inconsistent floats
-            raise ValueError(_arithmetic_message(pipe, header, f"the range decoder failed ({error})")) from error
+        except (KeyboardInterrupt, SystemExit, MemoryError):
+            raise
+        except BaseException as error:  # constriction's AssertionError or a Rust panic (a BaseException) included
+            raise ValueError(_payload_message(pipe, header, f"the range decoder failed ({error})")) from error
+    if labels is not None and bool((labels >= header.num_classes).any()):  # uniform labels: no floats involved
+        raise ValueError("the .vqz file is damaged or crafted: its payload decodes to class labels outside the prior's "
+                         f"{header.num_classes} classes")  # fmt: skip
     checksum = codes_checksum(codes.numpy(), None if labels is None else labels.numpy())
     if checksum != header.codes_checksum or not used_up:
-        raise ValueError(_arithmetic_message(pipe, header, "the decoded codes do not match their stored checksum"))
+        raise ValueError(_payload_message(pipe, header, "the decoded codes do not match their stored checksum"))
     return CodecOutput(codes=codes.reshape(-1, *header.grid_size), class_labels=labels)
 
 
@@ -165,10 +178,19 @@ def _check_header_fits(pipe, header: VQZHeader) -> None:
                          f"{expected}, though its weights hash does: it was written by other software")  # fmt: skip
 
 
-def _arithmetic_message(pipe, header: VQZHeader, what: str) -> str:
+def _payload_message(pipe, header: VQZHeader, what: str) -> str:
+    """A payload that decodes inconsistently: the file was altered (the CRC-32 recomputed, or crafted) or the prior's
+    floats differ from the encoder's. Different arithmetic settings make the second likely; the same setting, the
+    first (a CPU with other vector instructions can still round differently, so neither is certain)."""
+    here = arithmetic_setting(pipe)
+    if header.arithmetic_setting == here:
+        return (f"{what}: the .vqz payload is damaged or crafted (it passed the CRC-32, which a rewriter can "
+                f"recompute), or this CPU rounds the prior's floats differently from the encoder's though the setting "
+                f"is the same ({here}, batch {header.batch_size}); no image is returned rather than a wrong "
+                "one")  # fmt: skip
     return (f"{what}: the prior's floats here differ from the encoder's (compressed with {header.arithmetic_setting}, "
-            f"batch {header.batch_size}; decoding with {arithmetic_setting(pipe)}). Decode on a machine set up like "
-            "the encoder's; no image is returned rather than a wrong one")  # fmt: skip
+            f"batch {header.batch_size}; decoding with {here}), or the payload was altered. Decode on a machine set "
+            "up like the encoder's; no image is returned rather than a wrong one")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------------------- images and files

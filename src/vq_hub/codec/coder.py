@@ -11,6 +11,7 @@ batch, position by position, the batch's codes at that position. The coder is co
 categorical models built from `logits_to_frequencies` (exactly those integers: see `_model_parameters`).
 """
 
+import math
 from collections.abc import Callable
 
 import constriction
@@ -22,6 +23,32 @@ from transformers import DynamicCache
 from .frequencies import logits_to_frequencies
 
 _CATEGORICAL = constriction.stream.model.Categorical(perfect=False)
+# A range coder with a 64-bit state leaves at most its state's worth of bits unwritten: a stream of W 32-bit words
+# holds at most 32·W + 64 bits of information (−log2 of the coded probabilities). The margin covers the flush.
+SLACK_BITS = 128
+MAX_BATCH_SIZE = 1024  # rows the prior runs at once: a file's batch size is bounded before anything is allocated
+
+
+class PayloadError(ValueError):
+    """The stream cannot hold what the header says or what was decoded: damaged, crafted, or other floats."""
+
+
+def capacity_bits(num_words: int) -> float:
+    """The most information (bits) a stream of `num_words` 32-bit words can hold."""
+    return 32.0 * num_words + SLACK_BITS
+
+
+def min_code_bits(codebook_size: int, precision: int, min_frequency: int) -> float:
+    """The least any code can cost: every other code keeps `min_frequency`, so the likeliest possible code has
+    frequency 2^precision − (K − 1)·min_frequency (a hair under the exact value, so the bound stays safe)."""
+    share = (codebook_size - 1) * min_frequency / 2.0**precision
+    return -math.log1p(-share) / math.log(2.0) * (1 - 1e-9)
+
+
+def min_label_bits(num_classes: int) -> float:
+    """The least a label costs under constriction's uniform model over C + 1 symbols (its fixed-point probabilities
+    may round a symbol up: bound by a slightly larger one)."""
+    return math.log2(2.0**24 / (2**24 // (num_classes + 1) + 2))
 
 
 def _model_parameters(frequencies: np.ndarray) -> np.ndarray:
@@ -80,24 +107,52 @@ def encode(pipe, codes: torch.LongTensor, labels: torch.LongTensor | None, batch
 
 def decode(pipe, words: np.ndarray, num_images: int, num_codes: int, labels_coded: bool, batch_size: int,
            precision: int, min_frequency: int, progress: bool = False):  # fmt: skip
-    """The stream's uint32 words → `((N, n) codes, (N,) labels or None, whether the stream was used up exactly)`."""
+    """The stream's uint32 words → `((N, n) codes, (N,) labels or None, whether the stream was used up exactly)`.
+
+    Raises `PayloadError` as soon as the information decoded exceeds what the words can hold (a legitimate stream
+    never does), so a damaged or crafted payload stops early instead of running the prior over invented images.
+    The caller bounds `num_images` and `batch_size` by the payload first (`check_counts`)."""
     vocabulary = pipe.vocabulary
     decoder = constriction.stream.queue.RangeDecoder(words)
+    budget = capacity_bits(len(words))
+    spent = 0.0
     labels = None
     if labels_coded:
         symbols = decoder.decode(_label_model(vocabulary.num_classes), num_images)
         labels = torch.from_numpy(symbols.astype(np.int64)) - 1
-    conditions = vocabulary.condition_tokens(labels, num_images)
+        spent = num_images * min_label_bits(vocabulary.num_classes)
     batches = []
     with tqdm(total=num_images, unit="image", desc="decompress", disable=not progress) as bar:
         for start in range(0, num_images, batch_size):
+            count = min(batch_size, num_images - start)
+            conditions = vocabulary.condition_tokens(None if labels is None else labels[start : start + count], count)
 
             def read_codes(position: int, frequencies: np.ndarray) -> torch.LongTensor:
+                nonlocal spent
                 symbols = decoder.decode(_CATEGORICAL, _model_parameters(frequencies))
+                chosen = frequencies[np.arange(len(symbols)), symbols]
+                spent += float(np.sum(precision - np.log2(chosen)))
+                if spent > budget:
+                    raise PayloadError(f"the payload decodes to more information ({spent:.0f} bits by image "
+                                       f"{start + 1}) than its {len(words)} words can hold ({budget:.0f} bits)")  # fmt: skip
                 return torch.from_numpy(symbols.astype(np.int64))
 
-            batches.append(_run_prior(pipe, conditions[start : start + batch_size], num_codes, read_codes, precision,
-                                      min_frequency))  # fmt: skip
+            batches.append(_run_prior(pipe, conditions, num_codes, read_codes, precision, min_frequency))
             bar.update(len(batches[-1]))
     codes = torch.cat(batches) if batches else torch.empty(0, num_codes, dtype=torch.long)
     return codes, labels, decoder.maybe_exhausted()
+
+
+def check_counts(num_images: int, num_codes: int, batch_size: int, num_classes: int, labels_coded: bool,
+                 codebook_size: int, precision: int, min_frequency: int, num_words: int) -> None:  # fmt: skip
+    """Refuse (`PayloadError`) counts the payload cannot hold, before anything is allocated or the prior runs:
+    each label costs at least `min_label_bits`, each code at least `min_code_bits`."""
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise PayloadError(f"its batch size {batch_size} is outside [1, {MAX_BATCH_SIZE}]")
+    budget = capacity_bits(num_words)
+    label_bits = num_images * min_label_bits(num_classes) if labels_coded else 0.0
+    code_bits = num_images * num_codes * min_code_bits(codebook_size, precision, min_frequency)
+    if label_bits + code_bits > budget:
+        raise PayloadError(f"its header says {num_images} images ({num_images * num_codes} codes), which need at least "
+                           f"{label_bits + code_bits:.0f} bits; its {num_words}-word payload holds at most "
+                           f"{budget:.0f}")  # fmt: skip

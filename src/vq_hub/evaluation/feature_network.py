@@ -36,13 +36,21 @@ def checkpoint_folders() -> list[Path]:
     return [folder for index, folder in enumerate(folders) if folder.is_dir() and folder not in folders[:index]]
 
 
-def find_feature_network(in_channels: int, sample_size: int) -> Path:
-    """The shipped classifier for images of `in_channels` × `sample_size`²; a FileNotFoundError saying what to pass
-    when there is none."""
-    name = SHIPPED_FEATURE_NETWORKS.get((in_channels, sample_size))
+def _shape(sample_size) -> tuple[int, int]:
+    """`(H, W)` of a config's `sample_size`: an int (square), or a pair saved as a list (`--resolution H W`)."""
+    from ..data import image_size
+
+    return image_size(tuple(sample_size) if isinstance(sample_size, list) else sample_size)
+
+
+def find_feature_network(in_channels: int, sample_size: int | tuple[int, int] | list[int]) -> Path:
+    """The shipped classifier for images of `in_channels` × `sample_size` (an int or `(H, W)`); a FileNotFoundError
+    saying what to pass when there is none."""
+    height, width = _shape(sample_size)
+    name = SHIPPED_FEATURE_NETWORKS.get((in_channels, height)) if height == width else None
     if name is None:
         raise FileNotFoundError(
-            f"no shipped feature network for {in_channels}-channel {sample_size}×{sample_size} images (shipped: "
+            f"no shipped feature network for {in_channels}-channel {height}×{width} images (shipped: "
             f"{', '.join(f'{c}×{s}² → {n}' for (c, s), n in SHIPPED_FEATURE_NETWORKS.items())}); pass one with "
             "`feature_network` / --feature-network (train it with examples/train_classifier.py)"
         )
@@ -50,7 +58,7 @@ def find_feature_network(in_channels: int, sample_size: int) -> Path:
         if (folder / name / "config.json").is_file():
             return folder / name
     raise FileNotFoundError(
-        f"the feature network {name!r} for {in_channels}-channel {sample_size}×{sample_size} images is not in "
+        f"the feature network {name!r} for {in_channels}-channel {height}×{width} images is not in "
         f"./checkpoints or the repository's checkpoints/: pass its folder with `feature_network` / --feature-network"
     )
 
@@ -71,7 +79,7 @@ def load_feature_network(path: str | Path, device=None) -> FeatureNetwork:
     return FeatureNetwork(classifier, reference, path.name)
 
 
-def resolve_feature_network(feature_network, in_channels: int, sample_size: int, device=None) -> FeatureNetwork:
+def resolve_feature_network(feature_network, in_channels: int, sample_size, device=None) -> FeatureNetwork:
     """A `FeatureNetwork` as is, a folder loaded, or (None) the shipped one for images of this shape; checked against
     the images it will score."""
     if feature_network is None:
@@ -79,10 +87,10 @@ def resolve_feature_network(feature_network, in_channels: int, sample_size: int,
     if not isinstance(feature_network, FeatureNetwork):
         feature_network = load_feature_network(feature_network, device)
     config = feature_network.classifier.config
-    if (config.in_channels, config.sample_size) != (in_channels, sample_size):
+    takes, makes = _shape(config.sample_size), _shape(sample_size)
+    if (config.in_channels, takes) != (in_channels, makes):
         raise ValueError(
             f"the feature network {feature_network.name!r} takes {config.in_channels}-channel "
-            f"{config.sample_size}×{config.sample_size} images, the model makes {in_channels}-channel "
-            f"{sample_size}×{sample_size} ones"
+            f"{takes[0]}×{takes[1]} images, the model makes {in_channels}-channel {makes[0]}×{makes[1]} ones"
         )
     return feature_network

@@ -40,8 +40,8 @@ def score_images(
     if reference is None:
         raise ValueError(f"the feature network {feature_network.name!r} has no reference statistics: pass "
                          "`reference` (e.g. `ReferenceStatistics.from_features` of real images)")  # fmt: skip
-    if len(images) < nearest_k + 1:
-        raise ValueError(f"score at least {nearest_k + 1} images (nearest_k + 1), got {len(images)}")
+    if len(images) < nearest_k + 2:  # prdc needs k + 1 neighbours besides each point
+        raise ValueError(f"score at least {nearest_k + 2} images (nearest_k + 2), got {len(images)}")
     features, logits = extract_features(feature_network.classifier, images, batch_size)
     draw = torch.randperm(len(reference.features), generator=torch.Generator().manual_seed(seed))
     real = reference.features[draw[: len(features)].sort().values]
@@ -90,6 +90,10 @@ def sample_images(pipe, num_images: int, batch_size: int = 100, seed: int = 0, p
     images); the seconds include decoding."""
     if not isinstance(num_images, int) or num_images < 1:
         raise ValueError(f"`num_images` must be a positive integer, got {num_images!r}")
+    if getattr(pipe, "tokenizer", None) is not None:
+        raise TypeError(f"`pipe` is a text-to-image {type(pipe).__name__}: it draws prompts, not classes; evaluate it "
+                        "with vq_hub.evaluation.text_to_image.evaluate_text_to_image (or `vq-hub evaluate --images "
+                        "<captioned split>`)")  # fmt: skip
     labels = class_labels_for(num_images, pipe.vocabulary.num_classes)
     generator = torch.Generator(pipe.device).manual_seed(seed)
     pipe.set_progress_bar_config(disable=True)
@@ -122,7 +126,9 @@ def evaluate_pipeline(
     …) and score them. `feature_network`: a folder, a `FeatureNetwork`, or None for the shipped one matching the
     images; `reference`: statistics of real images (default: the network's test split). Returns a flat dict: the
     scores, `seconds_per_image`, the sampling settings and which network and reference the figures come from."""
-    channels, size = pipe.vqvae.config.in_channels, pipe.resolution[0]
+    if getattr(pipe, "tokenizer", None) is not None:
+        sample_images(pipe, num_images)  # the TypeError that names the text-to-image evaluation
+    channels, size = pipe.vqvae.config.in_channels, pipe.resolution  # (H, W): a prior's grid may be non-square
     network = resolve_feature_network(feature_network, channels, size, pipe.device)
     inception_weights = find_inception_weights(inception_weights)  # before sampling: a wrong path fails at once
     images, labels, seconds = sample_images(pipe, num_images, batch_size, seed, progress, **call_kwargs)

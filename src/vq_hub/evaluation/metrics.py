@@ -91,8 +91,8 @@ def precision_recall(reference: torch.Tensor, features: torch.Tensor, nearest_k:
     (Kynkäänniemi et al. 2019; Naeem et al. 2020), with the `prdc` package, in float64."""
     from prdc import compute_prdc
 
-    _check_features("reference", reference, minimum=nearest_k + 1)
-    _check_features("features", features, reference.shape[1], minimum=nearest_k + 1)
+    _check_features("reference", reference, minimum=nearest_k + 2)  # prdc partitions at k + 1: N ≥ k + 2
+    _check_features("features", features, reference.shape[1], minimum=nearest_k + 2)
     if not isinstance(nearest_k, int) or nearest_k < 1:
         raise ValueError(f"`nearest_k` must be a positive integer, got {nearest_k!r}")
     with contextlib.redirect_stdout(io.StringIO()):  # prdc prints the set sizes

@@ -2,7 +2,9 @@
 tokenizer as the class its config names."""
 
 import json
+import math
 import os
+import warnings
 from pathlib import Path
 
 import torch
@@ -12,8 +14,10 @@ class ImageInputMixin:
     """`prepare_images` for a diffusers tokenizer with `config.in_channels`, `downsample_factor`, `training` and
     `dtype`. Put it before `ModelMixin` in the bases."""
 
-    # Images a little outside [-1, 1] (an unclamped reconstruction) are fine; [0, 255] floats are a mistake.
+    # Any finite float is accepted (diffusers' convention); past this bound, non-negative floats look like [0, 255]
+    # pixels and get a warning, once per process.
     pixel_bound = 1.5
+    _warned_byte_range = False
 
     @property
     def image_size_multiple(self) -> int:
@@ -23,8 +27,8 @@ class ImageInputMixin:
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """Check `images` `(B, in_channels, H, W)` and convert what is unambiguous: floating point is cast to the
         model's dtype, uint8 is taken as [0, 255] pixels and mapped to [-1, 1]; other dtypes are refused. Out of
-        training, NaN/inf or values far outside [-1, 1] are an error too (while training, the scripts' guard on a
-        non-finite loss covers it without a device sync per step)."""
+        training, NaN/inf are an error too; any finite float passes, as in diffusers (while training, the scripts'
+        guard on a non-finite loss covers it without a device sync per step)."""
         if not isinstance(images, torch.Tensor):
             raise TypeError(
                 f"`images` must be a torch.Tensor (batch, channels, height, width), got {type(images).__name__}"
@@ -51,9 +55,16 @@ class ImageInputMixin:
                             "integer code grids go to `detokenize`")  # fmt: skip
         if not self.training:
             low, high = torch.aminmax(images.detach())
-            if not (-self.pixel_bound <= float(low) and float(high) <= self.pixel_bound):
-                raise ValueError(f"`images` must hold finite pixels in [-1, 1], got values in [{float(low):.4g}, "
-                                 f"{float(high):.4g}] (uint8 images in [0, 255] are converted)")  # fmt: skip
+            low, high = float(low), float(high)
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise ValueError("`images` must hold finite pixels, got NaN or infinite values (uint8 images in "
+                                 "[0, 255] are converted)")  # fmt: skip
+            if low >= 0 and high > self.pixel_bound and high <= 255 and not ImageInputMixin._warned_byte_range:
+                # Like diffusers' models, any finite float tensor is taken as it is; this is the likely mistake.
+                ImageInputMixin._warned_byte_range = True
+                warnings.warn(f"`images` look like [0, 255] floats (values in [{low:.4g}, {high:.4g}]); the tokenizer "
+                              "expects [-1, 1]: pass `images / 127.5 - 1` (or uint8, which is converted)",
+                              stacklevel=3)  # fmt: skip
         return images.to(self.dtype)
 
 

@@ -244,7 +244,7 @@ class VQAutoregressivePipeline(VQPipeline):
             if not 0 <= rows <= height:
                 raise ValueError(f"`num_prefix_rows` must lie in [0, {height}] (the grid has {height} rows), "
                                  f"got {rows}")  # fmt: skip
-            return self.encode_images(image)[:, :rows].reshape(-1, rows * width)
+            return self.encode_images(image)[:, :rows].flatten(1)  # (B, 0) for no rows: sampled from scratch
         if num_prefix_rows is not None:
             raise ValueError("`num_prefix_rows` applies to `image`; with `prefix_codes` the prefix is what is given: "
                              "pass its first rows, e.g. `prefix_codes=codes[:, :rows]`")  # fmt: skip

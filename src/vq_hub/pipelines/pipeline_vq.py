@@ -217,8 +217,8 @@ class VQPipeline(DiffusionPipeline):
         if isinstance(image, PIL.Image.Image):
             image = [image]
         if isinstance(image, (list, tuple)) and all(isinstance(item, PIL.Image.Image) for item in image):
-            height = self.resolution[0]
-            image = torch.stack([image_to_tensor(item, height, self.vqvae.config.in_channels) for item in image])
+            channels = self.vqvae.config.in_channels  # (H, W): a non-square prior takes its own shape
+            image = torch.stack([image_to_tensor(item, self.resolution, channels) for item in image])
         if not isinstance(image, torch.Tensor):
             raise TypeError(f"`image` must be PIL image(s) or a tensor (B, C, H, W) in [-1, 1], got {type(image)}")
         if image.ndim == 3:
@@ -282,6 +282,17 @@ class VQPipeline(DiffusionPipeline):
         """Images in [-1, 1] → "pil" / "np" / "pt" (arrays in [0, 1]), with diffusers' image processor."""
         processor = VaeImageProcessor(vae_scale_factor=self.vqvae.downsample_factor, do_normalize=True)
         return processor.postprocess(images, output_type=output_type)
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """A name per class, as the prior's config records them (transformers' `id2label`), or None when it records
+        none (transformers' default `LABEL_i`) or not one per class."""
+        num_classes = self.vocabulary.num_classes
+        id2label = getattr(getattr(self, self.prior_component).config, "id2label", None) or {}
+        names = [id2label.get(i, id2label.get(str(i))) for i in range(num_classes)]
+        if not num_classes or any(name is None or name == f"LABEL_{i}" for i, name in enumerate(names)):
+            return None
+        return [str(name) for name in names]
 
     def sample_grid(self, images_per_row: int = 8, class_labels: list[int] | None = None, **call_kwargs):
         """One picture: a row of `images_per_row` samples per class in `class_labels` (every class of a
