@@ -108,6 +108,7 @@ def test_info_describes_tokenizers_and_pipelines(capsys):
         (["info", str(CHECKPOINTS / "fashion-mnist-vqvea")], "no such folder; did you mean"),
         (["detokenize", "--model", TOKENIZER, "--codes", "missing.npy"], "--codes missing.npy: no such file"),
         (["info", "nowhere"], "'nowhere': no such folder"),
+        (["generate", "--model", DIFFUSION, "--device", "gpu0"], "--device gpu0: expected cpu, cuda, cuda:N or auto"),
     ],
 )
 def test_errors_are_one_line_with_a_nonzero_exit(capsys, tmp_path, monkeypatch, argv, message):
@@ -308,3 +309,22 @@ def test_the_text_vocabulary_is_listed_and_a_prompt_of_mostly_unknown_words_is_r
     code, out, err = run(capsys, "generate", "--model", text, "--prompt", "a red sneaker on the left", "--num-steps",
                          "2", "--num-images", "1", "--out", str(tmp_path / "t.png"))  # fmt: skip
     assert code == 0 and "1 row(s), one per prompt, 1 images per prompt" in out, err
+
+
+def test_device_flag_places_the_pipeline_and_turns_on_cuda_graphs_only_on_cuda(monkeypatch):
+    from vq_hub.cli import _common
+
+    pipe = VQPipeline.from_pretrained(AUTOREGRESSIVE)
+    assert _common.place_pipeline(pipe, "auto").device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert pipe.cuda_graphs is torch.cuda.is_available()
+    assert _common.place_pipeline(pipe, "cpu").device.type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(_common.CommandError, match="--device cuda: this machine has no CUDA device"):
+            _common.place_pipeline(pipe, "cuda")
+
+
+@pytest.mark.gpu
+def test_generate_samples_on_cuda_with_the_recorded_step(capsys, tmp_path):
+    code, out, err = run(capsys, "generate", "--model", AUTOREGRESSIVE, "--num-images", "2", "--device", "cuda",
+                         "--out", str(tmp_path / "cuda.png"))  # fmt: skip
+    assert code == 0 and (tmp_path / "cuda.png").is_file(), err

@@ -87,6 +87,9 @@ def add_sampling_arguments(parser: argparse.ArgumentParser, sweep: bool = False)
                         help="Keep only the k most likely codes (autoregressive only)." + also)  # fmt: skip
     parser.add_argument("--seed", type=int, default=default(0), **several,
                         help="Seed of the random generator: same seed, same images." + also)  # fmt: skip
+    parser.add_argument("--device", default="auto",
+                        help="Where to sample: cpu, cuda, cuda:N, or auto (a CUDA GPU when there is one). On CUDA an "
+                        "autoregressive pipeline records its decoding step as a CUDA graph (`pipe.cuda_graphs`).")
 
 
 def sampling_options(args: argparse.Namespace, pipe) -> dict:
@@ -121,11 +124,38 @@ def model_folder(name_or_path: str) -> Path:
         raise CommandError(str(error)) from None
 
 
-def load_pipeline(name_or_path: str):
+def load_pipeline(name_or_path: str, device: str | None = None):
+    """A saved pipeline, on `device` ("auto": CUDA when available) when given, else where it loads (the CPU)."""
     from ..pipelines import VQPipeline
 
     pipe = VQPipeline.from_pretrained(model_folder(name_or_path))
     pipe.set_progress_bar_config(disable=True)
+    return pipe if device is None else place_pipeline(pipe, device)
+
+
+# Autoregressive grids of at least this many codes are sampled with the CUDA-graph step on a GPU: recording it costs
+# about one eager step, and on an H200 it paid back from the smallest shipped grid (64 codes: 13% faster at batch
+# 1,000; 256 codes: 4.9× at batch 8; docs/gpu.md).
+CUDA_GRAPH_MIN_CODES = 16
+
+
+def place_pipeline(pipe, device: str):
+    """Move `pipe` to `device` ("auto", "cpu", "cuda", "cuda:1", …); on CUDA, an autoregressive pipeline samples with
+    its decoding step recorded as a CUDA graph (same codes as the eager sampler, fewer launches)."""
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        target = torch.device(device)
+    except RuntimeError:
+        raise CommandError(f"--device {device}: expected cpu, cuda, cuda:N or auto") from None
+    if target.type == "cuda" and not torch.cuda.is_available():
+        raise CommandError(f"--device {device}: this machine has no CUDA device (use --device cpu)")
+    pipe.to(target)
+    if target.type == "cuda" and hasattr(pipe, "cuda_graphs"):
+        height, width = pipe.code_grid_size
+        pipe.cuda_graphs = height * width >= CUDA_GRAPH_MIN_CODES
     return pipe
 
 

@@ -123,7 +123,7 @@ def evaluate_pipeline(args, folder: Path, network) -> dict:
     from ..pipelines import VQDiscreteDiffusionPipeline
     from ..pipelines.discrete_diffusion import DEFAULT_NUM_STEPS
 
-    pipe = load_pipeline(str(folder))
+    pipe = load_pipeline(str(folder), args.device)
     if getattr(pipe, "tokenizer", None) is not None:
         return evaluate_text_pipeline(args, pipe, network)
     if args.prompts:

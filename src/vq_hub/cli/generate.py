@@ -45,7 +45,7 @@ def run(args) -> str:
     from ..utils.io import atomic_file
 
     check_picture_path(args.out)  # before sampling: a wrong name should not cost a run
-    pipe = load_pipeline(args.model)
+    pipe = load_pipeline(args.model, args.device)
     options = sampling_options(args, pipe)
     if args.gif and not isinstance(pipe, VQDiscreteDiffusionPipeline):
         raise CommandError(f"--gif shows a diffusion pipeline's reverse process; {args.model} holds a "
@@ -59,7 +59,7 @@ def run(args) -> str:
     if args.class_labels and num_classes == 0:
         raise CommandError(f"--class: {args.model} holds an unconditional prior")
     args.class_labels = class_numbers(args.class_labels, pipe) if args.class_labels else None
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator(pipe.device).manual_seed(args.seed)
     grid = pipe.sample_grid(args.num_images, class_labels=args.class_labels, generator=generator, **options)
     labels = args.class_labels or list(range(num_classes))
     names = pipe.class_names or [f"class {label}" for label in range(num_classes)]
@@ -69,7 +69,7 @@ def run(args) -> str:
     written = [save_picture(grid, args.out)]
     if args.gif:
         labels = args.class_labels or (list(range(num_classes)) if num_classes else None)
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = torch.Generator(pipe.device).manual_seed(args.seed)
         batch_size = len(labels) if labels else args.num_images
         output = pipe(batch_size=batch_size, class_labels=labels, generator=generator, return_intermediates=True,
                       **options)  # fmt: skip
@@ -120,7 +120,7 @@ def run_text(args, pipe, options: dict) -> str:
                            f"({type(pipe).__name__}); prompts of up to {pipe.max_text_length} tokens")  # fmt: skip
     if args.negative_prompt is not None:
         options["negative_prompt"] = args.negative_prompt
-    generator = torch.Generator().manual_seed(args.seed)
+    generator = torch.Generator(pipe.device).manual_seed(args.seed)
     try:
         grid = pipe.sample_grid(args.num_images, prompts=args.prompt, generator=generator, **options)
     except ValueError as error:  # a prompt longer than the text length, …
@@ -129,7 +129,7 @@ def run_text(args, pipe, options: dict) -> str:
         grid = label_rows(grid, args.prompt, pipe.resolution[0])
     written = [save_picture(grid, args.out)]
     if args.gif:
-        generator = torch.Generator().manual_seed(args.seed)
+        generator = torch.Generator(pipe.device).manual_seed(args.seed)
         output = pipe(prompt=args.prompt, generator=generator, return_intermediates=True, **options)
         with atomic_file(args.gif) as temporary:
             save_gif(output.intermediates, temporary)
