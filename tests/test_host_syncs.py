@@ -74,6 +74,19 @@ def assert_no_host_sync(step, steps: int = 2, transformers_forwards: int = 0) ->
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Accelerate keeps one process-wide state: an Accelerator made by an earlier test (other precision) would refuse
+    `mixed_precision="bf16"` here. Start and leave each test with none."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_tokenizer_training_step_with_gan_and_restarts_has_no_host_sync(tmp_path, device):
     """A VQ-GAN step in bf16 autocast: the healthy quantizer recipe (k-means init, dead-code restarts, usage
