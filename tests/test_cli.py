@@ -207,7 +207,7 @@ def test_every_subcommand_has_help():
     parser = build_parser()
     subcommands = parser._subparsers._group_actions[0].choices
     assert set(subcommands) == {"generate", "reconstruct", "tokenize", "detokenize", "compress", "decompress",
-                                "evaluate", "codebook", "info", "demo"}
+                                "evaluate", "codebook", "info", "convert", "demo"}
     for name in subcommands:
         with pytest.raises(SystemExit) as exit_info:
             parser.parse_args([name, "--help"])

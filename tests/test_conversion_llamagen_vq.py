@@ -207,3 +207,21 @@ def test_the_script_writes_a_folder_with_its_model_card(converted, reference, tm
     assert f"python conversion/convert_llamagen_vq.py --ckpt {CHECKPOINT} --dst {destination}" in card
     record = json.loads((destination / "conversion.json").read_text())
     assert record["license"] == "mit" and record["converted_from"] == str(CHECKPOINT)
+
+
+def test_vq_hub_convert_writes_the_scripts_model_and_refuses_foreign_options(tmp_path, capsys):
+    """`vq-hub convert llamagen-vq` is the library's converter behind the command line: the same weights as the
+    function, a card with the command that made it, and a flag of another kind refused, not ignored."""
+    from vq_hub.cli import main
+
+    assert main(["convert", "llamagen-vq", str(CHECKPOINT), "--out", str(tmp_path / "cli")]) == 0
+    assert "wrote" in capsys.readouterr().out
+    converted = VQVAEModel.from_pretrained(tmp_path / "cli")
+    direct = convert_llamagen_vq(CHECKPOINT)
+    for key, value in direct.state_dict().items():
+        assert torch.equal(converted.state_dict()[key], value), key
+    assert f"vq-hub convert llamagen-vq {CHECKPOINT} --out {tmp_path / 'cli'}" in (tmp_path / "cli" / "README.md").read_text()
+    assert main(["convert", "llamagen-vq", str(CHECKPOINT), "--out", str(tmp_path / "x"), "--subfolder", "vqvae"]) == 1
+    assert "--subfolder does not apply to llamagen-vq" in capsys.readouterr().err
+    assert main(["convert", "taming", str(CHECKPOINT), "--out", str(tmp_path / "y")]) == 1
+    assert "taming needs --config" in capsys.readouterr().err

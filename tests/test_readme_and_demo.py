@@ -42,11 +42,12 @@ def test_readme_vq_hub_commands_run(tmp_path, monkeypatch, capsys):
     from vq_hub.cli import build_parser, main
 
     monkeypatch.chdir(tmp_path)
-    for name in ("checkpoints", "src"):
+    for name in ("checkpoints", "src", "tests"):
         (tmp_path / name).symlink_to(ROOT / name)
     commands = [words[1:] for words in readme_bash_lines() if words[0] == "vq-hub"]
     assert {argv[0] for argv in commands} == {"generate", "reconstruct", "tokenize", "detokenize", "compress",
-                                              "decompress", "evaluate", "codebook", "info", "demo"}  # fmt: skip
+                                              "decompress", "evaluate", "codebook", "info", "convert",
+                                              "demo"}  # fmt: skip
     for argv in commands:
         # the demo serves until stopped (tests/test_demo*.py run it); evaluate samples hundreds of images
         # (tests/test_evaluation.py runs it)
@@ -55,7 +56,7 @@ def test_readme_vq_hub_commands_run(tmp_path, monkeypatch, capsys):
             continue
         assert main(argv) == 0, (argv, capsys.readouterr().err)
     assert (tmp_path / "reverse.gif").is_file() and (tmp_path / "decoded.png").is_file()
-    assert (tmp_path / "codebook.png").is_file()
+    assert (tmp_path / "codebook.png").is_file() and (tmp_path / "llamagen-tiny" / "config.json").is_file()
 
 
 def test_make_demo_generates_grids_from_the_shipped_checkpoints(tmp_path, monkeypatch, capsys):

@@ -1,4 +1,5 @@
-"""`vq-hub`: generate, reconstruct, tokenize, detokenize, compress, decompress, evaluate and inspect from the command line.
+"""`vq-hub`: generate, reconstruct, tokenize, detokenize, compress, decompress, evaluate, convert and inspect from the
+command line.
 
 Each subcommand lives in a module of this package with a `register(commands)` function. Errors are one line on
 stderr and a non-zero exit code; `--debug` shows the traceback.
@@ -6,10 +7,10 @@ stderr and a non-zero exit code; `--debug` shows the traceback.
 
 import sys
 
-from . import codebook, codec, demo, evaluate, generate, images, info
+from . import codebook, codec, convert, demo, evaluate, generate, images, info
 from ._common import ArgumentParser, CommandError, HelpFormatter
 
-COMMAND_MODULES = (generate, images, codec, evaluate, codebook, info, demo)
+COMMAND_MODULES = (generate, images, codec, evaluate, codebook, info, convert, demo)
 
 __all__ = ["CommandError", "build_parser", "main"]
 
