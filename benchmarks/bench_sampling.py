@@ -194,23 +194,27 @@ def main() -> None:
     print(f"| sampler (batch {args.batch_size}) | s per batch | codes/s | vq_hub default is faster by | codes/s "
           "÷ generate()'s |")
     print("|---|---:|---:|---:|---:|")
-    reference = seconds["vq_hub pipeline (dynamic KV cache, default)"]
-    generate = seconds["transformers generate()"]
+    reference = seconds.get("vq_hub pipeline (dynamic KV cache, default)")  # absent when it failed (said above)
+    generate = seconds.get("transformers generate()")
+
+    def ratio(numerator, denominator) -> str:
+        return "—" if numerator is None or denominator is None else f"{numerator / denominator:.2f}×"
+
     for name in [name for name in seconds if isinstance(name, str)]:
         codes_per_second = args.batch_size * num_codes / seconds[name]
-        print(f"| {name} | {seconds[name]:.3f} | {codes_per_second:,.0f} | {seconds[name] / reference:.2f}× | "
-              f"{generate / seconds[name]:.2f}× |")
+        print(f"| {name} | {seconds[name]:.3f} | {codes_per_second:,.0f} | {ratio(seconds[name], reference)} | "
+              f"{ratio(generate, seconds[name])} |")
     if args.compile:
         print(f"(torch.compile: the first call, compiling, took {compile_seconds:.1f} s)")
     print()
     print("| batch | pipeline (decoded images) | s per batch | images/s | outside the denoiser |")
     print("|---:|---|---:|---:|---:|")
-    for batch_size, name in [key for key in pictures if not key[1].startswith("denoiser")]:
+    for batch_size, name in [key for key in pictures if not key[1].startswith("denoiser") and key in seconds]:
         elapsed = seconds[(batch_size, name)]
         share = "—"
-        if "steps" in name:
-            steps = name.split(", ")[1].split()[0]
-            share = f"{1 - seconds[(batch_size, f'denoiser alone, {steps} calls')] / elapsed:.0%}"
+        bare = (batch_size, f"denoiser alone, {name.split(', ')[1].split()[0]} calls") if "steps" in name else None
+        if bare in seconds:
+            share = f"{1 - seconds[bare] / elapsed:.0%}"
         print(f"| {batch_size} | {name} | {elapsed:.3f} | {batch_size / elapsed:.2f} | {share} |")
 
 

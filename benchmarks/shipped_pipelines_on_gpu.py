@@ -60,8 +60,8 @@ def main() -> None:
     graphed_name = "autoregressive, CUDA graph step (`pipe.cuda_graphs = True`)"
     if graphed_name not in outputs:
         outputs[graphed_name] = None
-    same = outputs[graphed_name] is not None and torch.equal(outputs["autoregressive, static KV cache"].codes,
-                                                             outputs[graphed_name].codes)  # fmt: skip
+    static = outputs.get("autoregressive, static KV cache")
+    same = None not in (outputs[graphed_name], static) and torch.equal(static.codes, outputs[graphed_name].codes)
     seconds = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, run in runs.items():

@@ -428,3 +428,15 @@ def test_cli_info_and_codebook_describe_the_new_tokenizers(capsys, tmp_path):
         capsys.readouterr().out  # fmt: skip
     assert main(["codebook", "--model", str(tmp_path / "simvq"), "--out", str(out), "--max-tiles", "16"]) == 0
     assert "bits per code" not in capsys.readouterr().out
+
+
+def test_simvq_codebook_map_is_not_weight_decayed():
+    """Decay would shrink the map, hence every code (the rule of `weight_decay_groups` for codebooks)."""
+    from vq_hub.training_utils import weight_decay_groups
+
+    model = VQVAEModel(**tiny_vq_config(quantizer_type="simvq"))
+    decayed, kept = weight_decay_groups(model, 0.1)
+    decayed_ids = {id(p) for p in decayed["params"]}
+    assert id(model.quantize.codebook_map.weight) not in decayed_ids
+    assert id(model.quantize.codebook_map.weight) in {id(p) for p in kept["params"]}
+    assert id(model.decoder.conv_out.weight) in decayed_ids

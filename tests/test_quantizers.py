@@ -347,3 +347,30 @@ def test_codes_to_latents_rejects_bad_codes(codes, error):
 def test_wrong_latent_channels_rejected():
     with pytest.raises(ValueError, match="4 channels"):
         VectorQuantizer(16, 4)(torch.randn(1, 3, 2, 2))
+
+
+def test_search_turns_tf32_off_and_restores_it(monkeypatch):
+    """The training scripts turn TF32 on for the model on CUDA; the distances must stay exact float32 (TF32's 10-bit
+    mantissas moved ~0.1% of codes near a tie in a simulation), and the caller's setting must come back."""
+    seen = []
+    real_addmm = torch.addmm
+
+    def recording_addmm(*args, **kwargs):
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return real_addmm(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "addmm", recording_addmm)
+    previous = torch.backends.cuda.matmul.allow_tf32
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        nearest_codes(torch.randn(64, 8), torch.randn(32, 8), plan="gpu")
+        assert seen == [False] and torch.backends.cuda.matmul.allow_tf32 is True
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def test_search_of_no_vectors_is_empty_and_an_empty_codebook_is_refused():
+    for plan in ("cpu", "gpu"):
+        assert nearest_codes(torch.randn(0, 8), torch.randn(32, 8), plan=plan).shape == (0,)
+    with pytest.raises(ValueError, match="`codebook` is empty"):
+        nearest_codes(torch.randn(4, 8), torch.randn(0, 8))

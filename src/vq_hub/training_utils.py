@@ -286,8 +286,13 @@ def weight_decay_groups(model: torch.nn.Module, weight_decay: float) -> list[dic
     would shrink codes and embeddings towards zero and fight the normalisation layers."""
     from transformers.pytorch_utils import Conv1D
 
+    from .quantizers import SimVQuantizer
+
     decayed_types = (torch.nn.Linear, torch.nn.modules.conv._ConvNd, Conv1D)
     embedding_ids = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    # SimVQ's codebook is its linear map of a frozen basis: decaying the map would shrink every code.
+    embedding_ids |= {id(p) for m in model.modules() if isinstance(m, SimVQuantizer)
+                      for p in m.codebook_map.parameters()}  # fmt: skip
     decay_ids = {id(module.weight) for module in model.modules()
                  if isinstance(module, decayed_types) and id(module.weight) not in embedding_ids}  # fmt: skip
     trainable = [parameter for parameter in model.parameters() if parameter.requires_grad]
@@ -393,7 +398,7 @@ def apply_update(accelerator: Accelerator, loss: torch.Tensor, terms: dict, modu
                  lr_scheduler, max_grad_norm: float, step: int, guard: NonFiniteGuard) -> None:  # fmt: skip
     """Backward, clip and step one module (Accelerate skips the step while accumulating), the loss watched by `guard`
     (no host sync). Codes restarted in this step's forward start with fresh optimizer moments."""
-    guard.watch(loss, terms, step)
+    guard.watch(loss, terms, step + 1)  # the update that makes step + 1, as checkpoints and logs count it
     accelerator.backward(loss)
     if accelerator.sync_gradients:
         accelerator.clip_grad_norm_(module.parameters(), max_grad_norm)

@@ -216,9 +216,10 @@ def evaluate_tokenizer(args, network) -> dict:
               file=sys.stderr)  # fmt: skip
     for flag, value, default in [("--num-steps", args.num_steps, None), ("--top-k", args.top_k, None),
                                  ("--guidance-scale", args.guidance_scale, [2.0]),
-                                 ("--temperature", args.temperature, [1.0])]:  # fmt: skip
+                                 ("--temperature", args.temperature, [1.0]), ("--device", args.device, "auto")]:  # fmt: skip
         if value != default:
-            raise CommandError(f"{flag} applies to pipelines; {args.model} holds a tokenizer")
+            raise CommandError(f"{flag} applies to pipelines (tokenizers are scored on the CPU); {args.model} holds a "
+                               "tokenizer")  # fmt: skip
     tokenizer = load_tokenizer(args.model)
     images, labels = real_images(args, tokenizer.config.in_channels, tokenizer.config.sample_size, args.num_images)
     result = evaluate_tokenizer(tokenizer, images, network, labels, batch_size=args.batch_size, seed=args.seed[0],

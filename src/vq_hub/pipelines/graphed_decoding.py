@@ -65,9 +65,12 @@ class GraphedDecodeStep:
     def run(self) -> torch.Tensor:
         if not self.use_graph:
             return self.step()
-        if self.graph is None:
-            self.output = self._record()
-        self.graph.replay()
+        # Record and replay on the pipeline's GPU, not the current one (`--device cuda:1`): a capture on another
+        # device's stream would record none of the prior's kernels.
+        with torch.cuda.device(self.step_input.device):
+            if self.graph is None:
+                self.output = self._record()
+            self.graph.replay()
         return self.output
 
     def _record(self) -> torch.Tensor:
@@ -77,16 +80,17 @@ class GraphedDecodeStep:
         counters = cache_counters(self.cache)
         saved = [counter.clone() for counter in counters]
         finite = self.finite.clone()
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
+        device = self.step_input.device
+        stream = torch.cuda.Stream(device)
+        stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             self.step()
-        torch.cuda.current_stream().wait_stream(stream)
+        torch.cuda.current_stream(device).wait_stream(stream)
         for counter, value in zip(counters, saved):
             counter.copy_(value)
         self.finite.copy_(finite)
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with torch.cuda.graph(self.graph, stream=torch.cuda.Stream(device)):
             output = self.step()
         return output
 

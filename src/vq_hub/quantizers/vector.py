@@ -1,5 +1,8 @@
 """Nearest-neighbour vector quantization (VQ-VAE) with the codebook tricks that keep it healthy."""
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -42,6 +45,18 @@ GPU_SCORE_BUDGET_ELEMENTS = 2**29
 SEARCH_PLANS = ("auto", "cpu", "gpu")
 
 
+@contextlib.contextmanager
+def exact_float32_matmuls() -> Iterator[None]:
+    """CUDA float32 matmuls in full precision for the block (TF32 off), whatever the caller's setting."""
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        matmul.allow_tf32 = previous
+
+
 @torch.no_grad()
 def nearest_codes(
     vectors: torch.Tensor,
@@ -65,7 +80,13 @@ def nearest_codes(
         raise ValueError(f"`plan` must be one of {SEARCH_PLANS}, got {plan!r}")
     if plan == "auto":
         plan = "cpu" if vectors.device.type == "cpu" else "gpu"
-    with torch.autocast(device_type=vectors.device.type, enabled=False):  # float32 scores even when called in autocast
+    if vectors.shape[0] == 0:
+        return torch.empty(0, dtype=torch.long, device=vectors.device)
+    if codebook.shape[0] == 0:
+        raise ValueError("`codebook` is empty: there is no code to be nearest to")
+    # float32 scores even when called in autocast, and with TF32 off: the training scripts turn TF32 on for the rest of
+    # the model on CUDA, and its 10-bit mantissas would move ~0.1% of codes near a tie away from `tokenize`'s codes.
+    with torch.autocast(device_type=vectors.device.type, enabled=False), exact_float32_matmuls():
         vectors, codebook = vectors.float(), codebook.float()
         bias = None if normalized else codebook.pow(2).sum(dim=1).mul_(-0.5)
         if plan == "gpu":
