@@ -23,7 +23,8 @@ from vq_hub.data import PREFIX_COLUMNS, collate_code_batch, load_code_dataset
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.utils.random import seeded_global_rng
 from vq_hub.training_utils import (
-    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update, ema_weights,
+    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update,
+    destroys_process_group_after, ema_weights, finish_trackers,
     evaluating, finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed,
     save_checkpoint, start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
@@ -222,6 +223,7 @@ def text_sample_quality(pipe: VQPipeline, feature_network, args, sample_kwargs: 
     return {key: report[key] for key in ("fid", "seconds_per_image")}
 
 
+@destroys_process_group_after  # not accelerator.end_training(): see its docstring (a gloo deadlock)
 def train(
     args: argparse.Namespace,
     argv: list[str] | None,
@@ -296,7 +298,7 @@ def train(
     guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
                            max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
-        accelerator.end_training()
+        finish_trackers(accelerator)
         return done
     first_epoch = global_step // steps_per_epoch
     skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
@@ -405,5 +407,5 @@ def train(
                 url = pipe.push_to_hub(args.hub_model_id or output_dir.name, token=args.hub_token,
                                        training=training, evaluation=summary.get("validation"))  # fmt: skip
                 logger.info(f"pushed to {url}")
-    accelerator.end_training()
+    finish_trackers(accelerator)
     return summary

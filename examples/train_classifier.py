@@ -25,6 +25,8 @@ from vq_hub.data import image_to_tensor, load_image_dataset
 from vq_hub.evaluation import REFERENCE_STATISTICS, ImageClassifier, ReferenceStatistics, extract_features
 from vq_hub.training_utils import (
     EpochSeededSampler,
+    destroys_process_group_after,
+    finish_trackers,
     add_optimization_arguments,
     add_output_arguments,
     NonFiniteGuard,
@@ -183,6 +185,7 @@ and {num_kept:,} of the features (float32, drawn with seed {seed}) with their la
 """
 
 
+@destroys_process_group_after  # not accelerator.end_training(): see its docstring (a gloo deadlock)
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     output_dir = Path(args.output_dir)
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> dict:
     guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
                            max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
-        accelerator.end_training()
+        finish_trackers(accelerator)
         return done
     first_epoch, skip = (
         global_step // steps_per_epoch,
@@ -287,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict:
         write_text_atomically(
             output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2)
         )
-    accelerator.end_training()
+    finish_trackers(accelerator)
     return summary
 
 

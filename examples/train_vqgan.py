@@ -38,7 +38,8 @@ from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexit
 from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_utils import (
-    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update, ema_weights,
+    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update,
+    destroys_process_group_after, ema_weights, finish_trackers,
     evaluating, finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed,
     save_checkpoint, start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
@@ -275,6 +276,7 @@ def save_validation_grid(model, images: torch.Tensor, path: Path, accelerator: A
     image_grid([row.cpu() for row in rows]).save(path)
 
 
+@destroys_process_group_after  # not accelerator.end_training(): see its docstring (a gloo deadlock)
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     if args.use_shipped_data:
@@ -345,7 +347,7 @@ def main(argv: list[str] | None = None) -> dict:
     guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
                            max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
-        accelerator.end_training()
+        finish_trackers(accelerator)
         return done
     first_epoch = global_step // steps_per_epoch
     skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
@@ -458,7 +460,7 @@ def main(argv: list[str] | None = None) -> dict:
                 url = push_to_hub(output_dir, repo_id, token=args.hub_token,
                                   ignore_patterns=["checkpoint-*", ".checkpoint-*", "logs/*"])  # fmt: skip
                 logger.info(f"pushed to {url}")
-    accelerator.end_training()
+    finish_trackers(accelerator)
     return summary
 
 

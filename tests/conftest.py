@@ -1,3 +1,4 @@
+import contextlib
 import os
 import subprocess
 import sys
@@ -40,28 +41,58 @@ def tiny_vq_config(**overrides) -> dict:
 
 
 def run_script(script: str, args: list[str], launcher: list[str] | None = None, check: bool = True,
-               env: dict | None = None) -> subprocess.CompletedProcess:  # fmt: skip
+               env: dict | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:  # fmt: skip
     """Run `examples/<script>` as users launch it; on failure, show the ends of its output.
 
-    A two-process run that hangs is killed after 5 minutes (they take under a minute) and run once more: gloo on
-    this 2-core machine once left both ranks idle at a checkpoint barrier, with no error, in about 20 full runs of
-    the suite, and never twice in a row; a second hang fails the test."""
+    A run past `timeout` (default: 5 minutes on two processes, which take well under one; 10 on one) fails the test,
+    with the stacks of its processes when py-spy is installed: no retry, a hang is a bug (issue 26's was a gloo
+    deadlock at exit, see `vq_hub.training_utils.destroys_process_group_after`)."""
     command = (launcher or [sys.executable]) + [str(ROOT / "examples" / script), *args]
-    two_processes = launcher == TWO_PROCESS_LAUNCHER
-    for attempt in (1, 2) if two_processes else (1,):
-        try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=300 if two_processes else 600,
-                                    env={**os.environ, **(env or {})})  # fmt: skip
-            break
-        except subprocess.TimeoutExpired:
-            if attempt == 2 or not two_processes:
-                raise
-            print(f"{script} on two processes hung; running it once more", file=sys.stderr)
+    return run_command(command, timeout or (300 if launcher == TWO_PROCESS_LAUNCHER else 600), check, env, script)
+
+
+def run_command(command: list[str], timeout: float, check: bool = True, env: dict | None = None,
+                name: str | None = None, cwd=None) -> subprocess.CompletedProcess:  # fmt: skip
+    """`subprocess.run(command)` that fails the test past `timeout` seconds, killing the whole process tree (a
+    launcher's ranks too: torchrun starts each in a session of its own) after dumping its Python stacks."""
+    import psutil
+
+    name = name or Path(command[1] if len(command) > 1 else command[0]).name
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd,
+                               env={**os.environ, **(env or {})})  # fmt: skip
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        tree = [process.pid] + [child.pid for child in psutil.Process(process.pid).children(recursive=True)]
+        stacks = dump_stacks(tree)
+        for pid in reversed(tree):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(pid).kill()
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{name} hung: no exit after {timeout:.0f} s (processes {tree}).\n{stacks}\n"
+                    f"--- stdout ---\n{stdout[-3000:]}\n--- stderr ---\n{stderr[-5000:]}")  # fmt: skip
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     if check and result.returncode != 0:
-        raise AssertionError(
-            f"{script} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-        )
+        raise AssertionError(f"{name} failed ({result.returncode}):\n{stdout[-3000:]}\n{stderr[-5000:]}")
     return result
+
+
+def dump_stacks(pids: list[int]) -> str:
+    """`py-spy dump --native` of each process (Python and C++ frames: a deadlock shows who holds what), or a note."""
+    import shutil
+
+    py_spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+    if py_spy is None:
+        return "(install py-spy to see the stacks of a hung run)"
+    dumps = []
+    for pid in pids:
+        try:
+            dump = subprocess.run([py_spy, "dump", "--native", "--pid", str(pid)], capture_output=True, text=True,
+                                  timeout=60)  # fmt: skip
+            dumps.append(dump.stdout or dump.stderr)
+        except subprocess.TimeoutExpired:
+            dumps.append(f"py-spy dump of {pid} timed out")
+    return "\n".join(dumps)
 
 
 @pytest.fixture(scope="session")

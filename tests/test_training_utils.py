@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 import torch
-from conftest import ROOT, TWO_PROCESS_LAUNCHER, tiny_vq_config
+from conftest import ROOT, TWO_PROCESS_LAUNCHER, run_command, tiny_vq_config
 from transformers import AutoModelForCausalLM
 
 from vq_hub import VQVAEModel, autoregressive_prior_config
@@ -144,3 +144,24 @@ def test_checkpoints_total_limit_keeps_the_newest_and_zero_is_refused(tmp_path):
     with pytest.raises(SystemExit):
         parser.parse_args(["--checkpoints_total_limit", "0"])
     assert parser.parse_args(["--checkpoints_total_limit", "1"]).checkpoints_total_limit == 1
+
+
+def test_a_hung_script_run_fails_the_test_and_leaves_no_process_behind():
+    """conftest's run limit: no retry; past its time limit a run fails the test and its whole process tree is killed
+    (torchrun starts each rank in a session of its own, so killing the launcher alone would leave a hung rank)."""
+    import sys
+    import time
+
+    import psutil
+
+    sleeper = ("import subprocess, sys, time; child = subprocess.Popen([sys.executable, '-c', 'import time; "
+               "time.sleep(600)'], start_new_session=True); print(child.pid, flush=True); time.sleep(600)")  # fmt: skip
+    with pytest.raises(pytest.fail.Exception, match="sleeper hung: no exit after 3 s") as failure:
+        run_command([sys.executable, "-c", sleeper], timeout=3, name="sleeper")
+    grandchild = int(str(failure.value).split("--- stdout ---\n")[1].split()[0])
+    for _ in range(50):
+        if not psutil.pid_exists(grandchild) or psutil.Process(grandchild).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"process {grandchild} of the hung run is still running")
