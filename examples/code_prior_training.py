@@ -22,11 +22,11 @@ from vq_hub.code_levels import codebook_sizes, level_names
 from vq_hub.data import PREFIX_COLUMNS, collate_code_batch, load_code_dataset
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.utils.random import seeded_global_rng
+from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
 from vq_hub.training_utils import (
-    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update,
-    destroys_process_group_after, ema_weights, finish_trackers,
-    evaluating, finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed,
-    save_checkpoint, start_training, training_batches, training_command, training_schedule,
+    EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
+    finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
+    start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
 
 logger = get_logger(__name__)

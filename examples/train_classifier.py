@@ -23,13 +23,11 @@ from tqdm.auto import tqdm
 
 from vq_hub.data import image_to_tensor, load_image_dataset
 from vq_hub.evaluation import REFERENCE_STATISTICS, ImageClassifier, ReferenceStatistics, extract_features
+from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
 from vq_hub.training_utils import (
     EpochSeededSampler,
-    destroys_process_group_after,
-    finish_trackers,
     add_optimization_arguments,
     add_output_arguments,
-    NonFiniteGuard,
     apply_update,
     evaluating,
     make_lr_scheduler,

@@ -37,11 +37,11 @@ from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpi
 from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
 from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.utils.io import write_text_atomically
+from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
 from vq_hub.training_utils import (
-    EpochSeededSampler, NonFiniteGuard, add_optimization_arguments, add_output_arguments, apply_update,
-    destroys_process_group_after, ema_weights, finish_trackers,
-    evaluating, finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed,
-    save_checkpoint, start_training, training_batches, training_command, training_schedule,
+    EpochSeededSampler, add_optimization_arguments, add_output_arguments, apply_update, ema_weights, evaluating,
+    finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
+    start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
 from vq_hub.visualization import write_codebook_figure
 

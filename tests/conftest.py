@@ -46,7 +46,7 @@ def run_script(script: str, args: list[str], launcher: list[str] | None = None, 
 
     A run past `timeout` (default: 5 minutes on two processes, which take well under one; 10 on one) fails the test,
     with the stacks of its processes when py-spy is installed: no retry, a hang is a bug (issue 26's was a gloo
-    deadlock at exit, see `vq_hub.training_utils.destroys_process_group_after`)."""
+    deadlock at exit, see `vq_hub.training_guards.destroys_process_group_after`)."""
     command = (launcher or [sys.executable]) + [str(ROOT / "examples" / script), *args]
     return run_command(command, timeout or (300 if launcher == TWO_PROCESS_LAUNCHER else 600), check, env, script)
 

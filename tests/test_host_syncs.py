@@ -23,7 +23,8 @@ from conftest import load_example, tiny_vq_config
 
 from vq_hub import PatchDiscriminator, VQVAEModel, autoregressive_prior_config, denoiser_config
 from vq_hub.losses import VQGANLoss
-from vq_hub.training_utils import NonFiniteGuard, apply_update, make_lr_scheduler, make_optimizer
+from vq_hub.training_guards import NonFiniteGuard
+from vq_hub.training_utils import apply_update, make_lr_scheduler, make_optimizer
 
 
 # The optimizer as `make_optimizer` configures it for CUDA: fused AdamW, whose step counters live beside the weights
