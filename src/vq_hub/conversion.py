@@ -178,12 +178,17 @@ def taming_state_dict_to_vq(
         if new_key is None:
             unknown.append(key)
             continue
-        # taming's attention projections are 1×1 convolutions; diffusers' are linear layers.
-        projection = re.search(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$", new_key)
-        converted[new_key] = value[:, :, 0, 0] if projection and value.ndim == 4 else value
+        converted[new_key] = attention_projection_as_linear(new_key, value)
     if unknown:
         raise ValueError(f"{len(unknown)} key(s) of the taming checkpoint are not understood: {unknown[:10]}")
     return converted, loss
+
+
+def attention_projection_as_linear(key: str, value: torch.Tensor) -> torch.Tensor:
+    """taming's (and LlamaGen's) attention projections are 1×1 convolutions, diffusers' are linear layers: the weight
+    of one of diffusers' projection `key` loses its two trailing 1×1 dimensions; any other weight stays as it is."""
+    projection = re.search(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$", key)
+    return value[:, :, 0, 0] if projection and value.ndim == 4 else value
 
 
 def load_taming_state_dict(checkpoint: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor]:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from .conversion import _ATTENTION, _RESNET, _fill_from_fresh_model, save_converted
+from .conversion import _ATTENTION, _RESNET, _fill_from_fresh_model, attention_projection_as_linear, save_converted
 from .models.vq_model import VQVAEModel
 from .utils.io import write_text_atomically
 
@@ -212,9 +212,7 @@ def llamagen_state_dict_to_vq(state_dict: dict[str, torch.Tensor]) -> dict[str, 
         if new_key is None:
             unknown.append(key)
             continue
-        # LlamaGen's attention projections are 1×1 convolutions; diffusers' are linear layers.
-        projection = re.search(r"attentions\.\d+\.(to_q|to_k|to_v|to_out\.0)\.weight$", new_key)
-        converted[new_key] = value[:, :, 0, 0] if projection and value.ndim == 4 else value
+        converted[new_key] = attention_projection_as_linear(new_key, value)
     if unknown:
         raise ValueError(f"{len(unknown)} key(s) of the LlamaGen checkpoint are not understood: {unknown[:10]}")
     return converted

@@ -1,5 +1,7 @@
 """Lookup-free quantization (MAGVIT-v2, Yu et al. 2023; Open-MAGVIT2): one bit per channel, no codebook to search."""
 
+from abc import abstractmethod
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,9 +72,9 @@ class BinaryQuantizer(Quantizer):
     # ----------------------------------------------------------------------------------------------- subclass hooks
 
     @property
+    @abstractmethod
     def code_scale(self) -> float:
         """The magnitude of each quantized channel."""
-        raise NotImplementedError
 
     def prepare(self, vectors: torch.Tensor) -> torch.Tensor:
         """What is quantized, from the projected float32 vectors `(N, bits)` (BSQ normalises them)."""
