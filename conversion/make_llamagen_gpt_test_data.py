@@ -19,7 +19,8 @@ float32 from exactly those values, in eval mode. Reference outputs:
 - `logits`: `model(prefix, labels, input_pos=arange(1 + L))` for class labels `labels` (the last one the null class,
   `num_classes`) and code prefixes `prefix` (B, L): LlamaGen's logits at the class token and after every code;
 - `greedy`, `greedy_cfg`: `generate(model, greedy_labels, 64, cfg_scale=…, sample_logits=False)` — LlamaGen's own
-  KV-cache decoding (prefill, then `decode_n_tokens`), argmax codes, without and with classifier-free guidance.
+  KV-cache decoding (prefill, then `decode_n_tokens`), argmax codes, without and with classifier-free guidance;
+- `freqs_cis`: LlamaGen's 2-D rotary table for this grid (`precompute_freqs_cis_2d`, the class token's row zero).
 
 `reference.json` records the LlamaGen commit, the configuration, the seed, torch's version and the smallest margin
 between the best and the second-best logit over every greedy step (codes are compared exactly; a margin far above
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
     args.output.mkdir(parents=True, exist_ok=True)
     torch.save({"model": state_dict}, args.output / "llamagen_gpt_tiny.pt")
     outputs = {"logit_labels": labels, "prefix": prefix, "logits": logits, "greedy_labels": greedy_labels,
-               "greedy": greedy.long(), "greedy_cfg": greedy_cfg.long()}  # fmt: skip
+               "greedy": greedy.long(), "greedy_cfg": greedy_cfg.long(), "freqs_cis": model.freqs_cis}  # fmt: skip
     save_file({name: value.contiguous() for name, value in outputs.items()}, args.output / "reference.safetensors")
     commit = args.commit
     if commit is None:

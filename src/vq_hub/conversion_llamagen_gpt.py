@@ -35,6 +35,8 @@ import torch
 from .conversion_llamagen_vq import LLAMAGEN_LICENSE, LLAMAGEN_SOURCE, load_llamagen_state_dict
 from .models.llamagen import LlamaGenConfig, LlamaGenForCausalLM, LlamaGenRotaryEmbedding
 from .models.priors import CodeVocabulary, _transformer_config
+from .models.vq_model import VQVAEModel
+from .pipelines import VQAutoregressivePipeline
 from .utils.io import write_text_atomically
 
 # The checkpoint entries LlamaGen's sample_c2i.py looks for, in its order (DDP, DeepSpeed, other), then the EMA
@@ -217,17 +219,48 @@ def convert_llamagen_gpt(
 # ------------------------------------------------------------------------------------------------- pipeline, card
 
 
-def assemble_llamagen_pipeline(prior: LlamaGenForCausalLM, tokenizer: str | os.PathLike):
-    """A `VQAutoregressivePipeline` of a converted prior and an already converted LlamaGen tokenizer folder
-    (`vq-hub convert llamagen-vq`), after checking that their codebooks agree."""
-    from .models.vq_model import VQVAEModel
-    from .pipelines import VQAutoregressivePipeline
-
-    vqvae = VQVAEModel.from_pretrained(tokenizer).eval()
+def assemble_llamagen_pipeline(prior: LlamaGenForCausalLM, vqvae: VQVAEModel) -> VQAutoregressivePipeline:
+    """A `VQAutoregressivePipeline` of a converted prior and its converted LlamaGen tokenizer (`vq-hub convert
+    llamagen-vq`), after checking that their codebooks agree."""
     if vqvae.codebook_size != prior.config.codebook_size:
-        raise ValueError(f"the tokenizer {tokenizer} has {vqvae.codebook_size} codes, the GPT models "
+        raise ValueError(f"the tokenizer has {vqvae.codebook_size} codes, the GPT models "
                          f"{prior.config.codebook_size}: they are not a pair")  # fmt: skip
     return VQAutoregressivePipeline(vqvae=vqvae, prior=prior)
+
+
+def convert_llamagen_gpt_to_folder(
+    checkpoint: str | os.PathLike,
+    destination: str | os.PathLike,
+    command: str,
+    tokenizer: str | os.PathLike | None = None,
+    image_size: int = 256,
+    num_heads: int | None = None,
+    weights: str | None = None,
+    allow_pickle: bool = False,
+) -> LlamaGenForCausalLM | VQAutoregressivePipeline:
+    """What the script and `vq-hub convert llamagen-gpt` do: convert the GPT for `image_size` images (its grid is
+    `image_size` / the tokenizer's downsampling, 16 for LlamaGen's c2i tokenizers) and save it — with the converted
+    `tokenizer` folder, when given, as a whole pipeline — with its card. Returns what was saved."""
+    vqvae = None if tokenizer is None else VQVAEModel.from_pretrained(tokenizer).eval()
+    factor = 16 if vqvae is None else vqvae.downsample_factor
+    if image_size < factor or image_size % factor:
+        raise ValueError(f"`image_size` {image_size} must be a positive multiple of the tokenizer's downsampling "
+                         f"({factor})")  # fmt: skip
+    prior = convert_llamagen_gpt(checkpoint, image_size // factor, num_heads=num_heads, weights=weights,
+                                 allow_pickle=allow_pickle)  # fmt: skip
+    converted = prior if vqvae is None else assemble_llamagen_pipeline(prior, vqvae)
+    save_converted_llamagen_gpt(converted, destination, str(checkpoint), command)
+    return converted
+
+
+def describe_converted(converted: LlamaGenForCausalLM | VQAutoregressivePipeline) -> str:
+    """One line saying what a conversion made, for the script and the command."""
+    prior = converted if isinstance(converted, LlamaGenForCausalLM) else converted.prior
+    config = prior.config
+    grid = "×".join(map(str, config.code_grid_size))
+    what = "a LlamaGenForCausalLM" if prior is converted else "a VQAutoregressivePipeline (tokenizer and GPT)"
+    return (f"{what}: {sum(p.numel() for p in prior.parameters()):,} parameters, {grid} grids of "
+            f"{config.codebook_size} codes, {config.num_classes} classes")
 
 
 CONVERTED_PRIOR_CARD = """---
@@ -248,7 +281,8 @@ codebook of {codebook_size}, conditioned on one of {num_classes} classes (classi
 null class). The weights are the source's in float32; only their names and layout differ (query/key rows permuted to
 transformers' rotary layout, the class and code embeddings joined into one table over vq_hub's vocabulary).
 
-- Source: {source_url} (licence: MIT, the licence LlamaGen states for its code and released weights).
+- Source: {source_url} (licence: MIT — LlamaGen licenses the project under MIT and names no other licence for
+  its released weights).
 - Converted with: `{command}`
 - Proof of equality: vq_hub's `tests/test_conversion_llamagen_gpt.py` converts a GPT made by LlamaGen's own code
   (random weights) and finds LlamaGen's logits and its greedy samples, with and without guidance.
@@ -299,6 +333,7 @@ def save_converted_llamagen_gpt(
 
 
 __all__ = [
-    "assemble_llamagen_pipeline", "convert_llamagen_gpt", "interleaved_to_half_rotary", "llamagen_gpt_config",
-    "llamagen_gpt_shapes", "llamagen_state_dict_to_prior", "save_converted_llamagen_gpt",
+    "assemble_llamagen_pipeline", "convert_llamagen_gpt", "convert_llamagen_gpt_to_folder", "describe_converted",
+    "interleaved_to_half_rotary", "llamagen_gpt_config", "llamagen_gpt_shapes", "llamagen_state_dict_to_prior",
+    "save_converted_llamagen_gpt",
 ]  # fmt: skip
