@@ -35,6 +35,7 @@ import sys
 from pathlib import Path
 
 import torch
+from make_maskgit_test_data import noisy_half_values  # the same noise on every weight, rounded to float16 values
 from safetensors.torch import save_file
 
 SEED = 0
@@ -56,12 +57,7 @@ def load_llamagen_modules(checkout: Path):
 def build_model(gpt):
     torch.manual_seed(SEED)
     model = gpt.Transformer(gpt.ModelArgs(**CONFIG))
-    generator = torch.Generator().manual_seed(SEED + 1)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            noisy = parameter + 0.1 * torch.randn(parameter.shape, generator=generator)
-            parameter.copy_(noisy.half().float())  # float16 values, so the float16 checkpoint holds them exactly
-    return model.eval()
+    return noisy_half_values(model, SEED + 1)  # float16 values, so the float16 checkpoint holds them exactly
 
 
 @torch.no_grad()
