@@ -41,7 +41,8 @@ GREEDY_LABELS = [207, 360]
 
 def load_llamagen(checkout: Path):
     sys.path.insert(0, str(checkout.resolve()))  # gpt.py imports `utils.drop_path` from the checkout's root
-    return importlib.import_module("autoregressive.models.gpt"), importlib.import_module("autoregressive.models.generate")
+    gpt = importlib.import_module("autoregressive.models.gpt")
+    return gpt, importlib.import_module("autoregressive.models.generate")
 
 
 def build_pair(gpt, sizes: dict, grid: int, folder: Path):

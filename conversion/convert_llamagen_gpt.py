@@ -2,7 +2,8 @@
 converted tokenizer — a whole `VQAutoregressivePipeline` folder.
 
     python conversion/convert_llamagen_vq.py --ckpt vq_ds16_c2i.pt --dst llamagen-vq-ds16-c2i
-    python conversion/convert_llamagen_gpt.py --ckpt c2i_B_256.pt --tokenizer llamagen-vq-ds16-c2i --dst llamagen-c2i-b-256
+    python conversion/convert_llamagen_gpt.py --ckpt c2i_B_256.pt --tokenizer llamagen-vq-ds16-c2i \
+        --dst llamagen-c2i-b-256
 """
 
 import argparse

@@ -21,7 +21,7 @@ from vq_hub.models.llamagen import LlamaGenRotaryEmbedding
 
 DATA = ROOT / "tests" / "data" / "llamagen_gpt"
 CHECKPOINT = DATA / "llamagen_gpt_tiny.pt"
-CODES, CLASSES, GRID, HEADS = 64, 10, 8, 4  # the tiny model's (reference.json); 4 heads: its width is none of LlamaGen's
+CODES, CLASSES, GRID, HEADS = 64, 10, 8, 4  # the tiny model's (reference.json); its width is none of LlamaGen's
 # Both sides compute in float32 from the same weights, in a different order (transformers' SDPA call and the permuted
 # head dimensions against LlamaGen's): logits differ by rounding, 1.8e-6 measured on logits of scale 2.7. The bound,
 # 2e-5 of their scale, is ten times that and far below any mapping mistake (a swapped weight or a wrong rotary angle
@@ -130,7 +130,8 @@ def test_missing_unknown_and_unsupported_weights_are_named(tmp_path):
 
     refused({**weights, "layers.0.attention.mystery.weight": torch.zeros(1)},
             r"not understood.*layers\.0\.attention\.mystery\.weight")  # fmt: skip
-    refused({k: v for k, v in weights.items() if k != "layers.1.ffn_norm.weight"}, r"lacks 1 weight.*layers\.1\.ffn_norm")
+    refused({k: v for k, v in weights.items() if k != "layers.1.ffn_norm.weight"},
+            r"lacks 1 weight.*layers\.1\.ffn_norm")  # fmt: skip
     refused({**weights, "layers.0.feed_forward.w2.weight": torch.zeros(64, 100)}, r"w2\.weight has shape \(64, 100\)")
     refused({**weights, "cls_embedding.cap_proj.fc1.weight": torch.zeros(1)}, "text-conditional")
     refused({**weights, "layers.0.attention.wqkv.weight": torch.zeros(128, 64)}, "grouped key/value heads")
@@ -181,7 +182,8 @@ def test_the_sampler_handles_llamagens_576_codes_and_16384_code_vocabulary(tmp_p
 def run_script(argv: list[str]) -> None:
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("convert_llamagen_gpt", ROOT / "conversion" / "convert_llamagen_gpt.py")
+    path = ROOT / "conversion" / "convert_llamagen_gpt.py"
+    spec = importlib.util.spec_from_file_location("convert_llamagen_gpt", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     script.main(argv)

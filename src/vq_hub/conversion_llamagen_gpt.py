@@ -91,8 +91,9 @@ def _check_layout(state_dict: dict[str, torch.Tensor]) -> tuple[int, int, int, i
     ffn_size = state_dict["layers.0.feed_forward.w1.weight"].shape[0]
     qkv = state_dict.get("layers.0.attention.wqkv.weight")
     if qkv is not None and qkv.shape[0] != 3 * width:
-        raise ValueError(f"layers.0.attention.wqkv.weight has {qkv.shape[0]} rows, not 3 × {width}: grouped key/value "
-                         "heads (n_kv_head < n_head), which LlamaGen's own sampler cannot run, are not supported")  # fmt: skip
+        raise ValueError(f"layers.0.attention.wqkv.weight has {qkv.shape[0]} rows, not 3 × {width}: grouped "
+                         "key/value heads (n_kv_head < n_head), which LlamaGen's own sampler cannot run, are not "
+                         "supported")  # fmt: skip
     expected = llamagen_gpt_shapes(width, _layer_count(state_dict), ffn_size, codebook_size, num_classes)
     unknown = sorted(set(state_dict) - set(expected) - set(LLAMAGEN_DERIVED))
     if unknown:
