@@ -9,9 +9,10 @@ from pathlib import Path
 # What each public name is imported from (the `vq-hub` command resolves them on first use, below).
 _PUBLIC = {
     **{name: ("diffusers", name) for name in ("ModelMixin", "SchedulerMixin")},
+    "PreTrainedModel": ("transformers", "PreTrainedModel"),
     **{name: ("vq_hub.models", name) for name in ("HierarchicalVQModel", "HierarchicalVQModelOutput",
-                                                  "PatchDiscriminator", "VQVAEModel", "VQVAEModelOutput",
-                                                  "load_tokenizer")},
+                                                  "LlamaGenConfig", "LlamaGenForCausalLM", "PatchDiscriminator",
+                                                  "VQVAEModel", "VQVAEModelOutput", "load_tokenizer")},
     **{name: ("vq_hub.models.priors", name) for name in ("CodeVocabulary", "autoregressive_prior_config",
                                                          "denoiser_config")},
     **{name: ("vq_hub.pipelines", name) for name in ("VQAutoregressivePipeline", "VQAutoregressiveTextToImagePipeline",
@@ -33,13 +34,17 @@ def _launched_as_command() -> bool:
 
 if not _launched_as_command():
     # diffusers' pipeline loader finds a component's load method through the base classes (ModelMixin,
-    # SchedulerMixin) it looks up on the library the component is recorded under — ["vq_hub", "VQVAEModel"] needs
-    # them in this namespace; importing the pipelines registers them with diffusers (`DiffusionPipeline` finds them).
+    # SchedulerMixin, PreTrainedModel) it looks up on the library the component is recorded under —
+    # ["vq_hub", "VQVAEModel"] and ["vq_hub", "LlamaGenForCausalLM"] need them in this namespace; importing the
+    # pipelines registers them with diffusers (`DiffusionPipeline` finds them).
     from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
+    from transformers import PreTrainedModel  # noqa: F401
 
     from .models import (
         HierarchicalVQModel,
         HierarchicalVQModelOutput,
+        LlamaGenConfig,
+        LlamaGenForCausalLM,
         PatchDiscriminator,
         VQVAEModel,
         VQVAEModelOutput,
@@ -71,6 +76,8 @@ __all__ = [
     "GumbelQuantizer",
     "HierarchicalVQModel",
     "HierarchicalVQModelOutput",
+    "LlamaGenConfig",
+    "LlamaGenForCausalLM",
     "LookupFreeQuantizer",
     "PatchDiscriminator",
     "Quantizer",

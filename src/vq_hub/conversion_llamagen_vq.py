@@ -45,14 +45,15 @@ LLAMAGEN_STATISTICS = ("quantize.codebook_used",)
 
 
 def load_llamagen_state_dict(
-    checkpoint: str | os.PathLike, weights: str | None = None, allow_pickle: bool = False
-) -> dict[str, torch.Tensor]:
+    checkpoint: str | os.PathLike, weights: str | None = None, allow_pickle: bool = False,
+    entries: tuple[str, ...] = LLAMAGEN_WEIGHT_KEYS,
+) -> dict[str, torch.Tensor]:  # fmt: skip
     """The tokenizer weights of a LlamaGen checkpoint: a `torch.save`d dict (`{"model": …}` as released, plus
     `"ema"`, `"optimizer"`, `"args"`, … when written by LlamaGen's `vq_train.py`), a bare state dict, or a
     `.safetensors` file (LlamaGen's `VQModelHF.save_pretrained`).
 
-    `weights` names the entry to take (`"ema"`, `"model"` or `"state_dict"`); by default the first present of those,
-    LlamaGen's own order. Loaded with `torch.load(weights_only=True)`, which never runs pickled code; the
+    `weights` names the entry to take (one of `entries`: `"ema"`, `"model"` or `"state_dict"` for a tokenizer); by
+    default the first present of `entries`, in their order (LlamaGen's loaders' own order). Loaded with `torch.load(weights_only=True)`, which never runs pickled code; the
     `argparse.Namespace` LlamaGen's training checkpoints pickle under `"args"` is allowed (it only holds values).
     Anything else pickled is refused unless `allow_pickle=True` — only for files you trust.
     """
@@ -77,19 +78,19 @@ def load_llamagen_state_dict(
             ) from error
     if not isinstance(payload, dict):
         raise ValueError(f"{path} holds a {type(payload).__name__}, not a dict of weights")
-    if weights is not None and weights not in LLAMAGEN_WEIGHT_KEYS:
-        raise ValueError(f"`weights` must be one of {LLAMAGEN_WEIGHT_KEYS} or None, got {weights!r}")
+    if weights is not None and weights not in entries:
+        raise ValueError(f"`weights` must be one of {entries} or None, got {weights!r}")
     if weights is not None:
         if weights not in payload:
             raise ValueError(f"{path} has no {weights!r} entry; its entries: {sorted(payload)[:10]}")
         state_dict = payload[weights]
     else:
-        found = [key for key in LLAMAGEN_WEIGHT_KEYS if isinstance(payload.get(key), dict)]
+        found = [key for key in entries if isinstance(payload.get(key), dict)]
         state_dict = payload[found[0]] if found else payload
     if not isinstance(state_dict, dict) or not state_dict or not all(
         isinstance(value, torch.Tensor) for value in state_dict.values()
     ):
-        raise ValueError(f"{path} holds no state dict of tensors (looked for {LLAMAGEN_WEIGHT_KEYS} or a bare one)")
+        raise ValueError(f"{path} holds no state dict of tensors (looked for {entries} or a bare one)")
     return state_dict
 
 

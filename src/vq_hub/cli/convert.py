@@ -1,5 +1,6 @@
-"""`vq-hub convert KIND SRC --out DIR`: bring a tokenizer trained elsewhere into a vq_hub `VQVAEModel` folder (the
-library's converters; `conversion/*.py` are the same as scripts)."""
+"""`vq-hub convert KIND SRC --out DIR`: bring a tokenizer trained elsewhere into a vq_hub `VQVAEModel` folder, or
+LlamaGen's GPT into a prior or a whole pipeline (the library's converters; `conversion/*.py` are the same as
+scripts)."""
 
 import shlex
 
@@ -10,6 +11,7 @@ KINDS = {
     "taming": "a taming-transformers VQGAN checkpoint (.ckpt) with --config, its YAML",
     "llamagen-vq": "a LlamaGen VQ tokenizer checkpoint (vq_ds16_c2i.pt, vq_ds8_c2i.pt, …)",
     "maskgit-vqgan": "an open-muse MaskGitVQGAN folder or Hub id (MaskGIT's VQGAN)",
+    "llamagen-gpt": "a LlamaGen class-conditional GPT checkpoint (c2i_B_256.pt, …), with --tokenizer a pipeline",
 }
 # Which options each kind takes (anything else given is refused, not ignored).
 OPTIONS = {
@@ -17,36 +19,45 @@ OPTIONS = {
     "taming": {"config", "legacy_beta", "allow_pickle"},
     "llamagen-vq": {"weights", "allow_pickle", "image_size", "no_codebook_l2_norm"},
     "maskgit-vqgan": {"revision"},
+    "llamagen-gpt": {"weights", "allow_pickle", "image_size", "tokenizer", "num_heads"},
 }
 
 
 def register(commands) -> None:
     kinds = "; ".join(f"{kind}: {what}" for kind, what in KINDS.items())
     parser = commands.add_parser("convert", help="Convert a tokenizer from diffusers, taming-transformers, LlamaGen "
-                                 "or MaskGIT into a vq_hub folder.", description=f"{__doc__} Kinds — {kinds}.")  # fmt: skip
+                                 "or MaskGIT, or LlamaGen's GPT, into a vq_hub folder.",
+                                 description=f"{__doc__} Kinds — {kinds}.")  # fmt: skip
     parser.add_argument("kind", choices=list(KINDS), metavar="KIND", help=f"One of {', '.join(KINDS)}.")
     parser.add_argument("src", metavar="SRC", help="The checkpoint file, folder or Hub repository id to convert.")
-    parser.add_argument("--out", required=True, help="The folder to write (loads with VQVAEModel.from_pretrained).")
+    parser.add_argument("--out", required=True, help="The folder to write (a tokenizer loads with "
+                        "VQVAEModel.from_pretrained, a pipeline with VQPipeline.from_pretrained).")  # fmt: skip
     parser.add_argument("--config", help="taming: the YAML config the checkpoint was trained with.")
     parser.add_argument("--subfolder", help="diffusers: the VQModel's subfolder in a pipeline repository, e.g. vqvae.")
     parser.add_argument("--revision", help="diffusers, maskgit-vqgan: the Hub revision of SRC.")
     parser.add_argument("--legacy-beta", dest="legacy_beta", action="store_true",
                         help="diffusers, taming: keep β on the codebook term, as they train (default: commitment).")
-    parser.add_argument("--weights", choices=("ema", "model", "state_dict"),
-                        help="llamagen-vq: the checkpoint entry to convert (default: ema, then model, then state_dict).")
+    parser.add_argument("--weights", choices=("ema", "model", "module", "state_dict"),
+                        help="llamagen-vq, llamagen-gpt: the checkpoint entry to convert (default: LlamaGen's order — "
+                        "ema, model, state_dict for a tokenizer; model, module, state_dict, ema for a GPT).")
     parser.add_argument("--image-size", dest="image_size", type=int,
-                        help="llamagen-vq: the training resolution recorded in the config (default 256).")
+                        help="llamagen-vq: the training resolution recorded in the config; llamagen-gpt: the one the "
+                        "GPT was trained for, 256 or 384, which sets its grid (default 256).")
+    parser.add_argument("--tokenizer", help="llamagen-gpt: the converted LlamaGen tokenizer folder (llamagen-vq); "
+                        "the output is then a whole VQAutoregressivePipeline.")
+    parser.add_argument("--num-heads", dest="num_heads", type=int,
+                        help="llamagen-gpt: attention heads, only for a width none of LlamaGen's models has.")
     parser.add_argument("--no-codebook-l2-norm", dest="no_codebook_l2_norm", action="store_true",
                         help="llamagen-vq: the tokenizer was trained with codebook_l2_norm=False.")
     parser.add_argument("--allow-pickle", dest="allow_pickle", action="store_true",
-                        help="taming, llamagen-vq: load with weights_only=False, which runs code pickled in the file. "
-                        "Only for files you trust.")  # fmt: skip
+                        help="taming, llamagen-vq, llamagen-gpt: load with weights_only=False, which runs code "
+                        "pickled in the file. Only for files you trust.")  # fmt: skip
     parser.set_defaults(run=run)
 
 
 def given_options(args) -> set[str]:
     names = ("config", "subfolder", "revision", "legacy_beta", "weights", "image_size", "no_codebook_l2_norm",
-             "allow_pickle")  # fmt: skip
+             "allow_pickle", "tokenizer", "num_heads")  # fmt: skip
     return {name for name in names if getattr(args, name) not in (None, False)}
 
 
@@ -69,6 +80,8 @@ def run(args) -> str:
         raise CommandError("taming needs --config, the YAML the checkpoint was trained with")
     command = reproducing_command(args)
     try:
+        if args.kind == "llamagen-gpt":  # a prior or a pipeline, not a tokenizer
+            return convert_llamagen_gpt(args, command)
         model = CONVERTERS[args.kind](args, command)
     except (ValueError, FileNotFoundError) as error:
         raise CommandError(f"{args.kind} {args.src}: {error}") from None
@@ -111,6 +124,16 @@ def convert_maskgit(args, command: str):
     model = convert_maskgit_vqgan(folder)
     save_converted_maskgit_vqgan(model, args.out, str(args.src), command)
     return model
+
+
+def convert_llamagen_gpt(args, command: str) -> str:
+    from ..conversion_llamagen_gpt import convert_llamagen_gpt_to_folder, describe_converted
+
+    converted = convert_llamagen_gpt_to_folder(
+        args.src, args.out, command, tokenizer=args.tokenizer, image_size=args.image_size or 256,
+        num_heads=args.num_heads, weights=args.weights, allow_pickle=args.allow_pickle,
+    )  # fmt: skip
+    return f"wrote {args.out}: {describe_converted(converted)} (converted from {args.kind} {args.src})"
 
 
 CONVERTERS = {"diffusers": convert_diffusers, "taming": convert_taming, "llamagen-vq": convert_llamagen,

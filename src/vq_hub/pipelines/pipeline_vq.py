@@ -29,9 +29,10 @@ PORTABLE_CLASS_NAMES = {("transformers", "TokenizersBackend"): ["transformers", 
 
 # diffusers records a component by its library and loads only libraries it knows; registering vq_hub makes
 # model_index.json say ["vq_hub", "VQVAEModel"] (stable when files move) and lets Hub downloads accept it (diffusers#6563).
+# vq_hub's transformers priors (LlamaGenForCausalLM) load through PreTrainedModel, as transformers' own do.
 pipeline_loading_utils.LOADABLE_CLASSES.setdefault(
     "vq_hub",
-    {"ModelMixin": ["save_pretrained", "from_pretrained"], "SchedulerMixin": ["save_pretrained", "from_pretrained"]},
+    {name: ["save_pretrained", "from_pretrained"] for name in ("ModelMixin", "SchedulerMixin", "PreTrainedModel")},
 )
 
 
