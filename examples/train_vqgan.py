@@ -239,15 +239,14 @@ def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
                 top_only_errors.append(accelerator.gather_for_metrics(top_only))
             for index, (codes, quantizer) in enumerate(zip(levels, quantizers(tokenizer).values())):
                 counts[index] = counts[index] + codebook_counts(quantizer, accelerator.gather_for_metrics(codes))
-        names = level_names(tokenizer)
+        names, level_quantizers = level_names(tokenizer), list(quantizers(tokenizer).values())
     mse = torch.cat(squared_errors)
     figures = {"psnr": float(psnr_from_mse(mse))}
     if top_only_errors:
         figures["top_only_psnr"] = float(psnr_from_mse(torch.cat(top_only_errors)))
-    for name, level_counts in zip(names, counts):  # a residual level: the mean over its codebooks
-        usage, level_perplexity = usage_and_perplexity(level_counts)
-        figures[level_prefix(name) + "codebook_usage"] = usage
-        figures[level_prefix(name) + "perplexity"] = level_perplexity
+    for name, quantizer, level_counts in zip(names, level_quantizers, counts):  # a residual level: each depth's too
+        for figure, value in usage_and_perplexity(quantizer, level_counts).items():
+            figures[level_prefix(name) + figure] = value
     return {**figures, "num_images": int(mse.numel())}
 
 

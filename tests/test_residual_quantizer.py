@@ -14,7 +14,9 @@ import torch.multiprocessing as mp
 from conftest import ROOT, load_example, tiny_vq_config
 
 from vq_hub import ResidualQuantizer, VQVAEModel
-from vq_hub.code_levels import DepthView, code_depth, code_depths, codebook_counts, level_views
+from vq_hub.code_levels import (
+    DepthView, code_depth, code_depths, codebook_counts, level_views, usage_and_perplexity,
+)  # fmt: skip
 from vq_hub.quantizers import QuantizerSettings, VectorQuantizer
 
 RESIDUAL_CONFIG = dict(quantizer_type="residual", quantizer_depth=2)
@@ -63,6 +65,9 @@ def test_statistics_per_depth_and_overall():
     torch.testing.assert_close(output.perplexity, entropy.exp())  # the mean over per-depth codebooks
     counts = codebook_counts(quantizer, output.codes)
     assert counts.tolist() == [[0.0, 2.0, 1.0], [0.0, 1.0, 2.0]]
+    figures = usage_and_perplexity(quantizer, counts)  # what the evaluations report, from the codes alone
+    assert figures["perplexity"] == pytest.approx(float(output.perplexity))
+    assert figures["depth1_codebook_usage"] == pytest.approx(2 / 3)
 
 
 def test_shared_codebook_is_one_codebook_used_at_every_depth_with_pooled_statistics():
@@ -75,7 +80,9 @@ def test_shared_codebook_is_one_codebook_used_at_every_depth_with_pooled_statist
     output = quantizer.eval()(HAND_LATENTS)
     # (1.2, 0.9) → 1, residual (0.2, -0.1) → 0; (1.0, 0.6) → 1, (0, -0.4) → 2; (-1.9, -0.6) → 2, (-1.9, -0.1) → 0.
     assert output.codes[0, :, :, 0].tolist() == [[1, 1, 2], [0, 2, 0]]
-    assert codebook_counts(quantizer, output.codes).tolist() == [[2.0, 2.0, 2.0]]
+    counts = codebook_counts(quantizer, output.codes)
+    assert counts.tolist() == [[0.0, 2.0, 1.0], [2.0, 0.0, 1.0]]
+    assert usage_and_perplexity(quantizer, counts)["perplexity"] == pytest.approx(3.0)
     torch.testing.assert_close(output.perplexity, torch.tensor(3.0))  # the histogram of both depths together
     assert float(output.codebook_usage) == 1.0
 
@@ -339,3 +346,136 @@ def test_train_vqgan_trains_a_residual_tokenizer_from_its_flags(synthetic_parque
     assert codes.shape == (2, 3, 8, 8) and int(codes.max()) < 16
     for depth in range(3):
         assert (output / "validation" / f"codebook-depth{depth}.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------------ priors and codec
+
+
+def tiny_residual_tokenizer(depth: int = 2) -> VQVAEModel:
+    """8×8 images → 4×4 grids of `depth` codes from 32-code codebooks."""
+    torch.manual_seed(0)
+    return VQVAEModel(**tiny_vq_config(sample_size=8, quantizer_type="residual", quantizer_depth=depth)).eval()
+
+
+def tiny_autoregressive_pipeline(vqvae=None):
+    from transformers import AutoModelForCausalLM
+
+    from vq_hub import VQAutoregressivePipeline, autoregressive_prior_config
+
+    vqvae = vqvae or tiny_residual_tokenizer()
+    config = autoregressive_prior_config(vqvae, 2, hidden_size=32, num_layers=1, num_heads=2)
+    pipe = VQAutoregressivePipeline(vqvae=vqvae, prior=AutoModelForCausalLM.from_config(config).eval())
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def test_sequence_order_is_position_major_depth_minor_and_inverts():
+    from vq_hub.code_levels import cells_to_sequence, codes_to_sequence, sequence_to_codes
+
+    codes = torch.arange(2 * 3 * 2 * 2).reshape(2, 3, 2, 2)  # (B, depth 3, 2×2)
+    sequence = codes_to_sequence(codes)
+    # Cell (0, 0) at depths 0, 1, 2, then cell (0, 1)…
+    assert sequence[0, :6].tolist() == [0, 4, 8, 1, 5, 9]
+    assert codes_to_sequence(codes, "depth-major")[0, :6].tolist() == [0, 1, 2, 3, 4, 5]
+    for order in ("position-major", "depth-major"):
+        assert torch.equal(sequence_to_codes(codes_to_sequence(codes, order), (2, 2), 3, order), codes)
+    assert torch.equal(sequence_to_codes(codes[:, 0].flatten(1), (2, 2)), codes[:, 0])  # one code per cell
+    cells = torch.tensor([[[True, False], [False, True]]])
+    assert cells_to_sequence(cells, 2).tolist() == [[True, True, False, False, False, False, True, True]]
+    with pytest.raises(ValueError, match=r"\(B, 12\)"):
+        sequence_to_codes(sequence[:, :-1], (2, 2), 3)
+    with pytest.raises(ValueError, match="`order`"):
+        codes_to_sequence(codes, "scale-major")
+
+
+def test_autoregressive_pipeline_samples_and_completes_residual_codes():
+    pipe = tiny_autoregressive_pipeline()
+    assert pipe.code_depth == 2 and pipe.num_codes == 32 and pipe.prior.config.code_depth == 2
+    assert pipe.prior.config.max_position_embeddings == 1 + 32
+    codes = pipe(class_labels=[0, 1], output_type="codes", generator=torch.Generator().manual_seed(0)).codes
+    assert codes.shape == (2, 2, 4, 4) and int(codes.max()) < 32
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    known = pipe.encode_images(images)
+    completed = pipe(image=images, num_prefix_rows=1, output_type="codes", generator=torch.Generator().manual_seed(2))
+    assert torch.equal(completed.codes[:, :, :1], known[:, :, :1])  # every depth of the first row kept
+    from_rows = pipe(prefix_codes=known[:, :, :2], output_type="codes", temperature=0).codes
+    assert torch.equal(from_rows[:, :, :2], known[:, :, :2])
+    with pytest.raises(ValueError, match=r"\(B, 2, rows, 4\)"):
+        pipe(prefix_codes=known[:, :1, :2], output_type="codes")
+    output = pipe(batch_size=1, output_type="pt", generator=torch.Generator().manual_seed(3))
+    assert output.images.shape == (1, 3, 8, 8)
+
+
+def test_a_prior_of_another_depth_is_refused():
+    from transformers import AutoModelForCausalLM
+
+    from vq_hub import VQAutoregressivePipeline, autoregressive_prior_config
+
+    one_code = VQVAEModel(**tiny_vq_config(sample_size=8)).eval()
+    prior = AutoModelForCausalLM.from_config(autoregressive_prior_config(one_code, hidden_size=32, num_layers=1,
+                                                                         num_heads=2))  # fmt: skip
+    with pytest.raises(ValueError, match="1 code\\(s\\) per position .* the tokenizer gives 2"):
+        VQAutoregressivePipeline(vqvae=tiny_residual_tokenizer(), prior=prior)
+
+
+def test_codec_round_trips_residual_codes_and_refuses_crafted_depths():
+    import struct
+    import zlib
+
+    from vq_hub.code_levels import codes_to_sequence
+    from vq_hub.codec import compress_codes, compress_images, decompress_codes, decompress_images, read_header
+
+    pipe = tiny_autoregressive_pipeline()
+    images = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    data = compress_images(pipe, images, class_labels=[0, 1, -1])
+    header = read_header(data)
+    assert header.code_depth == 2 and header.grid_size == (4, 4) and data[4:6] == struct.pack("<H", 2)
+    output = decompress_images(pipe, data, output_type="pt")
+    assert torch.equal(output.codes, pipe.encode_images(images)) and output.class_labels.tolist() == [0, 1, -1]
+    assert torch.equal(output.images, pipe.decode_codes(output.codes, "pt"))
+    codes = output.codes.flip(1)  # other grids: depth 1's codes at depth 0 and the reverse
+    assert torch.equal(decompress_codes(pipe, compress_codes(pipe, codes)).codes, codes)
+    sequence = codes_to_sequence(codes)  # the prior's order is also accepted
+    assert compress_codes(pipe, sequence) == compress_codes(pipe, codes)
+    with pytest.raises(ValueError, match=r"\(N, 2, 4, 4\)"):
+        compress_codes(pipe, codes[:, 0])
+
+    def rewritten(offset: int, value: bytes) -> bytes:
+        body = bytearray(data[:-4])
+        body[offset : offset + len(value)] = value
+        return bytes(body) + struct.pack("<I", zlib.crc32(body))
+
+    with pytest.raises(ValueError, match="do not fit"):  # the depth after the grid width (offset 44)
+        decompress_codes(pipe, rewritten(44, struct.pack("<H", 3)))
+    with pytest.raises(ValueError, match="code depth 1"):
+        decompress_codes(pipe, rewritten(44, struct.pack("<H", 1)))
+    with pytest.raises(ValueError, match="damaged"):  # a version-1 reading of a version-2 file
+        decompress_codes(pipe, rewritten(4, struct.pack("<H", 1)))
+
+
+def test_diffusion_pipeline_samples_and_inpaints_residual_codes():
+    from transformers import AutoModelForMaskedLM
+
+    from vq_hub import DiscreteDiffusionScheduler, VQDiscreteDiffusionPipeline, denoiser_config
+
+    vqvae = tiny_residual_tokenizer()
+    config = denoiser_config(vqvae, 2, hidden_size=32, num_layers=1, num_heads=2)
+    assert config.code_depth == 2 and config.max_position_embeddings == 1 + 32
+    scheduler = DiscreteDiffusionScheduler(10, 32, "mask", mask_token_id=config.mask_token_id)
+    pipe = VQDiscreteDiffusionPipeline(vqvae, AutoModelForMaskedLM.from_config(config).eval(), scheduler)
+    pipe.set_progress_bar_config(disable=True)
+    sampled = pipe(class_labels=[1], num_steps=4, output_type="codes", return_intermediates=True)
+    assert sampled.codes.shape == (1, 2, 4, 4) and int(sampled.codes.max()) < 32 and len(sampled.intermediates) == 4
+    known = sampled.codes
+    keep = torch.zeros(4, 4, dtype=torch.bool)
+    keep[:2] = True  # the top half of the cells, all their depths
+    inpainted = pipe(codes=known, keep_mask=keep, num_steps=4, output_type="codes",
+                     generator=torch.Generator().manual_seed(5)).codes  # fmt: skip
+    assert torch.equal(inpainted[:, :, :2], known[:, :, :2])
+    with pytest.raises(ValueError, match=r"\(B, 2, 4, 4\)"):
+        pipe(codes=known[:, 0], keep_mask=keep, num_steps=4)
+    images = torch.rand(1, 3, 8, 8) * 2 - 1
+    mask = torch.zeros(1, 1, 8, 8)
+    mask[..., 4:, :] = 1  # regenerate the bottom half
+    from_image = pipe(image=images, mask=mask, num_steps=4, output_type="codes").codes
+    assert torch.equal(from_image[:, :, :2], pipe.encode_images(images)[:, :, :2])

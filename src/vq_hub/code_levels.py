@@ -4,6 +4,9 @@ A `VQVAEModel` tokenizes into one code grid (a tensor); a `HierarchicalVQModel` 
 The models keep their natural API. Everything outside them that handles codes of either kind (pipelines, the CLI,
 `encode_dataset.py`, the evaluation harness, the codec) goes through these helpers, which always speak in tuples of
 levels: one entry for a single level, named `"codes"`, two for VQ-VAE-2, named `"top"` and `"bottom"`.
+
+A level's grid is `(B, h, w)`, or `(B, depth, h, w)` for a residual quantizer (`code_depth`); a prior sees it as one
+sequence of `h·w·depth` codes (`codes_to_sequence`, in the order `CODE_ORDER`).
 """
 
 import torch
@@ -52,21 +55,73 @@ def code_depths(tokenizer) -> tuple[int, ...]:
 
 
 def codebook_counts(quantizer, codes: torch.Tensor) -> torch.Tensor:
-    """One histogram per codebook of a level's codes, `(num_codebooks, K)`: a residual quantizer with a codebook per
-    depth has one row per depth; every other quantizer (a shared residual codebook too) one row of all its codes."""
+    """The histogram of a level's codes, `(depth, K)`: one row per depth of a residual quantizer's codes
+    `(B, depth, h, w)`, one row of all the codes of any other quantizer."""
     from .metrics import code_counts
 
-    if code_depth(quantizer) > 1 and getattr(quantizer, "num_codebooks", 1) > 1:
+    if code_depth(quantizer) > 1:
         return torch.stack([code_counts(codes[:, depth], quantizer.codebook_size) for depth in range(codes.shape[1])])
     return code_counts(codes, quantizer.codebook_size).unsqueeze(0)
 
 
-def usage_and_perplexity(counts: torch.Tensor) -> tuple[float, float]:
-    """Codebook usage and perplexity of `codebook_counts`, each the mean over codebooks."""
+def usage_and_perplexity(quantizer, counts: torch.Tensor) -> dict[str, float]:
+    """`codebook_usage` and `perplexity` of a level's `codebook_counts`, as a residual quantizer's forward reports
+    them (the mean over its per-depth codebooks, or the figures of all depths together in a shared codebook), and
+    each depth's, `depth0_codebook_usage`, `depth0_perplexity`… (residual quantizers only)."""
     from .metrics import codebook_usage, perplexity
 
-    return (sum(float(codebook_usage(row)) for row in counts) / len(counts),
-            sum(float(perplexity(row)) for row in counts) / len(counts))  # fmt: skip
+    pooled = counts.sum(dim=0, keepdim=True) if getattr(quantizer, "shared_codebook", False) else counts
+    figures = {"codebook_usage": sum(float(codebook_usage(row)) for row in pooled) / len(pooled),
+               "perplexity": sum(float(perplexity(row)) for row in pooled) / len(pooled)}  # fmt: skip
+    if code_depth(quantizer) > 1:
+        for depth, row in enumerate(counts):
+            figures.update({f"depth{depth}_codebook_usage": float(codebook_usage(row)),
+                            f"depth{depth}_perplexity": float(perplexity(row))})  # fmt: skip
+    return figures
+
+
+# How a prior reads a residual tokenizer's `(B, depth, h, w)` codes as one sequence: "position-major" (the default,
+# as RQ-Transformer flattens them) puts each position's `depth` codes together, coarse to fine, positions in raster
+# order; "depth-major" puts the whole depth-0 grid first, then depth 1… A prior over one code per position sees the
+# raster order either way. Position-major was chosen by measurement (docs/tokenizers.md, "Residual quantization"),
+# and it keeps a prefix of the sequence a prefix of the image (completion from the first rows, inpainting by cells).
+CODE_ORDERS = ("position-major", "depth-major")
+CODE_ORDER = "position-major"
+
+
+def codes_to_sequence(codes: torch.Tensor, order: str = CODE_ORDER) -> torch.Tensor:
+    """Codes `(B, h, w)`, or residual codes `(B, depth, h, w)`, as the `(B, h·w·depth)` sequence a prior models
+    (`order`: see `CODE_ORDERS`). Also for masks of the same shapes."""
+    if order not in CODE_ORDERS:
+        raise ValueError(f"`order` must be one of {CODE_ORDERS}, got {order!r}")
+    if codes.ndim == 3:
+        return codes.flatten(1)
+    if codes.ndim != 4:
+        raise ValueError(f"codes must be (B, h, w) or (B, depth, h, w), got shape {tuple(codes.shape)}")
+    return (codes.permute(0, 2, 3, 1) if order == CODE_ORDER else codes).flatten(1)
+
+
+def sequence_to_codes(sequence: torch.Tensor, grid: tuple[int, int], depth: int = 1,
+                      order: str = CODE_ORDER) -> torch.Tensor:  # fmt: skip
+    """The inverse of `codes_to_sequence`: `(B, h·w·depth)` → `(B, h, w)` for depth 1, else `(B, depth, h, w)`."""
+    if order not in CODE_ORDERS:
+        raise ValueError(f"`order` must be one of {CODE_ORDERS}, got {order!r}")
+    height, width = grid
+    if sequence.ndim != 2 or sequence.shape[1] != height * width * depth:
+        raise ValueError(f"a sequence of {height}×{width}×{depth} codes must be (B, {height * width * depth}), got "
+                         f"shape {tuple(sequence.shape)}")  # fmt: skip
+    if depth == 1:
+        return sequence.reshape(-1, height, width)
+    if order == CODE_ORDER:
+        return sequence.reshape(-1, height, width, depth).permute(0, 3, 1, 2).contiguous()
+    return sequence.reshape(-1, depth, height, width)
+
+
+def cells_to_sequence(cells: torch.Tensor, depth: int = 1) -> torch.Tensor:
+    """A mask of code cells `(B, h, w)` as a mask of the sequence's codes `(B, h·w·depth)`: every depth of a cell."""
+    if depth == 1:
+        return codes_to_sequence(cells)
+    return codes_to_sequence(cells.unsqueeze(1).expand(-1, depth, -1, -1))
 
 
 def column_name(level: str) -> str:

@@ -10,7 +10,7 @@ from torch import nn
 from ..metrics import code_counts, codebook_usage, perplexity
 from ..utils.checks import check_int
 from ..utils.distributed import is_distributed
-from .base import Quantizer, QuantizerOutput, _describe
+from .base import Quantizer, QuantizerOutput
 from .vector import VectorQuantizer
 
 
@@ -179,21 +179,9 @@ class ResidualQuantizer(Quantizer):
             quantized = quantized + self.quantizer_at(depth).codes_to_latents(codes[:, depth]).float()
         return quantized
 
-    def check_codes(self, codes: torch.Tensor) -> None:
-        if not isinstance(codes, torch.Tensor):
-            raise TypeError(
-                f"`codes` must be an integer torch.Tensor (batch, depth, height, width), got {_describe(codes)}"
-            )
-        if codes.ndim != 4 or codes.numel() == 0 or codes.shape[1] != self.depth:
-            raise ValueError(f"`codes` of a residual quantizer of depth {self.depth} must be a non-empty 4D tensor "
-                             f"(batch, {self.depth}, height, width), got {_describe(codes)}")  # fmt: skip
-        if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
-            raise TypeError(f"`codes` must be an integer tensor (e.g. torch.long), got dtype {codes.dtype}")
-        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
-            raise ValueError(
-                f"`codes` must lie in [0, {self.codebook_size - 1}] for a codebook of {self.codebook_size} codes, "
-                f"got values in [{int(codes.min())}, {int(codes.max())}]"
-            )
+    @property
+    def code_axes(self) -> tuple[str, ...]:
+        return ("batch", str(self.depth), "height", "width")
 
     def extra_repr(self) -> str:
         return f"depth={self.depth}, shared_codebook={self.shared_codebook}"
