@@ -5,9 +5,10 @@ held-out negative log-likelihood per code (nats; the total per image is the same
 order with the lower figure models the codes better), also split by depth.
 
     python examples/encode_dataset.py --vqvae_name_or_path rvq-tokenizer --output_dir rvq-codes
-    python benchmarks/residual_code_order.py --codes rvq-codes --max_train_steps 1500 --seeds 0 1
+    python benchmarks/residual_code_order.py --codes rvq-codes --max_train_steps 400 --train_batch_size 32 --seeds 0 1
 
 The codes folder is `encode_dataset.py`'s output for a residual tokenizer (its rows hold the codes position-major).
+The result and the tokenizer it was measured on are in docs/tokenizers.md ("The order of residual codes").
 """
 
 import argparse
@@ -95,7 +96,11 @@ def main(argv=None) -> list[dict]:
     if info.get("code_depth", 1) < 2:
         raise SystemExit(f"--codes {args.codes}: these are not a residual tokenizer's codes (no code_depth ≥ 2)")
     vqvae = load_tokenizer(info["tokenizer"])
-    results = [measure(args, info, vqvae, order, seed) for seed in args.seeds for order in CODE_ORDERS]
+    results = []
+    for seed in args.seeds:
+        for order in CODE_ORDERS:
+            results.append(measure(args, info, vqvae, order, seed))
+            print(json.dumps(results[-1]), flush=True)
     print(f"{'order':<16}{'seed':>5}{'NLL/code':>10}  per depth")
     for row in results:
         depths = ", ".join(f"{value:.3f}" for value in row["nll_per_depth"])

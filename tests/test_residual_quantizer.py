@@ -479,3 +479,41 @@ def test_diffusion_pipeline_samples_and_inpaints_residual_codes():
     mask[..., 4:, :] = 1  # regenerate the bottom half
     from_image = pipe(image=images, mask=mask, num_steps=4, output_type="codes").codes
     assert torch.equal(from_image[:, :, :2], pipe.encode_images(images)[:, :, :2])
+
+
+@pytest.mark.slow
+def test_encoded_residual_codes_train_both_priors_into_pipelines(synthetic_parquet, tmp_path):
+    import pyarrow.parquet as pq
+    from conftest import run_script
+    from test_train_priors import TINY_PRIOR
+
+    from vq_hub import VQPipeline
+    from vq_hub.code_levels import codes_to_sequence
+    from vq_hub.data import image_to_tensor, load_parquet_images
+
+    torch.manual_seed(0)
+    VQVAEModel(**tiny_vq_config(sample_size=16, **RESIDUAL_CONFIG)).save_pretrained(tmp_path / "tokenizer")
+    run_script("encode_dataset.py", [
+        "--vqvae_name_or_path", str(tmp_path / "tokenizer"), "--train_parquet", str(synthetic_parquet / "train.parquet"),
+        "--validation_parquet", str(synthetic_parquet / "test.parquet"), "--output_dir", str(tmp_path / "codes"),
+    ])  # fmt: skip
+    info = json.loads((tmp_path / "codes" / "encoding.json").read_text())
+    assert info["code_depth"] == 2 and info["code_order"] == "position-major" and info["code_grid_size"] == [8, 8]
+    tokenizer = VQVAEModel.from_pretrained(tmp_path / "tokenizer").eval()
+    images = torch.stack([image_to_tensor(image, 16, 3) for image in
+                          load_parquet_images(synthetic_parquet / "test.parquet")["image"]])  # fmt: skip
+    stored = torch.tensor(pq.read_table(tmp_path / "codes" / "validation.parquet")["codes"].to_pylist())
+    assert torch.equal(stored, codes_to_sequence(tokenizer.tokenize(images)))  # rows in the prior's order
+
+    for script, extra in (("train_prior.py", []), ("train_diffusion.py", ["--num_steps", "2"])):
+        output = tmp_path / script
+        run_script(script, TINY_PRIOR + [
+            "--codes_dir", str(tmp_path / "codes"), "--output_dir", str(output), "--max_train_steps", "3",
+            "--validation_steps", "3", "--checkpointing_steps", "1000", *extra,
+        ])  # fmt: skip
+        pipe = VQPipeline.from_pretrained(output)
+        pipe.set_progress_bar_config(disable=True)
+        assert pipe.code_depth == 2 and pipe.prior_config.max_position_embeddings == 1 + 8 * 8 * 2
+        options = {"num_steps": 2} if script == "train_diffusion.py" else {}
+        codes = pipe(class_labels=[0, 2], output_type="codes", **options).codes
+        assert codes.shape == (2, 2, 8, 8) and int(codes.max()) < 32
