@@ -134,18 +134,6 @@ def test_every_vector_option_per_depth_trains_and_its_token_api_equals_forward(o
     assert errors[1] < errors[0] or options.get("codebook_dim")
 
 
-def test_bf16_autocast_gives_the_float32_codes_and_float32_losses():
-    quantizer = ResidualQuantizer(32, 4, depth=3, codebook_dim=2).eval()
-    latents = torch.randn(4, 4, 4, 4)
-    expected = quantizer(latents)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        output = quantizer(latents)
-        codes = quantizer.latents_to_codes(latents)
-    assert torch.equal(output.codes, expected.codes) and torch.equal(codes, expected.codes)
-    assert output.commitment_loss.dtype == torch.float32 and output.quantized.dtype == torch.float32
-    torch.testing.assert_close(output.commitment_loss, expected.commitment_loss)
-
-
 @pytest.mark.parametrize(
     "make, error, message",
     [
