@@ -92,13 +92,14 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
         vocabulary = CodeVocabulary.from_config(config)
     except ValueError as error:
         raise SystemExit(f"--config_name_or_path: {error}") from None
-    expected = (info["codebook_size"], num_classes, with_mask_token, info["code_grid_size"], *prefix)
+    expected = (info["codebook_size"], num_classes, with_mask_token, info["code_grid_size"],
+                info.get("code_depth", 1), *prefix)  # fmt: skip
     found = (vocabulary.codebook_size, vocabulary.num_classes, vocabulary.with_mask_token, list(config.code_grid_size),
-             vocabulary.prefix_vocab_size, vocabulary.prefix_length)  # fmt: skip
+             getattr(config, "code_depth", 1), vocabulary.prefix_vocab_size, vocabulary.prefix_length)  # fmt: skip
     if found != expected:
         raise SystemExit(
-            f"--config_name_or_path: (codebook_size, num_classes, mask token, code_grid_size, prefix_vocab_size, "
-            f"prefix_length) are {found}, these codes need {expected} (build the config with "
+            f"--config_name_or_path: (codebook_size, num_classes, mask token, code_grid_size, code_depth, "
+            f"prefix_vocab_size, prefix_length) are {found}, these codes need {expected} (build the config with "
             f"vq_hub.{config_helper.__name__})"
         )
     return auto_class.from_config(config)
@@ -206,8 +207,7 @@ def text_sample_quality(pipe: VQPipeline, feature_network, args, sample_kwargs: 
     if validation_dataset is None:
         return {"fid_note": "not computed: no validation split (its captions are the prompts)"}
     rows = validation_dataset.with_format(None).select(range(min(args.fid_num_images, len(validation_dataset))))
-    height, width = pipe.code_grid_size
-    codes = torch.tensor(rows["codes"], dtype=torch.long).view(-1, height, width)
+    codes = pipe.sequence_to_codes(torch.tensor(rows["codes"], dtype=torch.long))
     with torch.no_grad():
         reference = torch.cat([pipe.vqvae.detokenize(codes[i : i + 100].to(pipe.device)).float().clamp(-1, 1).cpu()
                                for i in range(0, len(codes), 100)])  # fmt: skip

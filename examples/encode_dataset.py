@@ -25,7 +25,10 @@ from accelerate import Accelerator
 from tqdm.auto import tqdm
 
 from vq_hub import VQVAEModel, load_tokenizer
-from vq_hub.code_levels import code_grid_sizes, codebook_sizes, column_name, level_names, tokenize_levels
+from vq_hub.code_levels import (
+    CODE_ORDER, code_depths, code_grid_sizes, codebook_sizes, codes_to_sequence, column_name, level_names,
+    tokenize_levels,
+)  # fmt: skip
 from vq_hub.data import (
     ENCODING_INFO, SHIPPED_DATA_NOTE, image_size, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
 )  # fmt: skip
@@ -103,7 +106,7 @@ def class_names_of(dataset: datasets.Dataset, label_column: str) -> list[str] | 
 
 @torch.no_grad()
 def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator: Accelerator, name: str):
-    """`(codes, labels (N,), captions or None)` of every image, `codes` a list with one `(N, h·w)` tensor per level
+    """`(codes, labels (N,), captions or None)` of every image, `codes` a list with one `(N, h·w·depth)` tensor per level
     (top first), each process encoding its shard, gathered in order (the captions are the dataset's, in the same
     order)."""
     has_labels = args.label_column in dataset.column_names
@@ -128,7 +131,8 @@ def encode_split(vqvae: VQVAEModel, dataset: datasets.Dataset, args, accelerator
             levels = tokenize_levels(vqvae, images.to(vqvae.dtype))
         for level_codes, codes in zip(all_codes, levels):
             # gather_for_metrics drops the samples repeated to even out the last batch across processes.
-            level_codes.append(accelerator.gather_for_metrics(codes.flatten(1)).cpu())
+            # A residual tokenizer's (B, depth, h, w) codes are stored in the prior's order (code_levels.CODE_ORDER).
+            level_codes.append(accelerator.gather_for_metrics(codes_to_sequence(codes)).cpu())
         all_labels.append(accelerator.gather_for_metrics(labels).cpu())
     seconds = time.perf_counter() - start
     if accelerator.is_main_process:  # throughput with the data loading: what a user waits for
@@ -164,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if len(levels) == 1:
         info.update(codebook_size=codebook_sizes(vqvae)[0], code_grid_size=list(grids[0]))
+        if code_depths(vqvae)[0] > 1:  # residual codes: h·w·depth per row, each position's depths together
+            info.update(code_depth=code_depths(vqvae)[0], code_order=CODE_ORDER)
     else:  # one column per level; `vq_hub.data.select_code_level` gives a prior its level's view
         info.update(levels=list(levels), codebook_sizes=dict(zip(levels, codebook_sizes(vqvae))),
                     code_grid_sizes={level: list(grid) for level, grid in zip(levels, grids)})  # fmt: skip

@@ -238,8 +238,8 @@ def test_files_of_another_model_version_or_dtype_are_refused(pipe, small_file):
     data, _ = small_file
     with pytest.raises(ValueError, match="another model"):
         decompress_codes(tiny_pipeline(seed=1), data)
-    with pytest.raises(ValueError, match="format version 2"):
-        decompress_codes(pipe, rewritten(data, 4, struct.pack("<H", 2)))
+    with pytest.raises(ValueError, match="format version 3"):
+        decompress_codes(pipe, rewritten(data, 4, struct.pack("<H", 3)))
     with pytest.raises(ValueError, match="do not fit"):
         decompress_codes(pipe, rewritten(data, 44, struct.pack("<I", 8)))  # a codebook of 8, same hash
     other_dtype = tiny_pipeline()

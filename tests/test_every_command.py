@@ -179,3 +179,85 @@ def test_the_demos_functions(name):
             *_, (kept, status) = inpaint(models, pipeline, {"background": picture, "layers": []}, KEEP_ROWS, 0,
                                          UNCONDITIONAL, 1, steps, 0)  # fmt: skip
         assert status.startswith("done: 1 images")
+
+
+# ------------------------------------------------------------------------------------------------- residual codes
+
+
+@pytest.fixture(scope="module")
+def residual_models(tmp_path_factory) -> dict[str, Path]:
+    """A kind no checkpoint ships: a tiny residual tokenizer (32×32 grayscale → 8×8 cells × depth 2, random weights)
+    and an autoregressive and a diffusion pipeline over its codes, made here and saved as users save them."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from vq_hub import (
+        DiscreteDiffusionScheduler, VQAutoregressivePipeline, VQDiscreteDiffusionPipeline, VQVAEModel,
+        autoregressive_prior_config, denoiser_config,
+    )  # fmt: skip
+
+    folder = tmp_path_factory.mktemp("residual")
+    torch.manual_seed(0)
+    vqvae = VQVAEModel(in_channels=1, out_channels=1, down_block_types=("DownEncoderBlock2D",) * 3,
+                       up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(8, 16, 16), latent_channels=4,
+                       norm_num_groups=4, num_vq_embeddings=16, quantizer_type="residual",
+                       quantizer_depth=2).eval()  # fmt: skip
+    vqvae.save_pretrained(folder / "tokenizer")
+    sizes = dict(hidden_size=16, num_layers=1, num_heads=2)
+    prior = AutoModelForCausalLM.from_config(autoregressive_prior_config(vqvae, 10, **sizes)).eval()
+    VQAutoregressivePipeline(vqvae=vqvae, prior=prior).save_pretrained(folder / "autoregressive")
+    config = denoiser_config(vqvae, 10, **sizes)
+    scheduler = DiscreteDiffusionScheduler(10, 16, "mask", mask_token_id=config.mask_token_id)
+    denoiser = AutoModelForMaskedLM.from_config(config).eval()
+    VQDiscreteDiffusionPipeline(vqvae, denoiser, scheduler).save_pretrained(folder / "diffusion")
+    return {name: folder / name for name in ("tokenizer", "autoregressive", "diffusion")}
+
+
+def test_a_residual_tokenizer_through_every_tokenizer_command(capsys, tmp_path, residual_models):
+    import numpy as np
+
+    model = residual_models["tokenizer"]
+    code, out, err = run(capsys, "info", model)
+    assert code == 0 and "residual, depth 2 (2 codebooks of 16" in out and "8×8×2 (depth)" in out, err
+    code, out, err = run(capsys, "reconstruct", "--model", model, "--images", IMAGES, "--num-images", 2,
+                         "--out", tmp_path / "r.png")  # fmt: skip
+    assert code == 0 and "PSNR" in out, err
+    code, out, err = run(capsys, "tokenize", "--model", model, "--images", IMAGES, "--num-images", 2,
+                         "--out", tmp_path / "codes.npy")  # fmt: skip
+    assert code == 0 and np.load(tmp_path / "codes.npy").shape == (2, 2, 8, 8), err
+    code, out, err = run(capsys, "detokenize", "--model", model, "--codes", tmp_path / "codes.npy",
+                         "--out", tmp_path / "d.png")  # fmt: skip
+    assert code == 0 and "2 images" in out, err
+    np.save(tmp_path / "flat.npy", np.load(tmp_path / "codes.npy")[0, 0])  # one depth's grid: not residual codes
+    code, out, err = run(capsys, "detokenize", "--model", model, "--codes", tmp_path / "flat.npy",
+                         "--out", tmp_path / "d.png")  # fmt: skip
+    assert code == 1 and "expected integer codes (N, 2, h, w)" in err
+    code, out, err = run(capsys, "codebook", "--model", model, "--images", IMAGES, "--num-images", 4,
+                         "--max-tiles", 16, "--top-codes", 2, "--out", tmp_path / "c.png")  # fmt: skip
+    assert code == 0 and out.count("wrote") == 2 and (tmp_path / "c-depth1.png").is_file(), err
+    code, out, err = run(capsys, "evaluate", "--model", model, "--images", IMAGES, "--num-images", 7,
+                         "--out", tmp_path / "t.json", "--no-progress")  # fmt: skip
+    assert code == 0 and "rFID" in out, err
+    result = json.loads((tmp_path / "t.json").read_text())["results"][0]
+    assert 0 < result["depth1_codebook_usage"] <= 1 and result["perplexity"] > 0
+
+
+@pytest.mark.parametrize("kind", ["autoregressive", "diffusion"])
+def test_residual_pipelines_through_every_pipeline_command(capsys, tmp_path, residual_models, kind):
+    model = residual_models[kind]
+    steps = ["--num-steps", "2"] if kind == "diffusion" else []
+    code, out, err = run(capsys, "info", model)
+    assert code == 0 and "depth 2" in out, err
+    code, out, err = run(capsys, "generate", "--model", model, "--num-images", 1, *steps, "--class", "0", "1",
+                         "--out", tmp_path / "g.png")  # fmt: skip
+    assert code == 0 and "wrote" in out, err
+    code, out, err = run(capsys, "evaluate", "--model", model, "--num-images", 7, *steps, "--out", tmp_path / "e.json",
+                         "--no-progress")  # fmt: skip
+    assert code == 0 and json.loads((tmp_path / "e.json").read_text())["results"][0]["fid"] > 0, err
+    vqz = tmp_path / "x.vqz"
+    code, out, err = run(capsys, "compress", IMAGES, "--model", model, "--num-images", 3, "--out", vqz)
+    if kind == "diffusion":
+        assert code == 1 and "the codec needs an autoregressive pipeline" in err, err
+        return
+    assert code == 0 and "bits per image" in out, err
+    code, out, err = run(capsys, "decompress", vqz, "--model", model, "--out", tmp_path / "codes.npy")
+    assert code == 0 and "codes verified" in out, err

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_vq_config
 
-from vq_hub import BinarySphericalQuantizer, LookupFreeQuantizer, SimVQuantizer, VQVAEModel
+from vq_hub import BinarySphericalQuantizer, LookupFreeQuantizer, ResidualQuantizer, SimVQuantizer, VQVAEModel
 from vq_hub.metrics import code_counts, codebook_usage, perplexity
 from vq_hub.quantizers import QuantizerSettings
 from vq_hub.quantizers.entropy import AnnealedWeight, binary_entropy_terms
@@ -70,9 +70,13 @@ def test_token_api_equals_forward_bit_for_bit(name):
     assert torch.equal(quantizer.codes_to_latents(codes), output.quantized)
 
 
-@pytest.mark.parametrize("name", QUANTIZERS)
+# The residual quantizer's codes have a depth axis: it joins the checks that do not depend on the code shape.
+WITH_RESIDUAL = {**QUANTIZERS, "residual-lowdim": lambda: ResidualQuantizer(32, 4, depth=3, codebook_dim=2)}
+
+
+@pytest.mark.parametrize("name", WITH_RESIDUAL)
 def test_bf16_autocast_gives_the_float32_codes(name):
-    quantizer = QUANTIZERS[name]().eval()
+    quantizer = WITH_RESIDUAL[name]().eval()
     latents = torch.randn(4, 4, 4, 4)
     expected = quantizer(latents)
     with torch.autocast("cpu", dtype=torch.bfloat16):

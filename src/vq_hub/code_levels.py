@@ -4,6 +4,9 @@ A `VQVAEModel` tokenizes into one code grid (a tensor); a `HierarchicalVQModel` 
 The models keep their natural API. Everything outside them that handles codes of either kind (pipelines, the CLI,
 `encode_dataset.py`, the evaluation harness, the codec) goes through these helpers, which always speak in tuples of
 levels: one entry for a single level, named `"codes"`, two for VQ-VAE-2, named `"top"` and `"bottom"`.
+
+A level's grid is `(B, h, w)`, or `(B, depth, h, w)` for a residual quantizer (`code_depth`); a prior sees it as one
+sequence of `h·w·depth` codes (`codes_to_sequence`, in the order `CODE_ORDER`).
 """
 
 import torch
@@ -38,6 +41,87 @@ def code_grid_sizes(tokenizer, height: int | None = None, width: int | None = No
     if is_hierarchical(tokenizer):
         return tuple(tokenizer.code_grid_sizes(height, width))
     return (tuple(tokenizer.code_grid_size(height, width)),)
+
+
+def code_depth(quantizer) -> int:
+    """Codes per position of a level's quantizer: a residual quantizer's depth (its codes `(B, depth, h, w)`), else 1
+    (codes `(B, h, w)`)."""
+    return int(getattr(quantizer, "depth", 1))
+
+
+def code_depths(tokenizer) -> tuple[int, ...]:
+    """Each level's `code_depth`, top first."""
+    return tuple(code_depth(quantizer) for quantizer in quantizers(tokenizer).values())
+
+
+def codebook_counts(quantizer, codes: torch.Tensor) -> torch.Tensor:
+    """The histogram of a level's codes, `(depth, K)`: one row per depth of a residual quantizer's codes
+    `(B, depth, h, w)`, one row of all the codes of any other quantizer."""
+    from .metrics import code_counts
+
+    if code_depth(quantizer) > 1:
+        return torch.stack([code_counts(codes[:, depth], quantizer.codebook_size) for depth in range(codes.shape[1])])
+    return code_counts(codes, quantizer.codebook_size).unsqueeze(0)
+
+
+def usage_and_perplexity(quantizer, counts: torch.Tensor) -> dict[str, float]:
+    """`codebook_usage` and `perplexity` of a level's `codebook_counts`, as a residual quantizer's forward reports
+    them (the mean over its per-depth codebooks, or the figures of all depths together in a shared codebook), and
+    each depth's, `depth0_codebook_usage`, `depth0_perplexity`… (residual quantizers only)."""
+    from .metrics import codebook_usage, perplexity
+
+    pooled = counts.sum(dim=0, keepdim=True) if getattr(quantizer, "shared_codebook", False) else counts
+    figures = {"codebook_usage": sum(float(codebook_usage(row)) for row in pooled) / len(pooled),
+               "perplexity": sum(float(perplexity(row)) for row in pooled) / len(pooled)}  # fmt: skip
+    if code_depth(quantizer) > 1:
+        for depth, row in enumerate(counts):
+            figures.update({f"depth{depth}_codebook_usage": float(codebook_usage(row)),
+                            f"depth{depth}_perplexity": float(perplexity(row))})  # fmt: skip
+    return figures
+
+
+# How a prior reads a residual tokenizer's `(B, depth, h, w)` codes as one sequence: "position-major" (the default,
+# as RQ-Transformer flattens them) puts each position's `depth` codes together, coarse to fine, positions in raster
+# order; "depth-major" puts the whole depth-0 grid first, then depth 1… A prior over one code per position sees the
+# raster order either way. Position-major was chosen by measurement (docs/tokenizers.md, "Residual quantization"),
+# and it keeps a prefix of the sequence a prefix of the image (completion from the first rows, inpainting by cells).
+CODE_ORDERS = ("position-major", "depth-major")
+CODE_ORDER = "position-major"
+
+
+def codes_to_sequence(codes: torch.Tensor, order: str = CODE_ORDER) -> torch.Tensor:
+    """Codes `(B, h, w)`, or residual codes `(B, depth, h, w)`, as the `(B, h·w·depth)` sequence a prior models
+    (`order`: see `CODE_ORDERS`). Also for masks of the same shapes."""
+    if order not in CODE_ORDERS:
+        raise ValueError(f"`order` must be one of {CODE_ORDERS}, got {order!r}")
+    if codes.ndim == 3:
+        return codes.flatten(1)
+    if codes.ndim != 4:
+        raise ValueError(f"codes must be (B, h, w) or (B, depth, h, w), got shape {tuple(codes.shape)}")
+    return (codes.permute(0, 2, 3, 1) if order == CODE_ORDER else codes).flatten(1)
+
+
+def sequence_to_codes(sequence: torch.Tensor, grid: tuple[int, int], depth: int = 1,
+                      order: str = CODE_ORDER) -> torch.Tensor:  # fmt: skip
+    """The inverse of `codes_to_sequence`: `(B, h·w·depth)` → `(B, h, w)` for depth 1, else `(B, depth, h, w)`."""
+    if order not in CODE_ORDERS:
+        raise ValueError(f"`order` must be one of {CODE_ORDERS}, got {order!r}")
+    height, width = grid
+    if sequence.ndim != 2 or sequence.shape[1] != height * width * depth:
+        raise ValueError(f"a sequence of {height}×{width}×{depth} codes must be (B, {height * width * depth}), got "
+                         f"shape {tuple(sequence.shape)}")  # fmt: skip
+    if depth == 1:
+        return sequence.reshape(-1, height, width)
+    if order == CODE_ORDER:
+        return sequence.reshape(-1, height, width, depth).permute(0, 3, 1, 2).contiguous()
+    return sequence.reshape(-1, depth, height, width)
+
+
+def cells_to_sequence(cells: torch.Tensor, depth: int = 1) -> torch.Tensor:
+    """A mask of code cells `(B, h, w)` as a mask of the sequence's codes `(B, h·w·depth)`: every depth of a cell."""
+    if depth == 1:
+        return codes_to_sequence(cells)
+    return codes_to_sequence(cells.unsqueeze(1).expand(-1, depth, -1, -1))
 
 
 def column_name(level: str) -> str:
@@ -81,13 +165,18 @@ def level_prefix(level: str) -> str:
 
 def forward_statistics(tokenizer, output) -> dict[str, torch.Tensor]:
     """Each level's codebook loss, commitment loss, perplexity, usage and dead-code restarts from a `forward` output,
-    named with `level_prefix` (the training scripts log them; a collapsing level shows)."""
+    named with `level_prefix` (the training scripts log them; a collapsing level shows); a residual quantizer's
+    figures at each depth too, as `depth0_perplexity`…"""
     names = ("codebook_loss", "commitment_loss", "perplexity", "codebook_usage")
     figures = {}
     for level, quantizer in quantizers(tokenizer).items():
         prefix = level_prefix(level)
         for name in names:
             figures[prefix + name] = getattr(output, prefix + name).detach()
+        for name in ("perplexity", "codebook_usage"):
+            per_depth = getattr(output, f"{prefix}depth_{name}", None)
+            for depth, value in enumerate(per_depth if per_depth is not None else ()):
+                figures[f"{prefix}depth{depth}_{name}"] = value.detach()
         restarts = getattr(quantizer, "num_restarts", None)
         figures[prefix + "dead_code_restarts"] = restarts if restarts is not None else torch.zeros((), dtype=torch.long)
     return figures
@@ -142,20 +231,53 @@ class LevelView:
         images = self.tokenizer.detokenize((top, bottom))
         return images[..., : height * self.downsample_factor, : width * self.downsample_factor]
 
-    def _blank_codes(self) -> tuple[int, int]:
+    def _blank_codes(self) -> tuple[int, ...]:
+        """The commonest code of a black image in each grid (each level; each depth of a `DepthView`)."""
         if self._blank is None:
             from .data import image_size
 
             height, width = image_size(self.config.sample_size)
             device = next(self.tokenizer.parameters()).device
             blank = torch.full((1, self.config.in_channels, height, width), -1.0, device=device)
-            self._blank = tuple(int(torch.bincount(grid.flatten().cpu()).argmax()) for grid in
-                                self.tokenizer.tokenize(blank))  # fmt: skip
+            grids = self.tokenizer.tokenize(blank)
+            grids = grids[0] if isinstance(grids, torch.Tensor) else grids  # a DepthView: the depths of one grid
+            self._blank = tuple(int(torch.bincount(grid.flatten().cpu()).argmax()) for grid in grids)
         return self._blank
 
 
+class DepthView(LevelView):
+    """One depth of a residual tokenizer seen as a single-level one (`(B, h, w)` codes of that depth), so that the
+    codebook pictures draw each depth's codebook: a code at depth `d` is decoded over the black image's codes at the
+    depths before it, the later depths left out (`detokenize(codes, depths=d + 1)`), so a tile shows what the code
+    adds at its depth."""
+
+    def __init__(self, tokenizer, depth: int):
+        if code_depth(tokenizer.quantize) < 2 or not 0 <= depth < code_depth(tokenizer.quantize):
+            raise ValueError(f"`depth` must be a depth of a residual tokenizer, got {depth!r}")
+        self.tokenizer, self.depth, self.config = tokenizer, depth, tokenizer.config
+        self.level = f"depth{depth}"
+        self.codebook_size = tokenizer.codebook_size
+        self.downsample_factor = tokenizer.downsample_factor
+        self._blank = None
+
+    @torch.no_grad()
+    def tokenize(self, images: torch.Tensor) -> torch.LongTensor:
+        return self.tokenizer.tokenize(images)[:, self.depth]
+
+    @torch.no_grad()
+    def detokenize(self, codes: torch.LongTensor) -> torch.Tensor:
+        blank = self._blank_codes()
+        full = torch.stack([codes.new_full(codes.shape, code) for code in blank], dim=1)
+        full[:, self.depth] = codes
+        return self.tokenizer.detokenize(full, depths=self.depth + 1)
+
+
 def level_views(tokenizer) -> dict:
-    """Each level by name as something that behaves like a single-level tokenizer (the tokenizer itself for one)."""
+    """Each level by name as something that behaves like a single-level tokenizer (the tokenizer itself for one);
+    a residual tokenizer's depths as `depth0`, `depth1`…"""
     if not is_hierarchical(tokenizer):
+        depth = code_depth(tokenizer.quantize)
+        if depth > 1:
+            return {f"depth{index}": DepthView(tokenizer, index) for index in range(depth)}
         return {SINGLE_LEVEL[0]: tokenizer}
     return {level: LevelView(tokenizer, level) for level in level_names(tokenizer)}

@@ -1,7 +1,8 @@
 """`vq-hub reconstruct`, `tokenize` and `detokenize`: images ↔ code grids with a saved tokenizer.
 
-A single-level tokenizer's codes are one `.npy` array `(N, h, w)`; a two-level (VQ-VAE-2) tokenizer's are a `.npz`
-archive with one array per level, `top` and `bottom` (`vq_hub.code_levels` names them)."""
+A single-level tokenizer's codes are one `.npy` array `(N, h, w)` (`(N, depth, h, w)` for a residual tokenizer); a
+two-level (VQ-VAE-2) tokenizer's are a `.npz` archive with one array per level, `top` and `bottom`
+(`vq_hub.code_levels` names them)."""
 
 from pathlib import Path
 
@@ -120,11 +121,11 @@ def images_of(args) -> str:
 
 def read_code_arrays(path: str, model) -> list:
     """The code arrays of `path` for `model`, one per level (top first), each checked: integers `(N, h, w)` (or
-    `(h, w)`) within the level's codebook. A `.npy` array for a single-level tokenizer, a `.npz` archive with one
+    `(h, w)`; a residual tokenizer's `(N, depth, h, w)`) within the level's codebook. A `.npy` array for a single-level tokenizer, a `.npz` archive with one
     array per level for a two-level one."""
     import numpy as np
 
-    from ..code_levels import codebook_sizes, is_hierarchical, level_names
+    from ..code_levels import code_depths, codebook_sizes, is_hierarchical, level_names
 
     if not Path(path).is_file():
         raise CommandError(f"--codes {path}: no such file")
@@ -147,11 +148,13 @@ def read_code_arrays(path: str, model) -> list:
     else:
         arrays = [loaded]
     checked = []
-    for name, array, size in zip(names, arrays, sizes):
+    for name, array, size, depth in zip(names, arrays, sizes, code_depths(model)):
         label = "" if len(names) == 1 else f" ({name})"
-        array = array[None] if array.ndim == 2 else array
-        if array.ndim != 3 or not np.issubdtype(array.dtype, np.integer) or array.size == 0:
-            raise CommandError(f"--codes {path}{label}: expected integer codes (N, h, w), got {array.dtype} "
+        ndim, shape = (3, "(N, h, w)") if depth == 1 else (4, f"(N, {depth}, h, w)")  # residual codes: a depth axis
+        array = array[None] if array.ndim == ndim - 1 else array
+        if array.ndim != ndim or not np.issubdtype(array.dtype, np.integer) or array.size == 0 or \
+                (depth > 1 and array.shape[1] != depth):  # fmt: skip
+            raise CommandError(f"--codes {path}{label}: expected integer codes {shape}, got {array.dtype} "
                                f"{array.shape}")  # fmt: skip
         if array.min() < 0 or array.max() >= size:
             raise CommandError(f"--codes {path}{label}: values must lie in [0, {size - 1}] for this tokenizer, got "

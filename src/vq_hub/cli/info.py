@@ -68,7 +68,8 @@ def tokenizer_lines(tokenizer) -> list[str]:
             f"tokenizer: {type(tokenizer).__name__} ({tokenizer.config.quantizer_type} quantizer), {parameters}",
             f"codebook size: {codebook_sizes(tokenizer)[0]}",
             *quantizer_lines(tokenizer.quantize),
-            f"images: {tokenizer.config.in_channels}×{height}×{width} → codes {grids[0]}",
+            f"images: {tokenizer.config.in_channels}×{height}×{width} → codes {grids[0]}"
+            + (f"×{tokenizer.code_depth} (depth)" if tokenizer.code_depth > 1 else ""),
         ]
     details = [f"{name}: {line}" for name, quantizer in quantizers(tokenizer).items()
                for line in quantizer_lines(quantizer)]  # fmt: skip
@@ -83,8 +84,16 @@ def tokenizer_lines(tokenizer) -> list[str]:
 
 
 def quantizer_lines(quantizer) -> list[str]:
-    """What a code is, for the quantizers whose codebook is not a stored table of vectors (binary codes, SimVQ)."""
-    from ..quantizers import BinaryQuantizer, BinarySphericalQuantizer, SimVQuantizer
+    """What a code is, for the quantizers whose codebook is not a stored table of vectors (binary codes, SimVQ) or
+    that give several codes per position (residual)."""
+    from ..quantizers import BinaryQuantizer, BinarySphericalQuantizer, ResidualQuantizer, SimVQuantizer
+
+    if isinstance(quantizer, ResidualQuantizer):
+        books = "one shared codebook" if quantizer.shared_codebook else f"{quantizer.num_codebooks} codebooks"
+        first = quantizer.quantizer_at(0)
+        vectors = f"{first.codebook_dim}-d{', l2-normalised' if first.use_l2_norm else ''}"
+        return [f"codes: residual, depth {quantizer.depth} ({books} of {quantizer.codebook_size} {vectors} codes): "
+                f"codes (B, {quantizer.depth}, h, w), depth d quantizes what depths 0…d−1 left"]  # fmt: skip
 
     if isinstance(quantizer, BinaryQuantizer):
         kind = "binary spherical (±1/√bits, unit-norm codes)" if isinstance(quantizer, BinarySphericalQuantizer) \

@@ -9,6 +9,7 @@ import PIL.Image
 import torch
 from diffusers.utils import BaseOutput
 
+from ..code_levels import codes_to_sequence, sequence_to_codes
 from . import coder
 from .container import VQZHeader, codes_checksum, pack_vqz, unpack_vqz
 from .frequencies import MIN_FREQUENCY, PRECISION
@@ -30,7 +31,8 @@ class CodecOutput(BaseOutput):
     What a `.vqz` file holds, decoded.
 
     Args:
-        codes (`torch.LongTensor` of shape `(N, h, w)`): The code grids, exactly as they were compressed.
+        codes (`torch.LongTensor` of shape `(N, h, w)`): The code grids, exactly as they were compressed
+            (`(N, depth, h, w)` for a residual tokenizer).
         class_labels (`torch.LongTensor` of shape `(N,)`, *optional*): The labels coded with them (-1 = none);
             `None` when the file was coded unconditionally.
         images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`, *optional*): The tokenizer's decoding of
@@ -63,7 +65,8 @@ def compress_codes(
 
     Args:
         pipe ([`VQAutoregressivePipeline`]): Its prior gives the probabilities; its weights' hash goes in the header.
-        codes (`torch.Tensor` of shape `(N, h, w)` or `(N, h·w)`): Integer codes on the prior's grid.
+        codes (`torch.Tensor` of shape `(N, h, w)` or `(N, h·w)`): Integer codes on the prior's grid; a residual
+            tokenizer's `(N, depth, h, w)`, or `(N, h·w·depth)` in the prior's order (`code_levels.CODE_ORDER`).
         class_labels (`int`, `list[int]` or `torch.Tensor`, *optional*): With a class-conditional prior, one label
             per image (or one for all; -1 = unknown): they are stored in the stream (log2(C + 1) bits each) and each
             image is coded with its class's distribution. `None` codes every image unconditionally (null class).
@@ -79,7 +82,8 @@ def compress_codes(
     with fixed_arithmetic(pipe):
         words = coder.encode(pipe, codes, labels, batch_size, PRECISION, min_frequency, progress)
     header = VQZHeader(
-        model_hash=model_fingerprint(pipe), grid_size=pipe.code_grid_size, codebook_size=pipe.vocabulary.codebook_size,
+        model_hash=model_fingerprint(pipe), grid_size=pipe.code_grid_size, code_depth=pipe.code_depth,
+        codebook_size=pipe.vocabulary.codebook_size,
         num_images=num_images, batch_size=batch_size, num_classes=pipe.vocabulary.num_classes,
         labels_coded=labels is not None, precision=PRECISION, min_frequency=min_frequency,
         dtype_code=DTYPE_CODES[prior_dtype(pipe)], arithmetic_setting=arithmetic_setting(pipe),
@@ -89,16 +93,19 @@ def compress_codes(
 
 
 def _check_inputs(pipe, codes, class_labels, batch_size: int) -> tuple[torch.LongTensor, torch.LongTensor | None]:
-    """`(N, h·w)` codes on the CPU and `(N,)` labels or `None`, with a clear error for anything that does not fit."""
+    """`(N, h·w·depth)` codes on the CPU and `(N,)` labels or `None`, with a clear error for anything that does not
+    fit."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= coder.MAX_BATCH_SIZE:
         raise ValueError(f"`batch_size` must be an integer in [1, {coder.MAX_BATCH_SIZE}] (a decoder must be able to "
                          f"run the same batches), got {batch_size!r}")  # fmt: skip
     height, width = pipe.code_grid_size
+    grid = (height, width) if pipe.code_depth == 1 else (pipe.code_depth, height, width)
     codes = pipe.vocabulary.check_codes(torch.as_tensor(codes), "codes").cpu()
-    if codes.ndim == 3 and tuple(codes.shape[1:]) == (height, width):
-        codes = codes.flatten(1)
-    if codes.ndim != 2 or codes.shape[1] != height * width:
-        raise ValueError(f"`codes` must be (N, {height}, {width}) grids for this prior, got shape {tuple(codes.shape)}")
+    if codes.ndim == len(grid) + 1 and tuple(codes.shape[1:]) == grid:
+        codes = codes_to_sequence(codes)
+    if codes.ndim != 2 or codes.shape[1] != pipe.num_codes:
+        raise ValueError(f"`codes` must be (N, {', '.join(map(str, grid))}) grids for this prior, got shape "
+                         f"{tuple(codes.shape)}")  # fmt: skip
     if not 1 <= len(codes) < 2**32:
         raise ValueError(f"`codes` must hold between 1 and 2^32 − 1 grids, got {len(codes)}")
     if class_labels is None:
@@ -131,7 +138,7 @@ def decompress_codes(pipe, data: bytes, progress: bool = False) -> CodecOutput:
     _check_pipeline(pipe)
     header, payload = unpack_vqz(data)
     _check_header_fits(pipe, header)
-    num_codes = header.grid_size[0] * header.grid_size[1]
+    num_codes = header.grid_size[0] * header.grid_size[1] * header.code_depth
     try:  # counts first: nothing is allocated, and the prior does not run, for images the payload cannot hold
         coder.check_counts(header.num_images, num_codes, header.batch_size, header.num_classes, header.labels_coded,
                            header.codebook_size, header.precision, header.min_frequency, len(payload) // 4)  # fmt: skip
@@ -153,7 +160,7 @@ def decompress_codes(pipe, data: bytes, progress: bool = False) -> CodecOutput:
     checksum = codes_checksum(codes.numpy(), None if labels is None else labels.numpy())
     if checksum != header.codes_checksum or not used_up:
         raise ValueError(_payload_message(pipe, header, "the decoded codes do not match their stored checksum"))
-    return CodecOutput(codes=codes.reshape(-1, *header.grid_size), class_labels=labels)
+    return CodecOutput(codes=sequence_to_codes(codes, header.grid_size, header.code_depth), class_labels=labels)
 
 
 def _check_header_fits(pipe, header: VQZHeader) -> None:
@@ -170,12 +177,12 @@ def _check_header_fits(pipe, header: VQZHeader) -> None:
         raise ValueError(f"the .vqz file was written with another model (weights hash {header.model_hash.hex()[:16]}…)"
                          f", not this pipeline's ({fingerprint.hex()[:16]}…): decode it with the pipeline that "
                          "compressed it")  # fmt: skip
-    expected = (pipe.code_grid_size, vocabulary.codebook_size, vocabulary.num_classes, PRECISION)
-    found = (header.grid_size, header.codebook_size, header.num_classes, header.precision)
+    expected = (pipe.code_grid_size, pipe.code_depth, vocabulary.codebook_size, vocabulary.num_classes, PRECISION)
+    found = (header.grid_size, header.code_depth, header.codebook_size, header.num_classes, header.precision)
     free = 2**PRECISION - header.codebook_size * header.min_frequency
     if found != expected or header.min_frequency < 1 or free < 1 or header.batch_size < 1 or header.num_images < 1:
-        raise ValueError(f"the .vqz file's grid, codebook, classes or coder settings {found} do not fit this pipeline "
-                         f"{expected}, though its weights hash does: it was written by other software")  # fmt: skip
+        raise ValueError(f"the .vqz file's grid, depth, codebook, classes or coder settings {found} do not fit this "
+                         f"pipeline {expected}, though its weights hash does: it was written by other software")  # fmt: skip
 
 
 def _payload_message(pipe, header: VQZHeader, what: str) -> str:

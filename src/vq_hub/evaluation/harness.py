@@ -156,7 +156,8 @@ def evaluate_tokenizer(
     """Reconstruct `images` (N, C, H, W) in [-1, 1] (a test split) and score the reconstructions against the
     originals: rFID (FID of reconstructions vs the same images, our classifier's features), KID, precision/recall,
     class accuracy of the reconstructions (with `labels`), PSNR, SSIM, codebook usage and perplexity (per level for
-    a VQ-VAE-2 tokenizer: `top_codebook_usage`, `bottom_perplexity`, …)."""
+    a VQ-VAE-2 tokenizer: `top_codebook_usage`, `bottom_perplexity`, …; and per depth of a residual tokenizer:
+    `depth0_perplexity`, …)."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     channels, (height, width) = vqvae.config.in_channels, image_size(vqvae.config.sample_size)
@@ -166,20 +167,21 @@ def evaluate_tokenizer(
     network = resolve_feature_network(feature_network, channels, vqvae.config.sample_size, vqvae.device)
     inception_weights = find_inception_weights(inception_weights)
     vqvae.eval()
-    levels, sizes = code_levels.level_names(vqvae), code_levels.codebook_sizes(vqvae)
+    levels, quantizers = code_levels.level_names(vqvae), list(code_levels.quantizers(vqvae).values())
     reconstructions, counts, start_time = [], [0] * len(levels), time.perf_counter()
     for start in tqdm(range(0, len(images), batch_size), desc="reconstructing", disable=not progress):
         batch = images[start : start + batch_size].to(vqvae.device, vqvae.dtype)
         codes = code_levels.tokenize_levels(vqvae, batch)
-        counts = [total + code_metrics.code_counts(grid, size) for total, grid, size in zip(counts, codes, sizes)]
+        counts = [total + code_levels.codebook_counts(quantizer, grid)
+                  for total, grid, quantizer in zip(counts, codes, quantizers)]  # fmt: skip
         reconstructions.append(code_levels.detokenize_levels(vqvae, codes).float().clamp(-1, 1).cpu())
     reconstructions = torch.cat(reconstructions)
     seconds = time.perf_counter() - start_time
     code_statistics = {}
-    for level, level_counts in zip(levels, counts):
+    for level, quantizer, level_counts in zip(levels, quantizers, counts):  # a residual level: each depth's too
         prefix = code_levels.level_prefix(level)
-        code_statistics[f"{prefix}codebook_usage"] = float(code_metrics.codebook_usage(level_counts))
-        code_statistics[f"{prefix}perplexity"] = float(code_metrics.perplexity(level_counts))
+        for figure, value in code_levels.usage_and_perplexity(quantizer, level_counts).items():
+            code_statistics[prefix + figure] = value
     real_features, _ = extract_features(network.classifier, images, batch_size)
     reference = ReferenceStatistics.from_features(real_features, labels, max_features=len(real_features), seed=seed,
                                                   split="the images given (originals)")  # fmt: skip

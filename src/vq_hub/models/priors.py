@@ -219,11 +219,18 @@ def level_codes(
 
 
 def _level_settings(vqvae, level, resolution, prefix_vocab_size: int, prefix_length: int):
-    """`level_codes` with an explicit prefix winning over the level's own; the level is recorded in the config."""
+    """`level_codes` with an explicit prefix winning over the level's own; the level is recorded in the config, and
+    a residual tokenizer's `code_depth` (its codes per position: the prior's sequence holds h·w·depth codes)."""
+    from ..code_levels import code_depths, level_names
+
     codebook_size, grid, level_prefix_vocab, level_prefix_length = level_codes(vqvae, level, resolution)
     if not prefix_vocab_size and not prefix_length:
         prefix_vocab_size, prefix_length = level_prefix_vocab, level_prefix_length
     recorded = {} if level is None else {"code_level": level}
+    names = level_names(vqvae)
+    depth = code_depths(vqvae)[names.index(level) if level is not None else 0]
+    if depth > 1:  # configs of one code per position stay as they were
+        recorded["code_depth"] = depth
     return codebook_size, grid, prefix_vocab_size, prefix_length, recorded
 
 
@@ -248,7 +255,7 @@ def _transformer_config(
         hidden_size=hidden_size,
         num_hidden_layers=num_layers,
         num_attention_heads=num_heads,
-        max_position_embeddings=vocabulary.condition_length + grid[0] * grid[1],
+        max_position_embeddings=vocabulary.condition_length + grid[0] * grid[1] * settings.get("code_depth", 1),
         **settings,
     )
     settings.update(overrides)

@@ -8,6 +8,7 @@ import torch
 from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
 from transformers.generation.logits_process import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
+from ..code_levels import codes_to_sequence
 from ..models.vq_model import VQVAEModel
 from ..utils.checks import check_float, check_generator, check_int
 from .graphed_decoding import GraphedDecodeStep
@@ -95,14 +96,15 @@ class VQAutoregressivePipeline(VQPipeline):
                 `num_prefix_rows` rows of codes are kept and the rest is sampled.
             num_prefix_rows (`int`, *optional*): Rows of codes kept from `image` (default: half the grid).
             prefix_codes (`torch.LongTensor`, *optional*): `(B, L)` first codes in raster order, or `(B, rows, w)`
-                first rows, kept as they are; the remaining `h·w − L` codes are sampled.
+                first rows, kept as they are; the remaining `h·w − L` codes are sampled. For a residual tokenizer,
+                `(B, L)` in the prior's order (each position's depths together) or `(B, depth, rows, w)`.
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"codes"` (no decoding).
             return_dict (`bool`, defaults to `True`): Return a [`VQPipelineOutput`] rather than a tuple.
             callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, position,
                 {"codes": codes so far})` after every sampled code.
 
         Returns:
-            [`VQPipelineOutput`] with `images` and `codes` `(B, h, w)`.
+            [`VQPipelineOutput`] with `images` and `codes` `(B, h, w)` (`(B, depth, h, w)` for a residual tokenizer).
         """
         for name in ("num_steps", "num_inference_steps"):
             if name in kwargs:
@@ -153,8 +155,7 @@ class VQAutoregressivePipeline(VQPipeline):
         before the first code, i.e. the prefix and the condition token, with its attention mask `start_mask`) and
         the `known_codes` `(B, L)` kept as they are."""
         device = start_tokens.device
-        height, width = self.code_grid_size
-        num_codes = height * width
+        num_codes = self.num_codes  # h·w, or h·w·depth of a residual tokenizer (`vq_hub.code_levels.CODE_ORDER`)
         codebook_size = self.vocabulary.codebook_size
         codes = torch.empty(batch_size, 0, dtype=torch.long, device=device) if known_codes is None else known_codes
         step_input = torch.cat([start_tokens, torch.cat([codes, codes]) if guided else codes], dim=1)
@@ -207,7 +208,7 @@ class VQAutoregressivePipeline(VQPipeline):
         if not bool(finite):
             raise ValueError("the prior produced NaN or infinite logits: its weights are damaged (or it was trained "
                              "into divergence); no codes were returned")  # fmt: skip
-        return codes.reshape(batch_size, height, width)
+        return self.sequence_to_codes(codes)
 
     def make_cache(self, batch_size: int, max_length: int, static: bool = False) -> Cache:
         """A fresh KV cache of `self.cache_implementation` (or a static one) for `batch_size` rows of at most
@@ -244,7 +245,8 @@ class VQAutoregressivePipeline(VQPipeline):
             if not 0 <= rows <= height:
                 raise ValueError(f"`num_prefix_rows` must lie in [0, {height}] (the grid has {height} rows), "
                                  f"got {rows}")  # fmt: skip
-            return self.encode_images(image)[:, :rows].flatten(1)  # (B, 0) for no rows: sampled from scratch
+            # (B, 0) for no rows: sampled from scratch; a residual tokenizer's rows keep every depth of their cells
+            return codes_to_sequence(self.encode_images(image)[..., :rows, :])
         if num_prefix_rows is not None:
             raise ValueError("`num_prefix_rows` applies to `image`; with `prefix_codes` the prefix is what is given: "
                              "pass its first rows, e.g. `prefix_codes=codes[:, :rows]`")  # fmt: skip
@@ -253,14 +255,18 @@ class VQAutoregressivePipeline(VQPipeline):
         prefix = prefix_codes
         if prefix.shape[0] == 0:
             raise ValueError("`prefix_codes` is an empty batch: give at least one row of codes")
-        if prefix.ndim == 3:
-            if prefix.shape[2] != width:
-                raise ValueError(f"`prefix_codes` rows must be {width} codes wide, got shape {tuple(prefix.shape)}")
-            prefix = prefix.flatten(1)
+        depth = self.code_depth
+        rows_shape = f"(B, rows, {width})" if depth == 1 else f"(B, {depth}, rows, {width})"
+        if prefix.ndim == (3 if depth == 1 else 4):
+            if prefix.shape[-1] != width or (depth > 1 and prefix.shape[1] != depth):
+                raise ValueError(f"`prefix_codes` rows must be {width} codes wide, {rows_shape}, got shape "
+                                 f"{tuple(prefix.shape)}")  # fmt: skip
+            prefix = codes_to_sequence(prefix)
         if prefix.ndim != 2:
-            raise ValueError(f"`prefix_codes` must be (B, L) or (B, rows, {width}), got shape {tuple(prefix.shape)}")
-        if prefix.shape[1] > height * width:
-            raise ValueError(f"`prefix_codes` holds {prefix.shape[1]} codes, more than the {height}×{width} grid")
+            raise ValueError(f"`prefix_codes` must be (B, L) or {rows_shape}, got shape {tuple(prefix.shape)}")
+        if prefix.shape[1] > self.num_codes:
+            raise ValueError(f"`prefix_codes` holds {prefix.shape[1]} codes, more than the {height}×{width}"
+                             f"{'' if depth == 1 else f'×{depth}'} grid")  # fmt: skip
         return self.vocabulary.check_codes(prefix, "prefix_codes").to(self._execution_device)
 
 

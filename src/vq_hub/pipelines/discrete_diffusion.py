@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel
 
+from ..code_levels import cells_to_sequence, codes_to_sequence
 from ..models.vq_model import VQVAEModel
 from ..schedulers import DiscreteDiffusionScheduler
 from ..utils.checks import check_generator, check_int
@@ -91,7 +92,8 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
                 `(B, 1, H, W)` / `(H, W)`, 1 = regenerate): Inpainting; a code is regenerated when any pixel of its
                 cell is masked, every other code is kept exactly.
             codes (`torch.LongTensor` `(B, h, w)`) and keep_mask (`torch.BoolTensor` `(B, h, w)` or `(h, w)`, True =
-                keep), *optional*: The same in code space.
+                keep), *optional*: The same in code space. A residual tokenizer's codes are `(B, depth, h, w)`, its
+                `keep_mask` still one per cell (all depths of a cell are kept or regenerated).
             output_type (`str`, defaults to `"pil"`): `"pil"`, `"np"`, `"pt"` or `"codes"`.
             return_dict (`bool`, defaults to `True`): Return a [`VQDiscreteDiffusionPipelineOutput`] rather than a tuple.
             callback_on_step_end (`Callable`, *optional*): Called as `callback(pipe, step, timestep,
@@ -150,11 +152,10 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         the prefix and the condition token — with their attention mask `start_mask`; `known` / `keep` `(B, n)`
         inpaint."""
         device = start_tokens.device
-        height, width = self.code_grid_size
         if keep is not None and keep.shape[0] == 1 and batch_size > 1:
             keep = keep.expand(batch_size, -1)
         self.scheduler.set_timesteps(num_steps, device=device)
-        sample = self.scheduler.initial_codes((batch_size, height * width), known, keep, generator, device)
+        sample = self.scheduler.initial_codes((batch_size, self.num_codes), known, keep, generator, device)
         intermediates = [] if return_intermediates else None
         for step, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             rows = torch.cat([sample, sample]) if guided else sample
@@ -169,11 +170,11 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
                 intermediates.append(self.picture_of(sample, output.pred_original_sample, output_type))
             if callback_on_step_end is not None:
                 callback_on_step_end(self, step, timestep, {
-                    "codes": sample.reshape(batch_size, height, width),
-                    "pred_original_sample": output.pred_original_sample.reshape(batch_size, height, width),
+                    "codes": self.sequence_to_codes(sample),
+                    "pred_original_sample": self.sequence_to_codes(output.pred_original_sample),
                 })  # fmt: skip
 
-        grids = sample.reshape(batch_size, height, width)
+        grids = self.sequence_to_codes(sample)
         images = None if output_type == "codes" else self.decode_codes(grids, output_type)
         self.maybe_free_model_hooks()
         result = VQDiscreteDiffusionPipelineOutput(images=images, codes=grids, intermediates=intermediates)
@@ -191,20 +192,24 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
 
     def picture_of(self, sample: torch.LongTensor, predicted: torch.LongTensor, output_type: str):
         """The grid after a step as images: still-masked cells grey, the rest decoded (a jigsaw assembling)."""
-        height, width = self.code_grid_size
         masked = sample >= self.vocabulary.codebook_size
-        codes = torch.where(masked, predicted, sample).reshape(-1, height, width)
+        codes = self.sequence_to_codes(torch.where(masked, predicted, sample))
         images = self.vqvae.detokenize(codes).float().clamp(-1, 1)
         factor = self.vqvae.downsample_factor
-        cells = masked.reshape(-1, 1, height, width).repeat_interleave(factor, 2).repeat_interleave(factor, 3)
+        cells = self.sequence_to_codes(masked)
+        cells = cells[:, None] if self.code_depth == 1 else cells.any(dim=1, keepdim=True)  # any depth still masked
+        cells = cells.repeat_interleave(factor, 2).repeat_interleave(factor, 3)
         images = torch.where(cells, torch.zeros_like(images), images)
         return self.postprocess(images, "pil" if output_type == "codes" else output_type)
 
     def prepare_known_codes(
         self, image, mask, codes, keep_mask
     ) -> tuple[torch.LongTensor | None, torch.BoolTensor | None]:
-        """`(known codes (B, n), keep (B or 1, n))` for inpainting, or `(None, None)`."""
+        """`(known codes (B, n), keep (B or 1, n))` for inpainting, or `(None, None)`; a residual tokenizer's cells
+        are kept or regenerated with all their depths."""
         height, width = self.code_grid_size
+        depth = self.code_depth
+        grid = (height, width) if depth == 1 else (depth, height, width)
         if image is not None and codes is not None:
             raise ValueError("give `image` + `mask` or `codes` + `keep_mask`, not both")
         if image is None and codes is None:
@@ -220,8 +225,8 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
             if keep_mask is None:
                 raise ValueError("`codes` needs a `keep_mask` (True = keep) for inpainting")
             known = self.vocabulary.check_codes(torch.as_tensor(codes), "codes").to(self._execution_device)
-            if known.ndim != 3 or tuple(known.shape[1:]) != (height, width):
-                raise ValueError(f"`codes` must be (B, {height}, {width}), got shape {tuple(known.shape)}")
+            if known.ndim != len(grid) + 1 or tuple(known.shape[1:]) != grid:
+                raise ValueError(f"`codes` must be (B, {', '.join(map(str, grid))}), got shape {tuple(known.shape)}")
             keep = torch.as_tensor(keep_mask, device=known.device)
             if keep.dtype != torch.bool:
                 raise ValueError(f"`keep_mask` must be a bool tensor (True = keep), got {keep.dtype}")
@@ -230,7 +235,7 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
             if keep.ndim != 3 or tuple(keep.shape[1:]) != (height, width) or keep.shape[0] not in (1, known.shape[0]):
                 raise ValueError(f"`keep_mask` must be ({height}, {width}) or (B, {height}, {width}) like `codes` "
                                  f"{tuple(known.shape)}, got shape {tuple(keep.shape)}")  # fmt: skip
-        return known.flatten(1), keep.flatten(1)
+        return codes_to_sequence(known), cells_to_sequence(keep, depth)
 
     def mask_to_cells(self, mask, batch_size: int) -> torch.BoolTensor:
         """A pixel mask (1 = regenerate) → `(B, h, w)` code cells to regenerate (any masked pixel in the cell)."""

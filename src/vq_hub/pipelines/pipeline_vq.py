@@ -18,6 +18,7 @@ from diffusers.utils import BaseOutput
 from ..data import image_grid, image_to_tensor
 from ..hub import HUB_OPTIONS, resolve_folder, write_pipeline_card
 from ..hub import push_to_hub as upload_folder_to_hub
+from ..code_levels import sequence_to_codes
 from ..models.priors import CodeVocabulary
 from ..utils.checks import check_float, check_int
 from ..utils.io import atomic_directory, check_safetensors_files, quiet_loading
@@ -44,7 +45,8 @@ class VQPipelineOutput(BaseOutput):
     Args:
         images (`list[PIL.Image.Image]`, `np.ndarray` or `torch.Tensor`, *optional*): The decoded images (`None`
             for `output_type="codes"`); arrays and tensors hold values in [0, 1].
-        codes (`torch.LongTensor` of shape `(batch_size, h, w)`): The sampled code grids.
+        codes (`torch.LongTensor` of shape `(batch_size, h, w)`): The sampled code grids; `(batch_size, depth, h, w)`
+            for a residual tokenizer.
     """
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | None = None
@@ -208,13 +210,29 @@ class VQPipeline(DiffusionPipeline):
         return tuple(self.prior_config.code_grid_size)
 
     @property
+    def code_depth(self) -> int:
+        """Codes per position: a residual tokenizer's depth (codes `(B, depth, h, w)`), else 1 (codes `(B, h, w)`)."""
+        return int(getattr(self.prior_config, "code_depth", 1))
+
+    @property
+    def num_codes(self) -> int:
+        """Codes in the prior's sequence: `h·w·depth`."""
+        height, width = self.code_grid_size
+        return height * width * self.code_depth
+
+    def sequence_to_codes(self, sequence: torch.LongTensor) -> torch.LongTensor:
+        """The prior's `(B, h·w·depth)` sequences as the tokenizer's codes `(B, h, w)` / `(B, depth, h, w)`."""
+        return sequence_to_codes(sequence, self.code_grid_size, self.code_depth)
+
+    @property
     def resolution(self) -> tuple[int, int]:
         """Image size `(H, W)` the prior's code grid decodes to."""
         factor = self.vqvae.downsample_factor
         return self.code_grid_size[0] * factor, self.code_grid_size[1] * factor
 
     def encode_images(self, image) -> torch.LongTensor:
-        """PIL image(s) or a `(B, C, H, W)` tensor in [-1, 1] → the tokenizer's codes `(B, h, w)` for this prior."""
+        """PIL image(s) or a `(B, C, H, W)` tensor in [-1, 1] → the tokenizer's codes `(B, h, w)` (`(B, depth, h, w)`
+        for a residual tokenizer) for this prior."""
         if isinstance(image, PIL.Image.Image):
             image = [image]
         if isinstance(image, (list, tuple)) and all(isinstance(item, PIL.Image.Image) for item in image):
@@ -263,10 +281,16 @@ class VQPipeline(DiffusionPipeline):
 
     def check_prior_config(self) -> None:
         """A prior built from a stock transformers config lacks vq_hub's code vocabulary: say so when the pipeline
-        is built, not as an AttributeError at the first call."""
+        is built, not as an AttributeError at the first call; nor can a prior of one code per position sample a
+        residual tokenizer's codes, or the reverse."""
         prior = getattr(self, self.prior_component, None)
         if prior is not None:
             CodeVocabulary.from_config(prior.config)
+            vqvae = getattr(self, "vqvae", None)
+            depth = getattr(vqvae, "code_depth", None) if vqvae is not None else None
+            if isinstance(depth, int) and depth != self.code_depth:
+                raise ValueError(f"the prior models {self.code_depth} code(s) per position (config `code_depth`), "
+                                 f"but the tokenizer gives {depth}: build its config from this tokenizer")  # fmt: skip
 
     @staticmethod
     def check_output_type(output_type: str) -> None:
@@ -274,7 +298,8 @@ class VQPipeline(DiffusionPipeline):
             raise ValueError(f"`output_type` must be one of {OUTPUT_TYPES}, got {output_type!r}")
 
     def decode_codes(self, codes: torch.LongTensor, output_type: str = "pil"):
-        """Code grids `(B, h, w)` → images of `output_type` ("pil", "np", "pt"; arrays in [0, 1])."""
+        """Code grids `(B, h, w)` (`(B, depth, h, w)`) → images of `output_type` ("pil", "np", "pt"; arrays in
+        [0, 1])."""
         with torch.no_grad():
             images = self.vqvae.detokenize(codes)
         return self.postprocess(images.float().clamp(-1, 1), output_type)

@@ -83,11 +83,19 @@ class Quantizer(nn.Module, ABC):
         if finite and not bool(torch.isfinite(latents).all()):
             raise ValueError("`latents` hold NaN or infinite values: no code is nearest to them")
 
+    @property
+    def code_axes(self) -> tuple[str, ...]:
+        """The axes of this quantizer's codes, as errors name them (a residual quantizer's include its depth)."""
+        return ("batch", "height", "width")
+
     def check_codes(self, codes: torch.Tensor) -> None:
+        axes = self.code_axes
+        shape = f"({', '.join(axes)})"
         if not isinstance(codes, torch.Tensor):
-            raise TypeError(f"`codes` must be an integer torch.Tensor (batch, height, width), got {_describe(codes)}")
-        if codes.ndim != 3 or codes.numel() == 0:
-            raise ValueError(f"`codes` must be a non-empty 3D tensor (batch, height, width), got {_describe(codes)}")
+            raise TypeError(f"`codes` must be an integer torch.Tensor {shape}, got {_describe(codes)}")
+        fixed = [(axis, int(size)) for axis, size in enumerate(axes) if size.isdigit()]  # e.g. the depth
+        if codes.ndim != len(axes) or codes.numel() == 0 or any(codes.shape[axis] != size for axis, size in fixed):
+            raise ValueError(f"`codes` must be a non-empty {len(axes)}D tensor {shape}, got {_describe(codes)}")
         if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
             raise TypeError(f"`codes` must be an integer tensor (e.g. torch.long), got dtype {codes.dtype}")
         if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
