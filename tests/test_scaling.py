@@ -244,7 +244,8 @@ def resume_elsewhere(script: str, arguments: list[str], checkpoint: Path, output
 def test_a_prior_run_moves_from_one_process_to_two_and_back(tmp_path):
     """train_prior.py with `--global_batch_size 16` (accumulation 4 on 1 process, 2 on 2): a 1-process run's step-2
     checkpoint resumed on 2 processes, and that run's step-4 checkpoint resumed on 1, each step seeing the samples of
-    the uninterrupted run, whose final weights they reach (dropout off: the random draws are per process). ~2 min."""
+    the uninterrupted run, whose final weights they reach (dropout off: the random draws are per process). ~2 min
+    (3 on a loaded 2-core machine)."""
     encoded = tmp_path / "encoded"
     torch.manual_seed(0)
     vqvae = VQVAEModel(**tiny_vq_config(sample_size=16))
@@ -259,7 +260,9 @@ def test_a_prior_run_moves_from_one_process_to_two_and_back(tmp_path):
               "--validation_steps", "1000", "--images_per_class", "1"]  # fmt: skip
     reference, two, back = tmp_path / "reference", tmp_path / "on-two", tmp_path / "back-on-one"
     run_script("train_prior.py", common + ["--output_dir", str(reference)])
-    result = resume_elsewhere("train_prior.py", common, reference / "checkpoint-2", two, **TWO)
+    # On two processes with --gradient_checkpointing too: the same gradients, so the same weights.
+    result = resume_elsewhere("train_prior.py", common + ["--gradient_checkpointing"], reference / "checkpoint-2", two,
+                              **TWO)  # fmt: skip
     assert "resumed a 1-process checkpoint on 2 process(es), global batch 16 kept" in result.stdout + result.stderr
     assert json.loads((two / "checkpoint-4" / "process_layout.json").read_text()) == layout(2, 4, 2)
     assert_same_weights(reference / "prior" / "model.safetensors", two / "prior" / "model.safetensors", 1e-5)
@@ -306,7 +309,7 @@ def test_a_tokenizer_run_moves_from_two_processes_to_one_and_back(synthetic_parq
     run_script("train_vqgan.py", common + ["--output_dir", str(reference), "--train_batch_size", "8"], **TWO)
     resume_elsewhere("train_vqgan.py", common + ["--train_batch_size", "16"], reference / "checkpoint-2", one)
     saved = load_file(one / "checkpoint-4" / "model.safetensors")
-    assert bool(saved["quantizer.initialized"]) and "quantizer.ema_embed_sum" in saved
+    assert bool(saved["quantize.initialized"]) and "quantize.ema_embed_sum" in saved
     weights = next(p.name for p in reference.glob("*.safetensors"))
     assert_same_weights(reference / weights, one / weights, atol=1e-4)
     resume_elsewhere("train_vqgan.py", common + ["--train_batch_size", "8"], one / "checkpoint-4", back, **TWO)
