@@ -366,7 +366,20 @@ def test_an_fsdp2_sharded_prior_is_gathered_whole_for_saving(tmp_path):
 
     script = tmp_path / "fsdp2_gather.py"
     script.write_text(FSDP2_GATHER)
-    result = run_command([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script),
-                          str(tmp_path / "saved")], timeout=120)  # fmt: skip
+    result = run_command([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), str(tmp_path / "saved")], timeout=120)  # fmt: skip
     assert "rank 0 gathered" in result.stdout and "rank 1 gathered" in result.stdout
     assert GPT2LMHeadModel.from_pretrained(tmp_path / "saved").config.n_layer == 2
+
+
+def test_an_ema_of_fsdp_shards_is_refused():
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from vq_hub.scaling import check_strategy
+
+    with pytest.raises(SystemExit, match="--use_ema is not supported under FSDP"):
+        check_strategy(SimpleNamespace(distributed_type=DistributedType.FSDP), use_ema=True)
+    check_strategy(SimpleNamespace(distributed_type=DistributedType.FSDP), use_ema=False)
+    check_strategy(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), use_ema=True)
