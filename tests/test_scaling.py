@@ -383,3 +383,65 @@ def test_an_ema_of_fsdp_shards_is_refused():
         check_strategy(SimpleNamespace(distributed_type=DistributedType.FSDP), use_ema=True)
     check_strategy(SimpleNamespace(distributed_type=DistributedType.FSDP), use_ema=False)
     check_strategy(SimpleNamespace(distributed_type=DistributedType.MULTI_GPU), use_ema=True)
+
+
+# Test-only launch wrapper: Accelerate takes its FSDP path only for accelerator devices (its state turns FSDP on in
+# the MULTI_GPU/… branch; CPU processes are MULTI_CPU, i.e. DDP over gloo). This makes a CPU run FSDP, with the
+# plugin read from the FSDP_* environment, then runs the training script given as its first argument.
+FORCE_FSDP_LAUNCH = """
+import runpy, sys
+from pathlib import Path
+import accelerate.state as state
+from accelerate import FullyShardedDataParallelPlugin
+from accelerate.utils import DistributedType
+original = state.AcceleratorState.__init__
+def init(self, *args, **kwargs):
+    original(self, *args, **kwargs)
+    if self.distributed_type == DistributedType.MULTI_CPU:
+        self.distributed_type, self.fsdp_plugin = DistributedType.FSDP, FullyShardedDataParallelPlugin()
+        state.PartialState._shared_state["distributed_type"] = DistributedType.FSDP
+state.AcceleratorState.__init__ = init
+sys.argv = sys.argv[1:]
+sys.path.insert(0, str(Path(sys.argv[0]).parent))
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+@pytest.mark.slow
+def test_a_prior_trains_under_fsdp2_as_under_ddp_and_resumes_from_sharded_checkpoints(tmp_path):
+    """train_prior.py under FSDP2 with the shipped fsdp.yaml's settings (fp32 here) and --gradient_checkpointing, on
+    two CPU processes through Accelerate's own FSDP path (forced on: see FORCE_FSDP_LAUNCH): the same weights as
+    DDP, sharded checkpoints that resume to the same weights, and a saved pipeline whose prior is whole and loads.
+    ~2 minutes."""
+    from conftest import run_command
+
+    from vq_hub import VQPipeline
+
+    torch.manual_seed(0)
+    vqvae = VQVAEModel(**tiny_vq_config(sample_size=16))
+    vqvae.save_pretrained(tmp_path / "tokenizer")
+    codes = write_random_codes(tmp_path, vqvae)
+    _, config_env = launch_config("fsdp.yaml")
+    fsdp_env = {key: value for key, value in config_env.items() if key.startswith("FSDP_")}
+    launch = tmp_path / "force_fsdp.py"
+    launch.write_text(FORCE_FSDP_LAUNCH)
+    common = ["--codes_dir", str(codes), "--hidden_size", "32", "--num_layers", "2", "--num_heads", "2",
+              "--train_batch_size", "8", "--report_to", "none", "--lr_warmup_steps", "0", "--images_per_class", "1",
+              "--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "4"]  # fmt: skip
+
+    def fsdp_run(output_dir: Path, *extra: str):
+        return run_command(TWO_PROCESS_LAUNCHER + [str(launch), str(ROOT / "examples" / "train_prior.py"), *common,
+                                                   "--gradient_checkpointing", "--output_dir", str(output_dir), *extra],
+                           timeout=300, env={"ACCELERATE_USE_CPU": "1", **fsdp_env}, name="FSDP train_prior.py")  # fmt: skip
+
+    result = fsdp_run(tmp_path / "fsdp")
+    assert "Saving FSDP model" in result.stderr and (tmp_path / "fsdp" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()
+    run_script("train_prior.py", common + ["--output_dir", str(tmp_path / "ddp")], **TWO)
+    prior = "prior/model.safetensors"
+    assert_same_weights(tmp_path / "ddp" / prior, tmp_path / "fsdp" / prior, atol=1e-6)
+    (tmp_path / "resumed").mkdir()
+    shutil.copytree(tmp_path / "fsdp" / "checkpoint-2", tmp_path / "resumed" / "checkpoint-2")
+    fsdp_run(tmp_path / "resumed", "--resume_from_checkpoint", "latest")
+    assert_same_weights(tmp_path / "fsdp" / prior, tmp_path / "resumed" / prior, atol=1e-6)
+    pipe = VQPipeline.from_pretrained(tmp_path / "fsdp")
+    assert pipe.prior.transformer.wte.weight.shape == (pipe.vocabulary.vocab_size, 32)
