@@ -430,12 +430,13 @@ def test_a_prior_trains_under_fsdp2_as_under_ddp_and_resumes_from_sharded_checkp
               "--max_train_steps", "4", "--checkpointing_steps", "2", "--validation_steps", "4"]  # fmt: skip
 
     def fsdp_run(output_dir: Path, *extra: str):
-        return run_command(TWO_PROCESS_LAUNCHER + [str(launch), str(ROOT / "examples" / "train_prior.py"), *common,
-                                                   "--gradient_checkpointing", "--output_dir", str(output_dir), *extra],
-                           timeout=300, env={"ACCELERATE_USE_CPU": "1", **fsdp_env}, name="FSDP train_prior.py")  # fmt: skip
+        arguments = [*common, "--gradient_checkpointing", "--output_dir", str(output_dir), *extra]
+        return run_command(TWO_PROCESS_LAUNCHER + [str(launch), str(ROOT / "examples" / "train_prior.py"), *arguments],
+                           timeout=300, env={"ACCELERATE_USE_CPU": "1", **fsdp_env}, name="FSDP train_prior.py")
 
     result = fsdp_run(tmp_path / "fsdp")
-    assert "Saving FSDP model" in result.stderr and (tmp_path / "fsdp" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir()
+    assert "Saving FSDP model" in result.stderr
+    assert (tmp_path / "fsdp" / "checkpoint-2" / "pytorch_model_fsdp_0").is_dir(), "each process wrote its shard"
     run_script("train_prior.py", common + ["--output_dir", str(tmp_path / "ddp")], **TWO)
     prior = "prior/model.safetensors"
     assert_same_weights(tmp_path / "ddp" / prior, tmp_path / "fsdp" / prior, atol=1e-6)
