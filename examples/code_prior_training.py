@@ -20,6 +20,9 @@ from transformers import AutoConfig
 from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline, load_tokenizer
 from vq_hub.code_levels import codebook_sizes, level_names
 from vq_hub.data import PREFIX_COLUMNS, collate_code_batch, load_code_dataset
+from vq_hub.scaling import (
+    check_strategy, data_position, enable_gradient_checkpointing, gathered_model, process_layout,
+)  # fmt: skip
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.utils.random import seeded_global_rng
 from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
@@ -49,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
     model.add_argument("--num_layers", type=int, default=8)
     model.add_argument("--num_heads", type=int, default=8)
     model.add_argument("--unconditional", action="store_true", help="Ignore the labels.")
+    model.add_argument("--gradient_checkpointing", action="store_true", help="Recompute each block's activations in "
+                       "the backward pass (transformers' gradient checkpointing): less memory, ~30%% more compute.")
     model.add_argument(
         "--class_dropout",
         type=float,
@@ -268,6 +273,9 @@ def train(
         raise SystemExit(f"the tokenizer has {codebook_size} codes but the codes were made with "
                          f"{info['codebook_size']}: pass the tokenizer that encoded {args.codes_dir}")  # fmt: skip
     model = build_model(vqvae, info)
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    check_strategy(accelerator, args.use_ema)
     vocabulary = CodeVocabulary.from_config(model.config)
     for name, dataset in (("train", train_dataset), ("validation", validation_dataset)):
         if dataset is not None:
@@ -294,14 +302,15 @@ def train(
     vqvae.to(accelerator.device)
     ema_model = make_ema(args, model, accelerator)
 
-    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    layout = process_layout(accelerator, args.train_batch_size)
+    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed, layout,
+                                 (lr_scheduler,))  # fmt: skip
     guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
                            max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         finish_trackers(accelerator)
         return done
-    first_epoch = global_step // steps_per_epoch
-    skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    first_epoch, skip_batches = data_position(global_step, steps_per_epoch, args.gradient_accumulation_steps)
     accelerator.init_trackers(Path(script).stem, config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(
         f"{len(train_dataset)} code grids of {info['code_grid_size']}, "
@@ -309,8 +318,9 @@ def train(
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {max_train_steps} steps"
     )
 
-    def pipeline() -> VQPipeline:
-        pipe = make_pipeline(vqvae, accelerator.unwrap_model(model), tokenizer)
+    def pipeline(prior) -> VQPipeline:
+        """The pipeline around `prior`, the model with whole weights (`gathered_model`: under FSDP, a copy)."""
+        pipe = make_pipeline(vqvae, prior, tokenizer)
         if info.get("level"):  # VQ-VAE-2: saved as a VQHierarchicalPipeline
             pipe = level_pipeline(pipe, info["level"], top_prior)
         pipe.set_progress_bar_config(disable=True)
@@ -318,9 +328,9 @@ def train(
             pipe.card_prompt = prompts[0]
         return pipe
 
-    def write_samples(step: int) -> None:
-        with evaluating(accelerator.unwrap_model(model)):
-            grid = pipeline().sample_grid(
+    def write_samples(prior, step: int) -> None:
+        with evaluating(prior):
+            grid = pipeline(prior).sample_grid(
                 args.images_per_class, guidance_scale=args.guidance_scale, temperature=args.temperature,
                 generator=torch.Generator(accelerator.device).manual_seed(args.seed), **sample_kwargs,
             )  # fmt: skip
@@ -330,12 +340,13 @@ def train(
     def validate() -> dict:
         return metrics(evaluate(model, validation_dataloader, loss_fn, accelerator, args.seed))
 
-    def log_sample_quality(step: int) -> dict | None:
-        """FID & co. of `--fid_num_images` samples (main process), logged as validation/sample_*."""
-        if feature_network is None or not accelerator.is_main_process:
+    def log_sample_quality(prior, step: int) -> dict | None:
+        """FID & co. of `--fid_num_images` samples (main process: `prior` is None elsewhere), logged as
+        validation/sample_*."""
+        if feature_network is None or prior is None:
             return None
-        with evaluating(accelerator.unwrap_model(model)):
-            figures = sample_quality(pipeline(), feature_network, args, sample_kwargs, validation_dataset)
+        with evaluating(prior):
+            figures = sample_quality(pipeline(prior), feature_network, args, sample_kwargs, validation_dataset)
         accelerator.log({f"validation/sample_{k}": v for k, v in figures.items()}, step=step)
         logger.info(f"step {step} sample quality ({feature_network.name}): {figures}")
         return figures
@@ -366,16 +377,17 @@ def train(
             history.append({"step": global_step, **logs})
             progress.set_postfix(loss=f"{logs['loss']:.4f}")
         if global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, layout)
         if global_step % args.validation_steps == 0:
             with ema_weights(ema_model, accelerator.unwrap_model(model)):
                 if validation_dataloader is not None:
                     figures = validate()
                     accelerator.log({f"validation/{k}": v for k, v in figures.items()}, step=global_step)
                     logger.info(f"step {global_step} validation: {figures}")
-                if accelerator.is_main_process:
-                    write_samples(global_step)
-                quality = log_sample_quality(global_step)
+                prior = gathered_model(accelerator, model)  # every process takes part; None off the main one
+                if prior is not None:
+                    write_samples(prior, global_step)
+                quality = log_sample_quality(prior, global_step)
                 if quality is not None:
                     history.append({"step": global_step, **{f"sample_{k}": v for k, v in quality.items()}})
             accelerator.wait_for_everyone()
@@ -387,7 +399,8 @@ def train(
         if validation_dataloader is not None:
             summary["validation"] = validate()
             logger.info(f"final validation: {summary['validation']}")
-        quality = log_sample_quality(global_step)
+        prior = gathered_model(accelerator, model)
+        quality = log_sample_quality(prior, global_step)
         if quality is not None:
             summary["sample_quality"] = {**quality, "feature_network": feature_network.name}
         accelerator.wait_for_everyone()
@@ -395,11 +408,11 @@ def train(
             training = (f"`{training_command(script, argv)}`\n\n{global_step} steps on "
                         f"{accelerator.num_processes} process(es) ({accelerator.device.type}), "
                         f"{summary['train_seconds']} s; codes from `{info['tokenizer']}`.")  # fmt: skip
-            pipe = pipeline()
-            accelerator.unwrap_model(model).eval()
+            pipe = pipeline(prior)
+            prior.eval()
             pipe.save_pretrained(output_dir, training=training, evaluation=summary.get("validation"),
                                  repo_id=args.hub_model_id or output_dir.name)  # fmt: skip
-            write_samples(global_step)
+            write_samples(prior, global_step)
             write_text_atomically(
                 output_dir / "training_summary.json", json.dumps({**summary, "args": public_arguments(args)}, indent=2)
             )

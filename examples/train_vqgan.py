@@ -36,6 +36,7 @@ from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
 from vq_hub.metrics import per_image_mse, psnr, psnr_from_mse
 from vq_hub.models.tokenizer_utils import tokenizer_classes
+from vq_hub.scaling import data_position, process_layout
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
 from vq_hub.training_utils import (
@@ -348,14 +349,15 @@ def main(argv: list[str] | None = None) -> dict:
     )
     last_layer = accelerator.unwrap_model(model).decoder.conv_out.weight
 
-    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    layout = process_layout(accelerator, args.train_batch_size)
+    schedulers = (lr_scheduler,) if discriminator is None else (lr_scheduler, d_scheduler)
+    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed, layout, schedulers)
     guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
                            max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         finish_trackers(accelerator)
         return done
-    first_epoch = global_step // steps_per_epoch
-    skip_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+    first_epoch, skip_batches = data_position(global_step, steps_per_epoch, args.gradient_accumulation_steps)
 
     accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(
@@ -417,7 +419,7 @@ def main(argv: list[str] | None = None) -> dict:
             progress.set_postfix(rec=f"{logs['reconstruction_loss']:.4f}", **usage)
 
         if global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, layout)
 
         if validation_dataloader is not None and global_step % args.validation_steps == 0:
             with ema_weights(ema_model, accelerator.unwrap_model(model)):

@@ -237,7 +237,8 @@ def test_the_wheel_and_sdist_build_without_the_checkpoints(tmp_path):
 
 # Flags of the launchers and tools the pages also name (accelerate launch, torchrun, mkdocs, python -m build).
 OTHER_TOOLS_FLAGS = {"--num_processes", "--multi_gpu", "--cpu", "--num_machines", "--machine_rank", "--main_process_ip",
-                     "--main_process_port", "--nproc_per_node", "--strict", "--no-isolation"}  # fmt: skip
+                     "--main_process_port", "--nproc_per_node", "--strict", "--no-isolation", "--config_file",
+                     "--fsdp_transformer_layer_cls_to_wrap"}  # fmt: skip
 
 
 def script_parser(path: Path, monkeypatch) -> argparse.ArgumentParser:

@@ -18,6 +18,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from diffusers.training_utils import EMAModel
 
+from .scaling import adapt_to_process_layout, resolve_gradient_accumulation, write_process_layout
 from .utils.io import atomic_directory
 
 if TYPE_CHECKING:
@@ -40,6 +41,8 @@ def add_optimization_arguments(
     optim.add_argument("--max_train_steps", type=int, help="Overrides --num_train_epochs.")
     optim.add_argument("--num_train_epochs", type=int, default=10)
     optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--global_batch_size", type=int, help="Samples per optimizer step over all processes: sets "
+                       "the accumulation steps for any process count (a run resumed on other hardware keeps it).")
     optim.add_argument("--learning_rate", type=float, default=learning_rate)
     optim.add_argument("--adam_beta1", type=float, default=betas[0])
     optim.add_argument("--adam_beta2", type=float, default=betas[1])
@@ -161,9 +164,11 @@ def list_checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(CHECKPOINT_PATTERN.match(p.name).group(1)))
 
 
-def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None) -> Path:
+def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total_limit: int | None,
+                    layout: dict | None = None) -> Path:  # fmt: skip
     """`accelerator.save_state` into a temporary folder, renamed when every process has written its part (an older
-    checkpoint of the same step is swapped out whole, never deleted before the new one is in place)."""
+    checkpoint of the same step is swapped out whole, never deleted before the new one is in place); `layout`
+    (`vq_hub.scaling.process_layout`) is recorded with it, so it can resume on another number of processes."""
     if total_limit is not None and (type(total_limit) is not int or total_limit < 1):
         raise ValueError(f"`total_limit` (--checkpoints_total_limit) must be a positive integer or None, got "
                          f"{total_limit!r}: keeping none would delete the checkpoint just written")  # fmt: skip
@@ -174,6 +179,8 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
     accelerator.save_state(str(staging))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if layout is not None:
+            write_process_layout(staging, layout)
         with atomic_directory(final, replaces=["*"]) as new:
             for entry in staging.iterdir():
                 os.replace(entry, new / entry.name)
@@ -186,19 +193,24 @@ def save_checkpoint(accelerator: Accelerator, output_dir: Path, step: int, total
     return final
 
 
-def resume_or_seed(accelerator: Accelerator, output_dir: Path, checkpoint: str | None, seed: int) -> int:
+def resume_or_seed(accelerator: Accelerator, output_dir: Path, checkpoint: str | None, seed: int,
+                   layout: dict | None = None, lr_schedulers: tuple = ()) -> int:  # fmt: skip
     """Call once every model is built and prepared, just before the loop: resume from `checkpoint` (which restores
     each process's random state) or seed each process differently, so data-parallel ranks draw their own flips,
     timesteps, masks and class dropout (model initialisation, done earlier under the shared seed, agrees across ranks).
+    With this run's `layout`, a checkpoint of another process count resumes (see `resume_from_checkpoint`).
     Returns the step to start from."""
     from accelerate.utils import set_seed
 
     set_seed(seed + accelerator.process_index)
-    return resume_from_checkpoint(accelerator, output_dir, checkpoint)
+    return resume_from_checkpoint(accelerator, output_dir, checkpoint, layout, lr_schedulers)
 
 
-def resume_from_checkpoint(accelerator: Accelerator, output_dir: Path, checkpoint: str | None) -> int:
-    """Load `checkpoint` ('latest' or a `checkpoint-N` folder) into the prepared objects; returns its step N."""
+def resume_from_checkpoint(accelerator: Accelerator, output_dir: Path, checkpoint: str | None,
+                           layout: dict | None = None, lr_schedulers: tuple = ()) -> int:  # fmt: skip
+    """Load `checkpoint` ('latest' or a `checkpoint-N` folder) into the prepared objects; returns its step N. With
+    this run's `layout`, a checkpoint of another global batch is refused and one of another process count has its
+    `lr_schedulers` re-counted (`vq_hub.scaling.adapt_to_process_layout`)."""
     if not checkpoint:
         return 0
     if checkpoint == "latest":
@@ -211,6 +223,8 @@ def resume_from_checkpoint(accelerator: Accelerator, output_dir: Path, checkpoin
         if not CHECKPOINT_PATTERN.match(path.name) or not path.is_dir():
             raise SystemExit(f"--resume_from_checkpoint {path}: not a checkpoint-<step> folder")
     accelerator.load_state(str(path))
+    if layout is not None:
+        adapt_to_process_layout(path, layout, lr_schedulers)
     logger.info(f"resumed from {path}", main_process_only=True)
     return int(CHECKPOINT_PATTERN.match(path.name).group(1))
 
@@ -319,6 +333,9 @@ def start_training(args: argparse.Namespace) -> Accelerator:
             project_dir=str(output_dir), logging_dir=str(output_dir / args.logging_dir)
         ),
     )
+    # --global_batch_size: the accumulation steps for this number of processes, known once Accelerate has started.
+    args.gradient_accumulation_steps = resolve_gradient_accumulation(args, accelerator.num_processes)
+    accelerator.gradient_accumulation_steps = args.gradient_accumulation_steps
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     configure_cuda(args, accelerator.device)
     print(f"[rank {accelerator.process_index}/{accelerator.num_processes}] started on {accelerator.device}", flush=True)
