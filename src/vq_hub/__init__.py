@@ -9,11 +9,14 @@ from pathlib import Path
 # What each public name is imported from (the `vq-hub` command resolves them on first use, below).
 _PUBLIC = {
     **{name: ("diffusers", name) for name in ("ModelMixin", "SchedulerMixin")},
+    "PreTrainedModel": ("transformers", "PreTrainedModel"),
     **{name: ("vq_hub.models", name) for name in ("HierarchicalVQModel", "HierarchicalVQModelOutput",
                                                   "PatchDiscriminator", "VQVAEModel", "VQVAEModelOutput",
                                                   "load_tokenizer")},
     **{name: ("vq_hub.models.priors", name) for name in ("CodeVocabulary", "autoregressive_prior_config",
                                                          "denoiser_config")},
+    **{name: ("vq_hub.models.factorized_prior", name) for name in ("FactorizedCodePrior", "FactorizedPriorConfig",
+                                                                   "FactorizedPriorOutput", "factorized_prior_config")},
     **{name: ("vq_hub.pipelines", name) for name in ("VQAutoregressivePipeline", "VQAutoregressiveTextToImagePipeline",
                                                      "VQDiscreteDiffusionPipeline", "VQDiscreteDiffusionPipelineOutput",
                                                      "VQDiscreteDiffusionTextToImagePipeline", "VQHierarchicalPipeline",
@@ -36,6 +39,7 @@ if not _launched_as_command():
     # SchedulerMixin) it looks up on the library the component is recorded under — ["vq_hub", "VQVAEModel"] needs
     # them in this namespace; importing the pipelines registers them with diffusers (`DiffusionPipeline` finds them).
     from diffusers import ModelMixin, SchedulerMixin  # noqa: F401
+    from transformers import PreTrainedModel  # noqa: F401 (the same, for ["vq_hub", "FactorizedCodePrior"])
 
     from .models import (
         HierarchicalVQModel,
@@ -45,6 +49,9 @@ if not _launched_as_command():
         VQVAEModelOutput,
         load_tokenizer,
     )
+    from .models.factorized_prior import (
+        FactorizedCodePrior, FactorizedPriorConfig, FactorizedPriorOutput, factorized_prior_config,
+    )  # fmt: skip
     from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
     from .pipelines import (
         VQAutoregressivePipeline,
@@ -68,6 +75,9 @@ __all__ = [
     "CodeVocabulary",
     "DiscreteDiffusionScheduler",
     "FSQuantizer",
+    "FactorizedCodePrior",
+    "FactorizedPriorConfig",
+    "FactorizedPriorOutput",
     "GumbelQuantizer",
     "HierarchicalVQModel",
     "HierarchicalVQModelOutput",
@@ -90,6 +100,7 @@ __all__ = [
     "VectorQuantizer",
     "autoregressive_prior_config",
     "denoiser_config",
+    "factorized_prior_config",
     "load_tokenizer",
 ]
 
