@@ -225,7 +225,7 @@ class FactorizedCodePrior(PreTrainedModel):
             loss = factorized_code_loss(group_logits[:, :-1], labels[:, 1:], self.config.codebook_size,
                                         self.config.bits_per_group)  # fmt: skip
         return FactorizedPriorOutput(loss=loss, group_logits=group_logits, last_hidden_state=hidden,
-                                     cache=output.get("cache", output.get("past_key_values")))  # fmt: skip
+                                     cache=backbone_cache_of(output))  # fmt: skip
 
     def group_logits(self, hidden: torch.Tensor, groups: torch.LongTensor) -> torch.Tensor:
         """`(..., G, 2^g)` logits of every group from states `(..., hidden)`, group j seeing `groups[..., :j]`."""
@@ -269,6 +269,12 @@ def factorized_code_loss(
     if reduction == "none":
         return losses
     return losses.sum() / counted.sum().clamp(min=1)
+
+
+def backbone_cache_of(output: ModelOutput) -> Cache | None:
+    """The KV cache a backbone returned: `cache` in transformers 5, `past_key_values` before (read by key: the old
+    attribute warns in 5)."""
+    return next((output[key] for key in ("cache", "past_key_values") if key in output.keys()), None)
 
 
 def group_shifts(num_groups: int, bits_per_group: int, device=None) -> torch.LongTensor:
