@@ -36,7 +36,8 @@ def tokenizer(bits: int) -> VQVAEModel:
     """A small LFQ tokenizer for 32×32 grey images: 8×8 codes of `bits` bits."""
     return VQVAEModel(in_channels=1, out_channels=1, sample_size=32, down_block_types=("DownEncoderBlock2D",) * 3,
                       up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(32, 64, 64), layers_per_block=1,
-                      latent_channels=16, norm_num_groups=16, quantizer_type="lfq", num_vq_embeddings=2**bits)  # fmt: skip
+                      latent_channels=16, norm_num_groups=16, quantizer_type="lfq",
+                      num_vq_embeddings=2**bits)  # fmt: skip
 
 
 def prior(kind: str, vqvae: VQVAEModel, args) -> torch.nn.Module:
