@@ -44,8 +44,9 @@ class FactorizedPriorConfig(PretrainedConfig):
         bits_per_group (`int`, defaults to 8): Bits per group g; the code's bits must split into whole groups.
         conditional_groups (`bool`, defaults to `True`): Group j's head sees groups < j of the same code (an exact
             factorisation); `False`: independent groups (a product distribution).
-        codebook_size, num_classes, code_grid_size, prefix_vocab_size, prefix_length, vocab_size, bos_token_id,
-            pad_token_id: The code vocabulary, as in [`autoregressive_prior_config`].
+        codebook_size (`int`, defaults to 256): 2^bits. The other vocabulary fields (`num_classes`, `code_grid_size`,
+            `prefix_vocab_size`, `prefix_length`, `vocab_size` and the token ids) are those of a stock prior's config
+            ([`autoregressive_prior_config`]).
     """
 
     model_type = "vq_hub_factorized_prior"

@@ -35,7 +35,8 @@ class VQAutoregressivePipeline(VQPipeline):
     Components:
         vqvae ([`VQVAEModel`]): Decodes code grids to images (and encodes images for completion).
         prior ([`~transformers.PreTrainedModel`]): A causal LM over the vocabulary of
-            [`~vq_hub.models.priors.CodeVocabulary`] (`GPT2LMHeadModel` by default; any `AutoModelForCausalLM`).
+            [`~vq_hub.models.priors.CodeVocabulary`] (`GPT2LMHeadModel` by default; any `AutoModelForCausalLM`), or
+            a [`~vq_hub.FactorizedCodePrior`] over a binary tokenizer's codes (it chooses each code group by group).
     """
 
     model_cpu_offload_seq = "prior->vqvae"
