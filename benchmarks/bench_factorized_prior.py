@@ -99,11 +99,12 @@ def train_lfq_tokenizer(images: torch.Tensor, args) -> VQVAEModel:
     for step in range(args.tokenizer_steps):
         batch = images[torch.randint(0, len(images), (32,), generator=generator)]
         output = model(batch)
-        loss = torch.nn.functional.mse_loss(output.sample, batch) + output.quantizer_loss
+        mse = torch.nn.functional.mse_loss(output.sample, batch)
+        loss = mse + output.quantizer_loss  # the quantizer's terms hold the (negative-going) entropy loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-    print(f"tokenizer: {args.tokenizer_steps} steps, last reconstruction MSE {float(loss.detach()):.4f}, batch usage "
+    print(f"tokenizer: {args.tokenizer_steps} steps, last reconstruction MSE {float(mse.detach()):.4f}, batch usage "
           f"{float(output.codebook_usage):.3f}", flush=True)  # fmt: skip
     return model.eval()
 
