@@ -15,6 +15,8 @@ _PUBLIC = {
                                                   "VQVAEModel", "VQVAEModelOutput", "load_tokenizer")},
     **{name: ("vq_hub.models.priors", name) for name in ("CodeVocabulary", "autoregressive_prior_config",
                                                          "denoiser_config")},
+    **{name: ("vq_hub.models.factorized_prior", name) for name in ("FactorizedCodePrior", "FactorizedPriorConfig",
+                                                                   "FactorizedPriorOutput", "factorized_prior_config")},
     **{name: ("vq_hub.pipelines", name) for name in ("VQAutoregressivePipeline", "VQAutoregressiveTextToImagePipeline",
                                                      "VQDiscreteDiffusionPipeline", "VQDiscreteDiffusionPipelineOutput",
                                                      "VQDiscreteDiffusionTextToImagePipeline", "VQHierarchicalPipeline",
@@ -51,6 +53,9 @@ if not _launched_as_command():
         VQVAEModelOutput,
         load_tokenizer,
     )
+    from .models.factorized_prior import (
+        FactorizedCodePrior, FactorizedPriorConfig, FactorizedPriorOutput, factorized_prior_config,
+    )  # fmt: skip
     from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
     from .pipelines import (
         VQAutoregressivePipeline,
@@ -74,6 +79,9 @@ __all__ = [
     "CodeVocabulary",
     "DiscreteDiffusionScheduler",
     "FSQuantizer",
+    "FactorizedCodePrior",
+    "FactorizedPriorConfig",
+    "FactorizedPriorOutput",
     "GumbelQuantizer",
     "HierarchicalVQModel",
     "HierarchicalVQModelOutput",
@@ -100,6 +108,7 @@ __all__ = [
     "VectorQuantizer",
     "autoregressive_prior_config",
     "denoiser_config",
+    "factorized_prior_config",
     "load_tokenizer",
 ]
 

@@ -155,7 +155,8 @@ def place_pipeline(pipe, device: str):
     pipe.to(target)
     if target.type == "cuda" and hasattr(pipe, "cuda_graphs"):
         height, width = pipe.code_grid_size
-        pipe.cuda_graphs = getattr(pipe, "num_codes", height * width) >= CUDA_GRAPH_MIN_CODES  # h·w·depth
+        graphable = getattr(pipe, "supports_cuda_graphs", True)  # a factorised prior draws inside the step
+        pipe.cuda_graphs = graphable and getattr(pipe, "num_codes", height * width) >= CUDA_GRAPH_MIN_CODES  # h·w·depth
     return pipe
 
 

@@ -23,7 +23,9 @@ the first K logits. Without a prefix vocabulary nothing changes: the ids, the co
 class-conditional prior.
 """
 
+import inspect
 from dataclasses import dataclass
+from functools import cache as remember
 
 import torch
 import torch.nn.functional as F
@@ -358,3 +360,10 @@ def denoising_loss(
     if reduction == "none":
         return (losses * counted).sum(dim=1) / counted.sum(dim=1).clamp(min=1)
     return (losses * counted).sum() / counted.sum().clamp(min=1)
+
+
+@remember
+def cache_keyword(model_class: type) -> str:
+    """The name under which `model_class.forward` takes its KV cache: `cache` since transformers 5.x deprecated
+    `past_key_values` (a warning per call, removal announced), `past_key_values` in the releases before."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"

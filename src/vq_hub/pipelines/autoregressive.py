@@ -1,14 +1,13 @@
 """`VQAutoregressivePipeline`: a transformers causal LM samples codes one by one (KV cache), the tokenizer decodes."""
 
-import inspect
 from collections.abc import Callable
-from functools import cache as remember
 
 import torch
 from transformers import Cache, DynamicCache, PreTrainedModel, StaticCache
 from transformers.generation.logits_process import LogitsProcessorList, TopKLogitsWarper, TopPLogitsWarper
 
 from ..code_levels import codes_to_sequence
+from ..models.priors import cache_keyword
 from ..models.vq_model import VQVAEModel
 from ..utils.checks import check_float, check_generator, check_int
 from .graphed_decoding import GraphedDecodeStep
@@ -37,7 +36,8 @@ class VQAutoregressivePipeline(VQPipeline):
     Components:
         vqvae ([`VQVAEModel`]): Decodes code grids to images (and encodes images for completion).
         prior ([`~transformers.PreTrainedModel`]): A causal LM over the vocabulary of
-            [`~vq_hub.models.priors.CodeVocabulary`] (`GPT2LMHeadModel` by default; any `AutoModelForCausalLM`).
+            [`~vq_hub.models.priors.CodeVocabulary`] (`GPT2LMHeadModel` by default; any `AutoModelForCausalLM`), or
+            a [`~vq_hub.FactorizedCodePrior`] over a binary tokenizer's codes (it chooses each code group by group).
     """
 
     model_cpu_offload_seq = "prior->vqvae"
@@ -168,11 +168,26 @@ class VQAutoregressivePipeline(VQPipeline):
         if top_p is not None and top_p < 1:
             warpers.append(TopPLogitsWarper(top_p))
 
+        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per code
+
+        def choose(logits: torch.Tensor) -> torch.LongTensor:
+            """`(R, V)` logits → `(B,)` ids: guidance, then argmax at temperature 0, else warping and a draw."""
+            finite.logical_and_(torch.isfinite(logits).all())
+            if guided:
+                conditional, unconditional = logits.chunk(2)
+                logits = unconditional + guidance_scale * (conditional - unconditional)
+            if temperature == 0:
+                return logits.argmax(dim=-1)
+            return sample_from_logits(warpers(None, logits / temperature), generator)
+
+        if self.cuda_graphs and not self.supports_cuda_graphs:
+            raise ValueError(f"`cuda_graphs` cannot record the decoding step of a {type(self.prior).__name__}: it "
+                             "draws each code in parts (groups of bits), each draw outside a graph; set "
+                             "`pipe.cuda_graphs = False`")  # fmt: skip
         cache = self.make_cache(step_input.shape[0], total_length, static=self.cuda_graphs)
         static = isinstance(cache, StaticCache)
         graphed: GraphedDecodeStep | None = None
         position = 0
-        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per code
         for step in self.progress_bar(range(num_codes - codes.shape[1])):
             if graphed is not None:  # every code after the first, with `cuda_graphs`: one replay
                 output = graphed.run()
@@ -180,16 +195,9 @@ class VQAutoregressivePipeline(VQPipeline):
             else:
                 length = position + step_input.shape[1]
                 attention_mask = full_mask if static else full_mask[:, :length]
-                logits = self.next_code_logits(step_input, cache, attention_mask, codebook_size)
+                output = self.prior_step(step_input, cache, attention_mask)
                 position = length
-                finite &= torch.isfinite(logits).all()
-                if guided:
-                    conditional, unconditional = logits.chunk(2)
-                    logits = unconditional + guidance_scale * (conditional - unconditional)
-                if temperature == 0:
-                    next_codes = logits.argmax(dim=-1)
-                else:
-                    next_codes = sample_from_logits(warpers(codes, logits / temperature), generator)
+                next_codes = self.choose_next_codes(output, choose)
                 if self.cuda_graphs:  # the prefill (start tokens and known codes) is done: the steps are alike now
                     graphed = GraphedDecodeStep(
                         lambda tokens, kv, mask: self.next_code_logits(tokens, kv, mask, codebook_size), cache,
@@ -204,7 +212,7 @@ class VQAutoregressivePipeline(VQPipeline):
                 callback_on_step_end(self, step, codes.shape[1] - 1, {"codes": codes})
 
         if graphed is not None:
-            finite &= graphed.finite
+            finite.logical_and_(graphed.finite)
         if not bool(finite):
             raise ValueError("the prior produced NaN or infinite logits: its weights are damaged (or it was trained "
                              "into divergence); no codes were returned")  # fmt: skip
@@ -221,15 +229,36 @@ class VQAutoregressivePipeline(VQPipeline):
             return StaticCache(config=self.prior.config, max_cache_len=max_length)
         raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {self.cache_implementation!r}")
 
+    def prior_step(self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor):
+        """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far, or
+        the whole sequence with a static cache: 0 on empty prefix slots); the prior's output."""
+        cache_argument = {cache_keyword(type(self.prior)): cache}
+        return self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument)
+
     def next_code_logits(
         self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor, codebook_size: int
     ) -> torch.Tensor:
-        """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far, or
-        the whole sequence with a static cache: 0 on empty prefix slots); float32 logits over the K codes only
-        (special tokens can never be sampled)."""
-        cache_argument = {cache_keyword(type(self.prior)): cache}
-        output = self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument)
-        return output.logits[:, -1, :codebook_size].float()
+        """`prior_step`'s float32 logits of the next code, over the K codes only (special tokens can never be
+        sampled). A prior that chooses its codes in parts (`choose_next_codes`) has no such logits."""
+        if not self.supports_cuda_graphs:
+            raise ValueError(f"a {type(self.prior).__name__} gives no logits over all codes (it draws each code in "
+                             "groups of bits): use it through the pipeline's call")  # fmt: skip
+        return self.prior_step(step_input, cache, attention_mask).logits[:, -1, :codebook_size].float()
+
+    def choose_next_codes(self, output, choose: Callable[[torch.Tensor], torch.LongTensor]) -> torch.LongTensor:
+        """The next code of each image from the prior's `output`, with `choose` (`(R, V)` logits → `(B,)` ids:
+        guidance, temperature, top-k/top-p, the draw). A prior may bring its own rule (`FactorizedCodePrior` chooses
+        one group of bits after another); a stock causal LM's next code is chosen among its first K logits."""
+        own_rule = getattr(self.prior, "choose_next_codes", None)
+        if own_rule is not None:
+            return own_rule(output, choose)
+        return choose(output.logits[:, -1, : self.vocabulary.codebook_size].float())
+
+    @property
+    def supports_cuda_graphs(self) -> bool:
+        """Whether `cuda_graphs` can record the decoding step: a prior with its own rule for the next code draws
+        inside the step (per group of bits), which a graph around the step cannot hold."""
+        return not hasattr(self.prior, "choose_next_codes")
 
     def prepare_prefix(self, image, num_prefix_rows: int | None, prefix_codes) -> torch.LongTensor | None:
         """The known first codes `(B, L)` in raster order, from `image` + `num_prefix_rows` or `prefix_codes`."""
@@ -269,9 +298,3 @@ class VQAutoregressivePipeline(VQPipeline):
                              f"{'' if depth == 1 else f'×{depth}'} grid")  # fmt: skip
         return self.vocabulary.check_codes(prefix, "prefix_codes").to(self._execution_device)
 
-
-@remember
-def cache_keyword(model_class: type) -> str:
-    """The name under which `model_class.forward` takes its KV cache: `cache` since transformers 5.x deprecated
-    `past_key_values` (a warning per call, removal announced), `past_key_values` in the releases before."""
-    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
