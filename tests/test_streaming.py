@@ -77,3 +77,47 @@ def test_expand_data_files_names_the_flag(tmp_path):
     assert expand_data_files([str(tmp_path / "*.parquet")], "--train_parquet") == files
     with pytest.raises(ValueError, match="--train_parquet.*nothing-"):
         expand_data_files([str(tmp_path / "nothing-*.parquet")], "--train_parquet")
+
+
+def split_into_shards(parquet, folder, sizes: list[int]) -> str:
+    """`parquet`'s rows written as shards of `sizes` rows (features kept); returns their glob."""
+    import pyarrow.parquet as pq
+
+    table, start = pq.read_table(parquet), 0
+    folder.mkdir()
+    for index, size in enumerate(sizes):
+        pq.write_table(table.slice(start, size), folder / f"part-{index:03d}.parquet")
+        start += size
+    return str(folder / "part-*.parquet")
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_tokenizer_from_parquet_shards_and_resume_exactly(synthetic_parquet, tmp_path):
+    """Three shards on two processes (the split falls back to every other row); a run resumed from its step-2
+    checkpoint ends with the weights of the uninterrupted run: both saw the same rows in the same order."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    from conftest import TWO_PROCESS_LAUNCHER, run_script
+    from vq_hub import VQVAEModel
+
+    shards = split_into_shards(synthetic_parquet / "train.parquet", tmp_path / "shards", [24, 24, 16])
+    common = [
+        "--streaming", "--train_parquet", shards, "--shuffle_buffer_size", "16", "--vqvae", "--resolution", "16",
+        "--block_out_channels", "8", "16", "--latent_channels", "4", "--norm_num_groups", "8", "--num_vq_embeddings",
+        "16", "--train_batch_size", "4", "--max_train_steps", "4", "--checkpointing_steps", "2", "--report_to", "none",
+        "--lr_warmup_steps", "0", "--learning_rate", "1e-3", "--random_flip",
+    ]  # fmt: skip
+    uninterrupted, resumed = tmp_path / "uninterrupted", tmp_path / "resumed"
+    two = {"launcher": TWO_PROCESS_LAUNCHER, "env": {"ACCELERATE_USE_CPU": "1"}}
+    run_script("train_vqgan.py", common + ["--output_dir", str(uninterrupted)], **two)
+    assert VQVAEModel.from_pretrained(uninterrupted).tokenize(torch.zeros(1, 3, 16, 16)).shape == (1, 8, 8)
+
+    resumed.mkdir()
+    shutil.copytree(uninterrupted / "checkpoint-2", resumed / "checkpoint-2")
+    run_script("train_vqgan.py", common + ["--output_dir", str(resumed), "--resume_from_checkpoint", "latest"], **two)
+    name = "diffusion_pytorch_model.safetensors"
+    expected, actual = load_file(uninterrupted / name), load_file(resumed / name)
+    assert all(torch.equal(expected[key], actual[key]) for key in expected), "the resumed run saw other rows"

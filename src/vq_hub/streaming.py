@@ -82,6 +82,18 @@ def known_length(stream: datasets.IterableDataset) -> int | None:
     return None
 
 
+def streaming_batches(accelerator, dataset: datasets.IterableDataset, args: argparse.Namespace,
+                      collate: Callable[[list[dict]], object]) -> Iterator:  # fmt: skip
+    """This process's training batches of `dataset` (`--seed`, `--shuffle_buffer_size`, `--train_batch_size`) on its
+    device, forever; the stream is registered for checkpointing, so call before `accelerator.load_state`."""
+    from accelerate.utils import send_to_device
+
+    stream = ProcessStream(dataset, accelerator.process_index, accelerator.num_processes, args.seed,
+                           args.shuffle_buffer_size)  # fmt: skip
+    accelerator.register_for_checkpointing(stream)
+    return (send_to_device(batch, accelerator.device) for batch in stream.batches(args.train_batch_size, collate))
+
+
 class ProcessStream:
     """One process's endless, resumable share of a stream: shuffled by `seed` (shard order and a buffer of
     `shuffle_buffer_size` rows, reshuffled each epoch by `set_epoch`), split by `split_dataset_by_node`. When a
@@ -104,16 +116,22 @@ class ProcessStream:
 
     def __iter__(self) -> Iterator[dict]:
         while True:
-            self.dataset.set_epoch(self.epoch)
             read = 0
-            for row in itertools.islice(self.dataset, self.position, None):
+            for row in self.epoch_rows(self.position):
                 self.position += 1
                 read += 1
-                yield self.features.decode_example(row) if self.features is not None else row
+                yield row
             if self.position == 0 and read == 0:
                 raise ValueError(f"process {self.rank} of {self.world_size} got no rows: the stream has fewer rows "
                                  "than processes")  # fmt: skip
             self.epoch, self.position = self.epoch + 1, 0
+
+    def epoch_rows(self, start: int = 0) -> Iterator[dict]:
+        """This process's rows of the current epoch from row `start` on, decoded (the rows before are read, not
+        decoded)."""
+        self.dataset.set_epoch(self.epoch)
+        for row in itertools.islice(self.dataset, start, None):
+            yield self.features.decode_example(row) if self.features is not None else row
 
     def batches(self, batch_size: int, collate: Callable[[list[dict]], object]) -> Iterator:
         """`collate(rows)` of each `batch_size` rows, forever."""
