@@ -16,19 +16,22 @@ import datasets
 STREAM_SOURCE_FLAGS = ("--dataset_name", "--train_data_dir", "--train_parquet", "--train_webdataset")
 
 
-def add_streaming_arguments(group: argparse._ArgumentGroup) -> None:
-    """`--streaming`, `--shuffle_buffer_size` and `--train_webdataset` (read only as a stream)."""
+def add_streaming_arguments(group: argparse._ArgumentGroup, images: bool = True) -> None:
+    """`--streaming`, `--shuffle_buffer_size` and, for image scripts, `--train_webdataset` (read only as a stream)."""
     group.add_argument("--streaming", action="store_true",
-                       help="Stream the training data (--dataset_name, --train_parquet files or globs, --train_data_dir, "
-                       "--train_webdataset) instead of loading it into memory; needs --max_train_steps to train.")
-    group.add_argument("--train_webdataset", nargs="+", help="WebDataset .tar shards (files or globs; with --streaming).")
+                       help="Stream the training data instead of loading it into memory (--dataset_name, "
+                       "--train_parquet files or globs, --train_data_dir, --train_webdataset; the prior scripts: the "
+                       "--codes_dir shards); training needs --max_train_steps.")  # fmt: skip
+    if images:
+        group.add_argument("--train_webdataset", nargs="+",
+                           help="WebDataset .tar shards (files or globs; with --streaming).")
     group.add_argument("--shuffle_buffer_size", type=int, default=1000,
                        help="Rows in the streaming shuffle buffer (the shard order is shuffled too); 0: no shuffle.")
 
 
 def check_streaming_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace, training: bool = True) -> None:
     """Refuse flag combinations a stream cannot serve, naming the flag."""
-    if args.train_webdataset and not args.streaming:
+    if getattr(args, "train_webdataset", None) and not args.streaming:
         parser.error("--train_webdataset is read as a stream: add --streaming")
     if not args.streaming:
         return
