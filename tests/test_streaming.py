@@ -121,3 +121,121 @@ def test_two_processes_train_a_tokenizer_from_parquet_shards_and_resume_exactly(
     name = "diffusion_pytorch_model.safetensors"
     expected, actual = load_file(uninterrupted / name), load_file(resumed / name)
     assert all(torch.equal(expected[key], actual[key]) for key in expected), "the resumed run saw other rows"
+
+
+def test_webdataset_shards_stream_decoded_images(tmp_path):
+    """`datasets` reads WebDataset tars offline: `--train_webdataset` globs give decoded images and labels."""
+    import argparse
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    from vq_hub.streaming import stream_source
+
+    for shard in range(2):
+        with tarfile.open(tmp_path / f"shard-{shard}.tar", "w") as tar:
+            for index in range(shard * 3, shard * 3 + 3):
+                image = io.BytesIO()
+                Image.fromarray(np.full((4, 4, 3), index, np.uint8)).save(image, "PNG")
+                for name, data in ((f"{index:04d}.png", image.getvalue()), (f"{index:04d}.cls", str(index).encode())):
+                    member = tarfile.TarInfo(name)
+                    member.size = len(data)
+                    tar.addfile(member, io.BytesIO(data))
+    flags = dict.fromkeys(("dataset_name", "train_data_dir", "train_parquet", "max_train_samples"))
+    args = argparse.Namespace(**flags, train_webdataset=[str(tmp_path / "shard-*.tar")])
+    stream = ProcessStream(stream_source(args), 0, 1, seed=0, shuffle_buffer_size=0)
+    rows = list(stream.epoch_rows())
+    assert [row["cls"] for row in rows] == list(range(6))
+    assert [np.asarray(row["png"])[0, 0, 0] for row in rows] == list(range(6))
+
+
+def encode(synthetic_parquet, tokenizer, output, *flags, launcher=None):
+    from conftest import run_script
+
+    return run_script("encode_dataset.py", [
+        "--vqvae_name_or_path", str(tokenizer), "--train_parquet", str(synthetic_parquet / "train.parquet"),
+        "--batch_size", "8", "--output_dir", str(output), *flags,
+    ], launcher=launcher, env={"ACCELERATE_USE_CPU": "1"} if launcher else None)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    import torch
+
+    from conftest import tiny_vq_config
+    from vq_hub import VQVAEModel
+
+    folder = tmp_path_factory.mktemp("tokenizer")
+    torch.manual_seed(0)
+    VQVAEModel(**tiny_vq_config(sample_size=16)).save_pretrained(folder)
+    return folder
+
+
+def test_interrupted_sharded_encoding_resumes_to_the_shards_of_one_run(synthetic_parquet, tokenizer, tmp_path,
+                                                                        monkeypatch):  # fmt: skip
+    """An encoding stopped after two of its five shards (a half-written third left behind as a temporary file) and run
+    again writes only the three missing shards, which equal those of an uninterrupted run; the manifest lists all."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from conftest import load_example
+
+    script = load_example("encode_dataset")
+    argv = ["--vqvae_name_or_path", str(tokenizer), "--train_parquet", str(synthetic_parquet / "train.parquet"),
+            "--batch_size", "8", "--chunk_size", "15"]  # fmt: skip
+    script.main(argv + ["--output_dir", str(tmp_path / "once")])
+
+    written, write_shard = [], script.write_shard
+
+    def interrupted_after_two(table, path):
+        if len(written) == 2:
+            with open(path.parent / f".{path.name}.half.tmp.parquet", "wb") as half:
+                half.write(b"PAR1")
+            raise KeyboardInterrupt
+        written.append(path.name)
+        write_shard(table, path)
+
+    monkeypatch.setattr(script, "write_shard", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        script.main(argv + ["--output_dir", str(tmp_path / "resumed")])
+    assert not (tmp_path / "resumed" / "encoding.json").exists()
+    monkeypatch.setattr(script, "write_shard", lambda table, path: (written.append(path.name), write_shard(table, path)))
+    info = script.main(argv + ["--output_dir", str(tmp_path / "resumed")])
+
+    assert written == [f"chunk-{chunk:06d}-process-000-of-001.parquet" for chunk in range(5)]
+    once = json.loads((tmp_path / "once" / "encoding.json").read_text())
+    assert info == once and info["num_examples"] == {"train": 64} and len(info["shards"]["train"]) == 5
+    for name in info["shards"]["train"]:
+        assert pq.read_table(tmp_path / "resumed" / name).equals(pq.read_table(tmp_path / "once" / name)), name
+    with pytest.raises(SystemExit, match="--chunk_size 15"):
+        script.main(argv[:-1] + ["10", "--output_dir", str(tmp_path / "resumed")])
+
+
+@pytest.mark.slow
+def test_two_processes_encode_shards_and_train_a_prior_from_them_streaming(synthetic_parquet, tokenizer, tmp_path):
+    """Shards written by two processes hold every image once (the codes of a single-file encoding, in another order);
+    a two-process prior streams them and saves a loadable pipeline."""
+    import pyarrow.parquet as pq
+
+    from conftest import TWO_PROCESS_LAUNCHER, run_script
+    from vq_hub import VQPipeline
+
+    encode(synthetic_parquet, tokenizer, tmp_path / "single")
+    result = encode(synthetic_parquet, tokenizer, tmp_path / "shards", "--chunk_size", "10",
+                    launcher=TWO_PROCESS_LAUNCHER)  # fmt: skip
+    assert "[process 1] encoded 32 train images" in result.stdout and "encoded train: 64 images" in result.stdout
+    shards = sorted((tmp_path / "shards" / "train").glob("chunk-*.parquet"))
+    assert len(shards) == 8  # 32 images per process in chunks of 10, 10, 10, 2
+    rows = lambda table: sorted(zip(table["codes"].to_pylist(), table["label"].to_pylist()))  # noqa: E731
+    assert rows(pq.read_table(shards)) == rows(pq.read_table(tmp_path / "single" / "train.parquet"))
+
+    run_script("train_prior.py", [
+        "--codes_dir", str(tmp_path / "shards"), "--streaming", "--max_train_steps", "3", "--hidden_size", "32",
+        "--num_layers", "2", "--num_heads", "2", "--train_batch_size", "4", "--report_to", "none",
+        "--lr_warmup_steps", "0", "--images_per_class", "1", "--output_dir", str(tmp_path / "prior"),
+    ], launcher=TWO_PROCESS_LAUNCHER, env={"ACCELERATE_USE_CPU": "1"})  # fmt: skip
+    pipe = VQPipeline.from_pretrained(tmp_path / "prior")
+    assert pipe(batch_size=1, class_labels=[0], output_type="codes").images.shape == (1, 8, 8)
