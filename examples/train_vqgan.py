@@ -66,7 +66,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max_train_samples", type=int)
     data.add_argument("--max_validation_samples", type=int)
     data.add_argument("--cache_dir")
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--dataloader_num_workers", type=int, default=0,
+                      help="DataLoader worker processes; with --streaming, threads that decode the rows (in order).")
     add_streaming_arguments(data)
 
     model = parser.add_argument_group(
@@ -187,7 +188,7 @@ def build_datasets(args: argparse.Namespace, channels: int):
         train, validation = splits["train"], splits["validation"]
     else:
         train, validation = load_splits(args)
-    if args.streaming:  # rows are decoded and transformed batch by batch (`stream_collate`)
+    if args.streaming:  # rows are decoded and transformed as they are read (`stream_pixels`)
         train = stream_source(args)
     elif args.max_train_samples:
         train = train.select(range(min(args.max_train_samples, len(train))))
@@ -218,14 +219,14 @@ def collate(examples: list[dict]) -> torch.Tensor:
     return torch.stack([example["pixel_values"] for example in examples])
 
 
-def stream_collate(args: argparse.Namespace, channels: int):
-    """Rows of a stream → `(B, C, H, W)` pixels, the transform of the in-memory data applied batch by batch."""
+def stream_pixels(args: argparse.Namespace, channels: int):
+    """A stream's row → the row with `pixel_values`, the transform of the in-memory data applied row by row."""
     transform = image_transform(args.resolution, channels, args.image_column)
 
-    def collate_rows(rows: list[dict]) -> torch.Tensor:
-        return torch.stack(transform({key: [row[key] for row in rows] for key in rows[0]})["pixel_values"])
+    def prepare(row: dict) -> dict:
+        return {key: values[0] for key, values in transform({key: [value] for key, value in row.items()}).items()}
 
-    return collate_rows
+    return prepare
 
 
 def random_flip(images: torch.Tensor) -> torch.Tensor:
@@ -336,7 +337,8 @@ def main(argv: list[str] | None = None) -> dict:
         )  # fmt: skip
 
     if args.streaming:  # each process reads its share of the stream; its position is saved with checkpoints
-        batches = streaming_batches(accelerator, train_dataset, args, stream_collate(args, model.config.in_channels))
+        pixels = stream_pixels(args, model.config.in_channels)
+        batches = streaming_batches(accelerator, train_dataset, args, collate, pixels)
         max_train_steps = args.max_train_steps
     else:  # the step count is known once the dataloader is sharded: prepare it before building the LR schedulers
         train_dataloader = accelerator.prepare(train_dataloader)
@@ -376,7 +378,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(
-        f"{'streamed' if args.streaming else len(train_dataset)} training images, {accelerator.num_processes} process(es) × {args.train_batch_size} × "
+        f"{'streamed' if args.streaming else len(train_dataset)} training images, {accelerator.num_processes} "
+        f"process(es) × {args.train_batch_size} × "
         f"{args.gradient_accumulation_steps} accumulation; {max_train_steps} steps; "
         f"perceptual: {'LPIPS' if perceptual else 'feature matching' if loss_fn.uses_feature_matching else 'none'}"
     )

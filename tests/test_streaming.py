@@ -52,7 +52,8 @@ def test_order_depends_on_seed_and_epoch_only(tmp_path):
     files = write_index_shards(tmp_path, [10, 10])
     first, again = (take(ProcessStream(stream_of(files), 0, 1, seed=1, shuffle_buffer_size=8), 40) for _ in range(2))
     other_seed = take(ProcessStream(stream_of(files), 0, 1, seed=2, shuffle_buffer_size=8), 40)
-    assert first == again and first != other_seed
+    threaded = take(ProcessStream(stream_of(files), 0, 1, seed=1, shuffle_buffer_size=8, threads=3), 40)
+    assert first == again == threaded and first != other_seed
     assert sorted(first[:20]) == sorted(first[20:]) == list(range(20)) and first[:20] != first[20:]  # epochs differ
 
 
@@ -202,7 +203,8 @@ def test_interrupted_sharded_encoding_resumes_to_the_shards_of_one_run(synthetic
     with pytest.raises(KeyboardInterrupt):
         script.main(argv + ["--output_dir", str(tmp_path / "resumed")])
     assert not (tmp_path / "resumed" / "encoding.json").exists()
-    monkeypatch.setattr(script, "write_shard", lambda table, path: (written.append(path.name), write_shard(table, path)))
+    counted = lambda table, path: (written.append(path.name), write_shard(table, path))  # noqa: E731
+    monkeypatch.setattr(script, "write_shard", counted)
     info = script.main(argv + ["--output_dir", str(tmp_path / "resumed")])
 
     assert written == [f"chunk-{chunk:06d}-process-000-of-001.parquet" for chunk in range(5)]
@@ -238,4 +240,4 @@ def test_two_processes_encode_shards_and_train_a_prior_from_them_streaming(synth
         "--lr_warmup_steps", "0", "--images_per_class", "1", "--output_dir", str(tmp_path / "prior"),
     ], launcher=TWO_PROCESS_LAUNCHER, env={"ACCELERATE_USE_CPU": "1"})  # fmt: skip
     pipe = VQPipeline.from_pretrained(tmp_path / "prior")
-    assert pipe(batch_size=1, class_labels=[0], output_type="codes").images.shape == (1, 8, 8)
+    assert pipe(batch_size=1, class_labels=[0], output_type="codes").codes.shape == (1, 8, 8)

@@ -37,9 +37,6 @@ def check_streaming_arguments(parser: argparse.ArgumentParser, args: argparse.Na
         return
     if training and not args.max_train_steps:
         parser.error("--streaming needs --max_train_steps: a stream has no length to count epochs in")
-    if getattr(args, "dataloader_num_workers", 0):
-        parser.error("--dataloader_num_workers is not used with --streaming: each process reads one ordered stream, "
-                     "which is what makes resume exact (image decoding runs in the training process)")
     if args.shuffle_buffer_size < 0:
         parser.error(f"--shuffle_buffer_size must be ≥ 0, got {args.shuffle_buffer_size}")
 
@@ -86,13 +83,15 @@ def known_length(stream: datasets.IterableDataset) -> int | None:
 
 
 def streaming_batches(accelerator, dataset: datasets.IterableDataset, args: argparse.Namespace,
-                      collate: Callable[[list[dict]], object]) -> Iterator:  # fmt: skip
-    """This process's training batches of `dataset` (`--seed`, `--shuffle_buffer_size`, `--train_batch_size`) on its
-    device, forever; the stream is registered for checkpointing, so call before `accelerator.load_state`."""
+                      collate: Callable[[list[dict]], object],
+                      prepare: Callable[[dict], dict] | None = None) -> Iterator:  # fmt: skip
+    """This process's training batches of `dataset` (`--seed`, `--shuffle_buffer_size`, `--train_batch_size`, rows
+    prepared by `--dataloader_num_workers` threads) on its device, forever; the stream is registered for
+    checkpointing, so call before `accelerator.load_state`."""
     from accelerate.utils import send_to_device
 
     stream = ProcessStream(dataset, accelerator.process_index, accelerator.num_processes, args.seed,
-                           args.shuffle_buffer_size)  # fmt: skip
+                           args.shuffle_buffer_size, prepare, getattr(args, "dataloader_num_workers", 0))  # fmt: skip
     accelerator.register_for_checkpointing(stream)
     return (send_to_device(batch, accelerator.device) for batch in stream.batches(args.train_batch_size, collate))
 
@@ -104,13 +103,17 @@ class ProcessStream:
     others wait at a collective (shares differ in size when the shards do not divide among the processes).
 
     Register it with `accelerator.register_for_checkpointing`: its state (epoch and rows handed out, per process)
-    is saved with each checkpoint and a resumed run continues at the next row an uninterrupted run would read."""
+    is saved with each checkpoint and a resumed run continues at the next row an uninterrupted run would read.
+
+    Rows are decoded, then passed through `prepare` (e.g. pixels from an image), by `threads` threads when given
+    (images decode outside Python's lock), in order."""
 
     def __init__(self, dataset: datasets.IterableDataset, rank: int, world_size: int, seed: int,
-                 shuffle_buffer_size: int = 1000):  # fmt: skip
+                 shuffle_buffer_size: int = 1000, prepare: Callable[[dict], dict] | None = None, threads: int = 0):
         from datasets.distributed import split_dataset_by_node
 
         self.features = dataset.features  # decoding happens here, after the rows a resume skips
+        self.prepare, self.threads = prepare, threads
         if shuffle_buffer_size:
             dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer_size)
         self.dataset = split_dataset_by_node(dataset.decode(False), rank, world_size)
@@ -133,8 +136,19 @@ class ProcessStream:
         """This process's rows of the current epoch from row `start` on, decoded (the rows before are read, not
         decoded)."""
         self.dataset.set_epoch(self.epoch)
-        for row in itertools.islice(self.dataset, start, None):
-            yield self.features.decode_example(row) if self.features is not None else row
+        rows = itertools.islice(self.dataset, start, None)
+        if not self.threads:
+            yield from map(self._decoded, rows)
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(self.threads) as pool:  # a few rows ahead per thread, never the whole stream
+            while chunk := list(itertools.islice(rows, 4 * self.threads)):
+                yield from pool.map(self._decoded, chunk)
+
+    def _decoded(self, row: dict) -> dict:
+        row = self.features.decode_example(row) if self.features is not None else row
+        return self.prepare(row) if self.prepare is not None else row
 
     def batches(self, batch_size: int, collate: Callable[[list[dict]], object]) -> Iterator:
         """`collate(rows)` of each `batch_size` rows, forever."""
