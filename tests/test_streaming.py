@@ -241,3 +241,18 @@ def test_two_processes_encode_shards_and_train_a_prior_from_them_streaming(synth
     ], launcher=TWO_PROCESS_LAUNCHER, env={"ACCELERATE_USE_CPU": "1"})  # fmt: skip
     pipe = VQPipeline.from_pretrained(tmp_path / "prior")
     assert pipe(batch_size=1, class_labels=[0], output_type="codes").codes.shape == (1, 8, 8)
+
+
+@pytest.mark.slow
+def test_a_classifier_trains_from_a_stream_and_saves_a_loadable_network(synthetic_parquet, tmp_path):
+    from conftest import run_script
+    from vq_hub.evaluation import ImageClassifier
+
+    shards = split_into_shards(synthetic_parquet / "train.parquet", tmp_path / "shards", [32, 32])
+    run_script("train_classifier.py", [
+        "--streaming", "--train_parquet", shards, "--validation_parquet", str(synthetic_parquet / "test.parquet"),
+        "--dataset", "synthetic", "--resolution", "16", "--block_out_channels", "8", "16", "--layers_per_block", "1",
+        "--max_train_steps", "2", "--train_batch_size", "8", "--report_to", "none", "--output_dir", str(tmp_path / "c"),
+    ])  # fmt: skip
+    assert ImageClassifier.from_pretrained(tmp_path / "c").config.num_classes == 3
+    assert "(streamed images, part-*.parquet)" in (tmp_path / "c" / "README.md").read_text()
