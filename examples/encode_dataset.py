@@ -36,7 +36,9 @@ from vq_hub.data import (
     ENCODING_INFO, SHIPPED_DATA_NOTE, image_size, image_transform, load_image_dataset, shipped_fashion_mnist_splits,
 )  # fmt: skip
 from vq_hub.code_shards import list_shards, shard_name, shard_rows, write_shard, written_chunks
-from vq_hub.streaming import ProcessStream, add_streaming_arguments, check_streaming_arguments, stream_source
+from vq_hub.streaming import (
+    ProcessStream, add_streaming_arguments, check_streaming_arguments, known_length, stream_source,
+)  # fmt: skip
 from vq_hub.utils.io import atomic_directory, write_text_atomically
 
 SHIPPED_TOKENIZER = Path(__file__).resolve().parents[1] / "checkpoints" / "fashion-mnist-vqvae"
@@ -176,6 +178,10 @@ def encode_split_to_shards(vqvae: VQVAEModel, source, args, accelerator: Acceler
     per `--chunk_size` images, after the chunks a previous run already wrote; returns the labels encoded now."""
     rank, world_size = accelerator.process_index, accelerator.num_processes
     split_dir = Path(args.output_dir) / name
+    total = len(source) if isinstance(source, datasets.Dataset) else known_length(source)  # None: count, no total
+    if total is not None:  # this process's share (exact when processes keep every N-th row)
+        total = min(total, args.max_samples or total)
+        total = total // world_size + (rank < total % world_size)
     if isinstance(source, datasets.Dataset):
         source = source.to_iterable_dataset()
     if args.caption_column and args.caption_column not in (source.column_names or [args.caption_column]):
@@ -184,7 +190,8 @@ def encode_split_to_shards(vqvae: VQVAEModel, source, args, accelerator: Acceler
     done = written_chunks(split_dir, rank, world_size, args.chunk_size)
     rows = ProcessStream(source, rank, world_size, seed=0, shuffle_buffer_size=0).epoch_rows(done * args.chunk_size)
     transform = image_transform(args.resolution, vqvae.config.in_channels, args.image_column)
-    progress = tqdm(desc=f"encoding {name} (process {rank})", unit="images", initial=done * args.chunk_size)
+    progress = tqdm(desc=f"encoding {name} (process {rank})", unit="images", total=total,
+                    initial=done * args.chunk_size)  # fmt: skip
     labels, start = [], time.perf_counter()
     for chunk in itertools.count(done):
         chunk_rows = list(itertools.islice(rows, args.chunk_size))

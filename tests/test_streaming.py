@@ -174,8 +174,9 @@ def tokenizer(tmp_path_factory):
     return folder
 
 
+@pytest.mark.parametrize("source", [[], ["--streaming"]], ids=["in-memory", "streaming"])
 def test_interrupted_sharded_encoding_resumes_to_the_shards_of_one_run(synthetic_parquet, tokenizer, tmp_path,
-                                                                        monkeypatch):  # fmt: skip
+                                                                        monkeypatch, source):  # fmt: skip
     """An encoding stopped after two of its five shards (a half-written third left behind as a temporary file) and run
     again writes only the three missing shards, which equal those of an uninterrupted run; the manifest lists all."""
     import json
@@ -186,7 +187,7 @@ def test_interrupted_sharded_encoding_resumes_to_the_shards_of_one_run(synthetic
 
     script = load_example("encode_dataset")
     argv = ["--vqvae_name_or_path", str(tokenizer), "--train_parquet", str(synthetic_parquet / "train.parquet"),
-            "--batch_size", "8", "--chunk_size", "15"]  # fmt: skip
+            "--batch_size", "8", *source, "--chunk_size", "15"]  # fmt: skip
     script.main(argv + ["--output_dir", str(tmp_path / "once")])
 
     written, write_shard = [], script.write_shard

@@ -44,7 +44,7 @@ def check_streaming_arguments(parser: argparse.ArgumentParser, args: argparse.Na
 def expand_data_files(patterns: list[str] | str, flag: str) -> list[str]:
     """Files named by paths or glob patterns, sorted (a fixed shard order); ValueError naming `flag` if none."""
     patterns = [patterns] if isinstance(patterns, (str, Path)) else list(patterns)
-    files = sorted({file for pattern in patterns for file in (glob.glob(str(pattern)) or [])})
+    files = sorted({file for pattern in patterns for file in glob.glob(str(pattern))})
     missing = [str(pattern) for pattern in patterns if not glob.glob(str(pattern))]
     if missing:
         raise ValueError(f"`{flag}`: no file matches {missing}")
