@@ -7,6 +7,7 @@ import argparse
 import json
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -19,10 +20,11 @@ from transformers import AutoConfig
 
 from vq_hub import CodeVocabulary, VQVAEModel, VQPipeline, load_tokenizer
 from vq_hub.code_levels import codebook_sizes, level_names
-from vq_hub.data import PREFIX_COLUMNS, collate_code_batch, load_code_dataset
+from vq_hub.data import PREFIX_COLUMNS, code_split_files, collate_code_batch, load_code_dataset
 from vq_hub.scaling import (
     check_strategy, data_position, enable_gradient_checkpointing, gathered_model, process_layout,
 )  # fmt: skip
+from vq_hub.streaming import add_streaming_arguments, streaming_batches
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.utils.random import seeded_global_rng
 from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
@@ -44,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser, output_dir: str) -> None:
         help="Output folder of examples/encode_dataset.py (its default output folder by default).",
     )
     data.add_argument("--max_train_samples", type=int)
+    add_streaming_arguments(data, images=False)
     data.add_argument("--vqvae_name_or_path", help="The tokenizer that made the codes (default: the one recorded).")
 
     model = parser.add_argument_group("transformer (sizes ignored with --config_name_or_path)")
@@ -158,6 +161,21 @@ def check_conditions(vocabulary: CodeVocabulary, dataset, name: str) -> None:
             raise SystemExit(f"the {name} split does not fit the prior: {error}") from None
 
 
+def checked_stream_batch(vocabulary: CodeVocabulary, rows: list[dict]) -> dict[str, torch.LongTensor]:
+    """Rows of a code stream → a batch (`collate_code_batch`), its labels and prefix ids checked against the prior's
+    vocabulary on the CPU (no host sync), as `check_conditions` checks data held in memory."""
+    batch = collate_code_batch([{key: torch.as_tensor(value) for key, value in row.items()
+                                 if key in ("codes", "label", *PREFIX_COLUMNS)} for row in rows])  # fmt: skip
+    try:
+        if vocabulary.num_classes:
+            vocabulary.check_class_labels(batch["labels"], allow_null=True)
+        if vocabulary.prefix_length:
+            vocabulary.prefix_tokens(batch["prefix_ids"], batch.get("prefix_mask"))
+    except ValueError as error:
+        raise SystemExit(f"the streamed train split does not fit the prior: {error}") from None
+    return batch
+
+
 # loss_fn(model, batch {"codes": (B, n), "labels": (B,), "prefix_ids"/"prefix_mask": (B, L) when there is a prefix},
 #         reduction="mean" | "none" (one loss per grid), training=True | False)
 LossFunction = Callable[..., torch.Tensor]
@@ -248,16 +266,22 @@ def train(
         raise SystemExit(f"--codes_dir {args.codes_dir}: no such folder; encode a dataset first with "
                          "`accelerate launch examples/encode_dataset.py` (with no arguments it encodes the subset "
                          "shipped with vq_hub into codes-output/)")  # fmt: skip
+    if args.streaming and not args.max_train_steps:
+        raise SystemExit("--streaming needs --max_train_steps: a stream has no length to count epochs in")
+    if args.streaming and args.caption_column:
+        raise SystemExit("--caption_column is not supported with --streaming: the caption tokenizer is trained on "
+                         "every caption first")  # fmt: skip
     try:  # a two-level encoding: the view of --level (the bottom level's prefix_ids are the top codes)
-        train_dataset, info = load_code_dataset(args.codes_dir, "train", level=args.level)
+        train_dataset, info = load_code_dataset(args.codes_dir, "train", level=args.level, streaming=args.streaming)
     except ValueError as error:
         raise SystemExit(f"--codes_dir {args.codes_dir}: {error}") from None
     if args.prompt_dropout is None:
         args.prompt_dropout = 0.0 if info.get("level") else 0.1
     if args.max_train_samples:
-        train_dataset = train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))
+        train_dataset = train_dataset.take(args.max_train_samples) if args.streaming else \
+            train_dataset.select(range(min(args.max_train_samples, len(train_dataset))))  # fmt: skip
     validation_dataset = None
-    if (Path(args.codes_dir) / "validation.parquet").is_file():
+    if code_split_files(args.codes_dir, "validation")[0]:
         validation_dataset, _ = load_code_dataset(args.codes_dir, "validation", level=args.level)
     tokenizer, train_dataset, validation_dataset, prompts = prepare_captions(args, info, train_dataset,
                                                                              validation_dataset)  # fmt: skip
@@ -277,21 +301,25 @@ def train(
         enable_gradient_checkpointing(model)
     check_strategy(accelerator, args.use_ema)
     vocabulary = CodeVocabulary.from_config(model.config)
-    for name, dataset in (("train", train_dataset), ("validation", validation_dataset)):
-        if dataset is not None:
+    for name, dataset in (("train", None if args.streaming else train_dataset), ("validation", validation_dataset)):
+        if dataset is not None:  # a stream's rows are checked batch by batch (`checked_stream_batch`)
             check_conditions(vocabulary, dataset, name)
     feature_network = feature_network_of(args, accelerator)
 
-    train_dataloader = torch.utils.data.DataLoader(
-        train_dataset,
-        batch_size=args.train_batch_size,
-        sampler=EpochSeededSampler(len(train_dataset), args.seed),
-        collate_fn=collate_code_batch,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(args.seed),
-    )  # fmt: skip  (a generator of its own: else each epoch's iterator draws a seed from the global RNG)
-    train_dataloader = accelerator.prepare(train_dataloader)
-    steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
+    if args.streaming:  # each process reads its share of the shards; its position is saved with checkpoints
+        batches = streaming_batches(accelerator, train_dataset, args, partial(checked_stream_batch, vocabulary))
+        max_train_steps = args.max_train_steps
+    else:
+        train_dataloader = torch.utils.data.DataLoader(
+            train_dataset,
+            batch_size=args.train_batch_size,
+            sampler=EpochSeededSampler(len(train_dataset), args.seed),
+            collate_fn=collate_code_batch,
+            drop_last=True,
+            generator=torch.Generator().manual_seed(args.seed),
+        )  # fmt: skip  (a generator of its own: else each epoch's iterator draws a seed from the global RNG)
+        train_dataloader = accelerator.prepare(train_dataloader)
+        steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
     optimizer = make_optimizer(args, model, args.learning_rate, accelerator.device)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
@@ -310,10 +338,12 @@ def train(
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         finish_trackers(accelerator)
         return done
-    first_epoch, skip_batches = data_position(global_step, steps_per_epoch, args.gradient_accumulation_steps)
+    if not args.streaming:
+        first_epoch, skip_batches = data_position(global_step, steps_per_epoch, args.gradient_accumulation_steps)
+        batches = training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches)
     accelerator.init_trackers(Path(script).stem, config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(
-        f"{len(train_dataset)} code grids of {info['code_grid_size']}, "
+        f"{'streamed' if args.streaming else len(train_dataset)} code grids of {info['code_grid_size']}, "
         f"{CodeVocabulary.from_config(accelerator.unwrap_model(model).config)}; "
         f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters; {max_train_steps} steps"
     )
@@ -355,7 +385,7 @@ def train(
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time, history = time.perf_counter(), []
     model.train()
-    for batch in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
+    for batch in batches:
         if global_step >= max_train_steps:  # checked first: a run resumed at its last step trains nothing more
             break
         with accelerator.accumulate(model):

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from vq_hub.data import image_to_tensor, load_image_dataset
 from vq_hub.evaluation import REFERENCE_STATISTICS, ImageClassifier, ReferenceStatistics, extract_features
+from vq_hub.streaming import add_streaming_arguments, check_streaming_arguments, stream_source, streaming_batches
 from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
 from vq_hub.training_utils import (
     EpochSeededSampler,
@@ -70,6 +71,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument(
         "--max_reference_features", type=int, default=2000, help="Features kept for KID and precision/recall."
     )
+    add_streaming_arguments(data)
 
     model = parser.add_argument_group("model")
     model.add_argument("--in_channels", type=int, default=3)
@@ -82,8 +84,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                weight_decay=5e-4)  # fmt: skip
     add_output_arguments(parser, output_dir="classifier-output")
     args = parser.parse_args(argv)
-    if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet)) != 1:
-        parser.error("give exactly one of --dataset_name, --train_data_dir, --train_parquet")
+    if sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet, args.train_webdataset)) != 1:
+        parser.error("give exactly one of --dataset_name, --train_data_dir, --train_parquet, --train_webdataset")
+    check_streaming_arguments(parser, args)
     if not (args.validation_parquet or args.validation_data_dir or args.validation_split):
         parser.error("give the test split (--validation_parquet, --validation_data_dir or --validation_split): the "
                      "model card reports its accuracy and the reference statistics are computed on it")  # fmt: skip
@@ -110,6 +113,23 @@ def load_split(args: argparse.Namespace, validation: bool):
     images = ((torch.stack(pixels) + 1) * 127.5).round().to(torch.uint8)  # exact: image_to_tensor gives k/127.5 - 1
     source = " ".join(source) if isinstance(source, list) else source
     return images, torch.tensor(dataset[args.label_column], dtype=torch.long), names, source
+
+
+def stream_row(args: argparse.Namespace):
+    """A streamed row → `(image uint8 (C, R, R), label)`, as `load_split` prepares the rows it holds in memory."""
+
+    def prepare(row: dict) -> tuple[torch.Tensor, int]:
+        for column in (args.image_column, args.label_column):
+            if column not in row:
+                raise SystemExit(f"the stream has no column {column!r}; columns: {list(row)}")
+        pixels = image_to_tensor(row[args.image_column], args.resolution, args.in_channels)
+        return ((pixels + 1) * 127.5).round().to(torch.uint8), row[args.label_column]
+
+    return prepare
+
+
+def stack_rows(rows: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([image for image, _ in rows]), torch.tensor([label for _, label in rows], dtype=torch.long)
 
 
 def to_pixels(images: torch.Tensor) -> torch.Tensor:
@@ -169,7 +189,7 @@ vq-hub evaluate --model <a {dataset} pipeline or tokenizer> --feature-network {r
 
 ## Training
 
-Trained on the train split only ({num_train:,} images, {train_source}), random crops (padding {crop_padding})
+Trained on the train split only ({num_train} images, {train_source}), random crops (padding {crop_padding})
 {flip}, label smoothing {label_smoothing}:
 
 `{command}`
@@ -189,8 +209,15 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir = Path(args.output_dir)
     accelerator = start_training(args)
 
-    train_images, train_labels, class_names, train_source = load_split(args, validation=False)
-    test_images, test_labels, _, test_source = load_split(args, validation=True)
+    test_images, test_labels, test_names, test_source = load_split(args, validation=True)
+    if args.streaming:  # the classes: the stream's ClassLabel, else those of the test split
+        train_stream = stream_source(args)
+        feature = (train_stream.features or {}).get(args.label_column)
+        class_names, train_labels = getattr(feature, "names", None) or test_names, test_labels
+        train_source = " ".join(args.train_parquet or args.train_webdataset or []) or args.train_data_dir or \
+            f"{args.dataset_name}:train (streamed)"  # fmt: skip
+    else:
+        train_images, train_labels, class_names, train_source = load_split(args, validation=False)
     num_classes = len(class_names) if class_names else int(train_labels.max()) + 1
     classifier = ImageClassifier(
         in_channels=args.in_channels, sample_size=args.resolution, num_classes=num_classes, class_names=class_names,
@@ -198,13 +225,18 @@ def main(argv: list[str] | None = None) -> dict:
         dropout=args.dropout, dataset=args.dataset,
     )  # fmt: skip
 
-    dataset = torch.utils.data.TensorDataset(train_images, train_labels)
-    train_dataloader = torch.utils.data.DataLoader(
-        dataset, batch_size=args.train_batch_size, sampler=EpochSeededSampler(len(dataset), args.seed),
-        drop_last=True, generator=torch.Generator().manual_seed(args.seed),
-    )  # fmt: skip
-    train_dataloader = accelerator.prepare(train_dataloader)
-    steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
+    if args.streaming:  # each process reads its share of the stream; its position is saved with checkpoints
+        batches = streaming_batches(accelerator, train_stream, args, stack_rows, stream_row(args))
+        max_train_steps, num_train = args.max_train_steps, "streamed"
+    else:
+        dataset = torch.utils.data.TensorDataset(train_images, train_labels)
+        train_dataloader = torch.utils.data.DataLoader(
+            dataset, batch_size=args.train_batch_size, sampler=EpochSeededSampler(len(dataset), args.seed),
+            drop_last=True, generator=torch.Generator().manual_seed(args.seed),
+        )  # fmt: skip
+        train_dataloader = accelerator.prepare(train_dataloader)
+        steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
+        num_train = f"{len(dataset):,}"
     optimizer = make_optimizer(args, classifier, args.learning_rate, accelerator.device)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     classifier.to(memory_format=torch.channels_last)  # 1.7× faster convolutions on CPUs
@@ -216,20 +248,19 @@ def main(argv: list[str] | None = None) -> dict:
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         finish_trackers(accelerator)
         return done
-    first_epoch, skip = (
-        global_step // steps_per_epoch,
-        (global_step % steps_per_epoch) * args.gradient_accumulation_steps,
-    )
+    if not args.streaming:
+        first_epoch = global_step // steps_per_epoch
+        skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+        batches = training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip)
     accelerator.init_trackers("train_classifier", config={k: str(v) for k, v in public_arguments(args).items()})
-    logger.info(f"{len(dataset)} training images, {num_classes} classes; "
-                f"{sum(p.numel() for p in classifier.parameters()):,} parameters; {max_train_steps} steps "
-                f"({num_epochs} epochs)")  # fmt: skip
+    logger.info(f"{num_train} training images, {num_classes} classes; "
+                f"{sum(p.numel() for p in classifier.parameters()):,} parameters; {max_train_steps} steps")  # fmt: skip
 
     progress = tqdm(range(max_train_steps), initial=global_step, desc="steps",
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time, history = time.perf_counter(), []
     model.train()
-    for images, labels in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip):
+    for images, labels in batches:
         if global_step >= max_train_steps:  # checked first: a run resumed at its last step trains nothing more
             break
         with accelerator.accumulate(model):
@@ -277,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
             channels=args.in_channels, size=args.resolution, num_features=classifier.num_features,
             layout=f"stages {tuple(args.block_out_channels)}, {args.layers_per_block} conv(s) each",
             repo_id=str(output_dir), accuracy=summary["validation"]["accuracy"], num_test=len(test_labels),
-            test_source=Path(test_source).name, loss=summary["validation"]["loss"], num_train=len(train_labels),
+            test_source=Path(test_source).name, loss=summary["validation"]["loss"], num_train=num_train,
             train_source=Path(train_source).name, crop_padding=args.crop_padding,
             flip="and horizontal flips" if args.random_flip else "(no flips)", label_smoothing=args.label_smoothing,
             command=training_command("train_classifier.py", argv), steps=global_step,

@@ -44,6 +44,7 @@ from vq_hub.training_utils import (
     finished_summary, make_ema, make_lr_scheduler, make_optimizer, public_arguments, resume_or_seed, save_checkpoint,
     start_training, training_batches, training_command, training_schedule,
 )  # fmt: skip
+from vq_hub.streaming import add_streaming_arguments, check_streaming_arguments, stream_source, streaming_batches
 from vq_hub.visualization import write_codebook_figure
 
 logger = get_logger(__name__)
@@ -66,7 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--max_train_samples", type=int)
     data.add_argument("--max_validation_samples", type=int)
     data.add_argument("--cache_dir")
-    data.add_argument("--dataloader_num_workers", type=int, default=0)
+    data.add_argument("--dataloader_num_workers", type=int, default=0,
+                      help="DataLoader worker processes; with --streaming, threads that decode the rows (in order).")
+    add_streaming_arguments(data)
 
     model = parser.add_argument_group(
         "model (ignored with --model_config_name_or_path / --pretrained_model_name_or_path)"
@@ -135,9 +138,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     output.add_argument("--fid_num_images", type=int, default=1000, help="Validation images scored for rFID.")
     args = parser.parse_args(argv)
 
-    sources = sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet))
+    sources = sum(bool(x) for x in (args.dataset_name, args.train_data_dir, args.train_parquet, args.train_webdataset))
     if sources > 1:
-        parser.error("give at most one of --dataset_name, --train_data_dir, --train_parquet")
+        parser.error("give at most one of --dataset_name, --train_data_dir, --train_parquet, --train_webdataset")
+    check_streaming_arguments(parser, args)
     args.use_shipped_data = sources == 0  # the bare command trains on the subset the package ships
     if args.in_channels is None:
         args.in_channels = 1 if args.use_shipped_data else 3
@@ -190,20 +194,23 @@ def build_datasets(args: argparse.Namespace, channels: int):
         train, validation = splits["train"], splits["validation"]
     else:
         train, validation = load_splits(args)
-    if args.max_train_samples:
+    if args.streaming:  # rows are decoded and transformed as they are read (`stream_pixels`)
+        train = stream_source(args)
+    elif args.max_train_samples:
         train = train.select(range(min(args.max_train_samples, len(train))))
     if validation is not None and args.max_validation_samples:
         validation = validation.select(range(min(args.max_validation_samples, len(validation))))
     transform = image_transform(args.resolution, channels, args.image_column)
-    for dataset in (train, validation):
+    for dataset in (None if args.streaming else train, validation):
         if dataset is not None:
             dataset.set_transform(transform)
     return train, validation
 
 
 def load_splits(args: argparse.Namespace):
-    train = load_image_dataset(args.dataset_name, args.dataset_config_name, args.train_data_dir, args.train_parquet,
-                               cache_dir=args.cache_dir)  # fmt: skip
+    train = None if args.streaming else load_image_dataset(
+        args.dataset_name, args.dataset_config_name, args.train_data_dir, args.train_parquet, cache_dir=args.cache_dir
+    )  # fmt: skip
     validation = None
     if args.validation_parquet or args.validation_data_dir or args.validation_split:
         validation = load_image_dataset(
@@ -216,6 +223,16 @@ def load_splits(args: argparse.Namespace):
 
 def collate(examples: list[dict]) -> torch.Tensor:
     return torch.stack([example["pixel_values"] for example in examples])
+
+
+def stream_pixels(args: argparse.Namespace, channels: int):
+    """A stream's row → the row with `pixel_values`, the transform of the in-memory data applied row by row."""
+    transform = image_transform(args.resolution, channels, args.image_column)
+
+    def prepare(row: dict) -> dict:
+        return {key: values[0] for key, values in transform({key: [value] for key, value in row.items()}).items()}
+
+    return prepare
 
 
 def random_flip(images: torch.Tensor) -> torch.Tensor:
@@ -312,11 +329,12 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(f"--resolution {' '.join(map(str, args.resolution))} must be divisible by the downsampling "
                          f"factor {model.downsample_factor} of the model")  # fmt: skip
 
-    sampler = EpochSeededSampler(len(train_dataset), args.seed)
-    train_dataloader = torch.utils.data.DataLoader(
-        train_dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
-        num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed),
-    )  # fmt: skip
+    if not args.streaming:
+        sampler = EpochSeededSampler(len(train_dataset), args.seed)
+        train_dataloader = torch.utils.data.DataLoader(
+            train_dataset, batch_size=args.train_batch_size, sampler=sampler, collate_fn=collate, drop_last=True,
+            num_workers=args.dataloader_num_workers, generator=torch.Generator().manual_seed(args.seed),
+        )  # fmt: skip
     validation_dataloader = None
     if validation_dataset is not None:
         validation_dataloader = torch.utils.data.DataLoader(
@@ -324,9 +342,13 @@ def main(argv: list[str] | None = None) -> dict:
             num_workers=args.dataloader_num_workers,
         )  # fmt: skip
 
-    # The step count is known only once the dataloader is sharded: prepare it before building the LR schedulers.
-    train_dataloader = accelerator.prepare(train_dataloader)
-    steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
+    if args.streaming:  # each process reads its share of the stream; its position is saved with checkpoints
+        pixels = stream_pixels(args, model.config.in_channels)
+        batches = streaming_batches(accelerator, train_dataset, args, collate, pixels)
+        max_train_steps = args.max_train_steps
+    else:  # the step count is known once the dataloader is sharded: prepare it before building the LR schedulers
+        train_dataloader = accelerator.prepare(train_dataloader)
+        steps_per_epoch, max_train_steps, num_epochs = training_schedule(args, train_dataloader)
     optimizer = make_optimizer(args, model, args.learning_rate, accelerator.device)
     lr_scheduler = make_lr_scheduler(args, optimizer, accelerator, max_train_steps)
     model, optimizer, lr_scheduler = accelerator.prepare(model, optimizer, lr_scheduler)
@@ -357,11 +379,14 @@ def main(argv: list[str] | None = None) -> dict:
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         finish_trackers(accelerator)
         return done
-    first_epoch, skip_batches = data_position(global_step, steps_per_epoch, args.gradient_accumulation_steps)
+    if not args.streaming:
+        first_epoch, skip_batches = data_position(global_step, steps_per_epoch, args.gradient_accumulation_steps)
+        batches = training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches)
 
     accelerator.init_trackers("train_vqgan", config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(
-        f"{len(train_dataset)} training images, {accelerator.num_processes} process(es) × {args.train_batch_size} × "
+        f"{'streamed' if args.streaming else len(train_dataset)} training images, {accelerator.num_processes} "
+        f"process(es) × {args.train_batch_size} × "
         f"{args.gradient_accumulation_steps} accumulation; {max_train_steps} steps; "
         f"perceptual: {'LPIPS' if perceptual else 'feature matching' if loss_fn.uses_feature_matching else 'none'}"
     )
@@ -383,7 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
                     disable=not accelerator.is_local_main_process)  # fmt: skip
     start_time, history = time.perf_counter(), []
     model.train()
-    for images in training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip_batches):
+    for images in batches:
         if global_step >= max_train_steps:  # checked first: a run resumed at its last step trains nothing more
             break
         if args.random_flip:

@@ -174,21 +174,39 @@ ENCODING_INFO = "encoding.json"
 PREFIX_COLUMNS = ("prefix_ids", "prefix_mask")
 
 
-def load_code_dataset(folder: str | Path, split: str = "train", level: str | None = None):
-    """`(dataset, info)`: a split of an encoded dataset (torch-formatted `codes`, `label` and prefix columns when
-    present; other columns, such as captions, stay readable through `dataset.with_format(None)`) and its
-    encoding.json; for a two-level encoding, the view of `level` (see `select_code_level`)."""
+def code_split_files(folder: str | Path, split: str) -> tuple[list[Path] | None, dict]:
+    """`(files, info)`: the Parquet files of a split of an encoded dataset — `{split}.parquet`, or the code shards
+    encoding.json lists (`encode_dataset.py --chunk_size`) — and its encoding.json; files None without that split."""
     import json
 
     folder = Path(folder)
-    info_file, parquet = folder / ENCODING_INFO, folder / f"{split}.parquet"
-    if not info_file.is_file() or not parquet.is_file():
-        raise FileNotFoundError(
-            f"{str(folder)!r} is not an encoded dataset with a {split!r} split: expected {ENCODING_INFO} and "
-            f"{split}.parquet (write them with examples/encode_dataset.py)"
-        )
-    dataset = read_parquet([parquet])
-    dataset, info = select_code_level(dataset, json.loads(info_file.read_text()), level)
+    info_file = folder / ENCODING_INFO
+    if not info_file.is_file():
+        raise FileNotFoundError(f"{str(folder)!r} is not an encoded dataset: expected {ENCODING_INFO} (write it with "
+                                "examples/encode_dataset.py)")  # fmt: skip
+    info = json.loads(info_file.read_text())
+    if "shards" in info:
+        files = [folder / name for name in info["shards"].get(split, [])]
+    else:
+        files = [folder / f"{split}.parquet"] if (folder / f"{split}.parquet").is_file() else []
+    return files or None, info
+
+
+def load_code_dataset(folder: str | Path, split: str = "train", level: str | None = None, streaming: bool = False):
+    """`(dataset, info)`: a split of an encoded dataset (one file or its shards, read as one dataset) and its
+    encoding.json; for a two-level encoding, the view of `level` (see `select_code_level`). In memory the dataset has
+    torch-formatted `codes`, `label` and prefix columns (other columns, such as captions, stay readable through
+    `dataset.with_format(None)`); with `streaming`, it is a `datasets.IterableDataset` of plain rows."""
+    files, info = code_split_files(folder, split)
+    if files is None:
+        raise FileNotFoundError(f"{str(folder)!r} has no {split!r} split: expected {split}.parquet or its shards "
+                                f"listed in {ENCODING_INFO} (write them with examples/encode_dataset.py)")  # fmt: skip
+    if streaming:
+        from datasets import load_dataset
+
+        dataset = load_dataset("parquet", data_files=[str(file) for file in files], split="train", streaming=True)
+        return select_code_level(dataset, info, level)
+    dataset, info = select_code_level(read_parquet(files), info, level)
     set_code_format(dataset)
     return dataset, info
 
