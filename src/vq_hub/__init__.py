@@ -10,7 +10,7 @@ from pathlib import Path
 _PUBLIC = {
     **{name: ("diffusers", name) for name in ("ModelMixin", "SchedulerMixin")},
     **{name: ("vq_hub.models", name) for name in ("HierarchicalVQModel", "HierarchicalVQModelOutput",
-                                                  "PatchDiscriminator", "VQVAEModel", "VQVAEModelOutput",
+                                                  "MagvitV2Tokenizer", "PatchDiscriminator", "VQVAEModel", "VQVAEModelOutput",
                                                   "load_tokenizer")},
     **{name: ("vq_hub.models.priors", name) for name in ("CodeVocabulary", "autoregressive_prior_config",
                                                          "denoiser_config")},
@@ -40,6 +40,7 @@ if not _launched_as_command():
     from .models import (
         HierarchicalVQModel,
         HierarchicalVQModelOutput,
+        MagvitV2Tokenizer,
         PatchDiscriminator,
         VQVAEModel,
         VQVAEModelOutput,
@@ -72,6 +73,7 @@ __all__ = [
     "HierarchicalVQModel",
     "HierarchicalVQModelOutput",
     "LookupFreeQuantizer",
+    "MagvitV2Tokenizer",
     "PatchDiscriminator",
     "Quantizer",
     "QuantizerOutput",
