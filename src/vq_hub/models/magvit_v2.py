@@ -161,8 +161,13 @@ class MagvitV2Tokenizer(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixi
     `vq_hub.conversion_open_magvit2`); its token API (`encode`, `decode`, `forward`, `tokenize`, `detokenize`,
     `quantize`) is [`VQVAEModel`]'s.
 
+    The LFQ options `lfq_scale`, `commitment_beta`, `entropy_loss_weight`, `entropy_loss_weight_end`,
+    `entropy_loss_anneal_steps`, `codebook_entropy_weight`, `entropy_temperature` and `entropy_group_size` are
+    [`VQVAEModel`]'s (training only; the defaults are Open-MAGVIT2's: β 0.25, entropy weight 0.1, τ 0.01).
+
     Parameters:
-        in_channels (`int`, defaults to 3), out_channels (`int`, defaults to 3): Image channels.
+        in_channels (`int`, defaults to 3): Image channels in.
+        out_channels (`int`, defaults to 3): Image channels out.
         block_out_channels (`tuple[int]`): Widths of the levels, finest first (Open-MAGVIT2: `ch × ch_mult`,
             128 × (1, 1, 2, 2, 4)); the image is downsampled by `2 ** (len(block_out_channels) - 1)`.
         layers_per_block (`int`, defaults to 4): Residual blocks per level, and in each middle block.
@@ -173,9 +178,6 @@ class MagvitV2Tokenizer(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixi
         norm_num_groups (`int`, defaults to 32): Groups of every group norm.
         quantizer_type (`str`, defaults to `"lfq"`): Always `"lfq"`; recorded so that code reading any tokenizer's
             config finds it.
-        lfq_scale, commitment_beta, entropy_loss_weight, entropy_loss_weight_end, entropy_loss_anneal_steps,
-        codebook_entropy_weight, entropy_temperature, entropy_group_size: The LFQ options, as in [`VQVAEModel`]
-            (training only; the defaults are Open-MAGVIT2's: β 0.25, entropy weight 0.1, τ 0.01).
     """
 
     _skip_layerwise_casting_patterns = ["quantize"]
