@@ -193,3 +193,11 @@ def test_vq_hub_convert_open_magvit2(converted, tmp_path, capsys):
     assert "`weights` must be one of" in capsys.readouterr().err
     assert main(["convert", "open-magvit2", str(CHECKPOINT), "--out", str(tmp_path / "y"), "--revision", "main"]) == 1
     assert "--revision does not apply to open-magvit2" in capsys.readouterr().err
+
+
+def test_the_hub_card_of_a_saved_tokenizer_names_its_class(converted, tmp_path):
+    from vq_hub.hub import write_tokenizer_card
+
+    converted.save_pretrained(tmp_path / "tokenizer")
+    card = write_tokenizer_card(tmp_path / "tokenizer", "you/open-magvit2").read_text()
+    assert 'MagvitV2Tokenizer.from_pretrained("you/open-magvit2")' in card and "lookup-free quantization" in card
