@@ -21,14 +21,13 @@ heads of 9 bits) are `(code mod 2^9, code >> 9)` of our code. The entropy loss o
 checkpoint does not hold; the defaults are the released configs' (β 0.25, weight 0.1, τ 0.01).
 """
 
-import argparse
 import os
 import re
 from pathlib import Path
 
 import torch
 
-from .conversion import _fill_from_fresh_model, save_converted
+from .conversion import _fill_from_fresh_model, load_taming_state_dict, save_converted
 from .conversion_llamagen_vq import CONVERTED_TOKENIZER_CARD
 from .models.magvit_v2 import MagvitV2Tokenizer
 from .utils.io import write_text_atomically
@@ -42,29 +41,9 @@ DROPPED_PREFIXES = ("loss.",)  # the training loss: LPIPS and the discriminator
 EMA_BOOKKEEPING = ("model_ema.decay", "model_ema.num_updates")
 
 
-def load_open_magvit2_state_dict(checkpoint: str | os.PathLike, allow_pickle: bool = False) -> dict[str, torch.Tensor]:
-    """The `state_dict` of an Open-MAGVIT2 Lightning checkpoint (`.ckpt`), or a bare state dict, loaded with
-    `torch.load(weights_only=True)`; a file that pickles more than plain values is refused unless `allow_pickle`."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"`checkpoint` {str(path)!r} is not a file")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            payload = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as error:
-        if allow_pickle:
-            raise
-        raise ValueError(
-            f"{path} cannot be loaded with weights_only=True: it pickles more than tensors ({type(error).__name__}; "
-            "the cause is chained below). If you trust the file, pass allow_pickle=True (--allow-pickle), which runs "
-            "the code pickled in it."
-        ) from error
-    state_dict = payload.get("state_dict", payload) if isinstance(payload, dict) else None
-    if not isinstance(state_dict, dict) or not state_dict or not all(
-        isinstance(value, torch.Tensor) for value in state_dict.values()
-    ):
-        raise ValueError(f"{path} holds no state dict of tensors (a Lightning `state_dict` entry or a bare one)")
-    return state_dict
+# Open-MAGVIT2's checkpoints are Lightning checkpoints, as taming's: the `state_dict` entry (or a bare state dict),
+# loaded with `torch.load(weights_only=True)`; anything pickled beyond plain values needs `allow_pickle=True`.
+load_open_magvit2_state_dict = load_taming_state_dict
 
 
 def open_magvit2_tokenizer_weights(
