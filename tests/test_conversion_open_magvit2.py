@@ -13,7 +13,7 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, assert_close_to_scale as assert_close  # within 2e-5 of each output's scale
 from safetensors.torch import load_file
 
 from vq_hub import MagvitV2Tokenizer, load_tokenizer
@@ -29,13 +29,6 @@ CHECKPOINT = DATA / "open_magvit2_tiny.ckpt"
 # output's largest magnitude: ten times that, far below any mapping mistake (a swapped weight moves outputs by their
 # own scale). Codes are signs and are compared exactly: the smallest |latent| of the stored inputs is 1.6e-3
 # (reference.json), a thousand times the latents' rounding.
-RELATIVE_TOLERANCE = 2e-5
-
-
-def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.shape == theirs.shape
-    bound = RELATIVE_TOLERANCE * max(1.0, theirs.abs().max().item())
-    assert (ours - theirs).abs().max().item() <= bound
 
 
 @pytest.fixture(scope="module")
