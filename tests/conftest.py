@@ -23,6 +23,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+def assert_close_to_scale(ours: torch.Tensor, theirs: torch.Tensor, relative: float = 2e-5) -> None:
+    """A converted model's output against the source's: equal shapes, and no element further apart than `relative`
+    of the source output's largest magnitude (at least 1) — rounding passes, a mapping mistake does not."""
+    assert ours.shape == theirs.shape
+    assert (ours - theirs).abs().max().item() <= relative * max(1.0, theirs.abs().max().item())
+
+
 def tiny_vq_config(**overrides) -> dict:
     """A VQVAEModel config small enough for unit tests: 16×16 images → 8×8 codes."""
     config = dict(

@@ -10,7 +10,7 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, assert_close_to_scale as assert_close  # within 2e-5 of each output's scale
 from safetensors.torch import load_file
 
 from vq_hub import VQVAEModel
@@ -26,13 +26,6 @@ CHECKPOINT = DATA / "llamagen_vq_tiny.pt"
 # reconstructions of scale 5). The bound is 2e-5 of each output's largest magnitude: ten times the rounding seen,
 # far below any mapping mistake (a swapped or missing weight changes outputs by their own scale). Codes are compared
 # exactly: the smallest best-vs-second-best distance margin of the stored inputs is 1.1e-3 (reference.json).
-RELATIVE_TOLERANCE = 2e-5
-
-
-def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.shape == theirs.shape
-    bound = RELATIVE_TOLERANCE * max(1.0, theirs.abs().max().item())
-    assert (ours - theirs).abs().max().item() <= bound
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT
+from conftest import ROOT, assert_close_to_scale as assert_close  # within 2e-5 of each output's scale
 from diffusers.models.resnet import ResnetBlock2D
 from safetensors.torch import load_file
 
@@ -26,12 +26,6 @@ DATA = ROOT / "tests" / "data" / "maskgit_vqgan"
 # 2.2e-6 of the reconstructions'. The bound, 2e-5 of each output's largest magnitude, is ten times that and far below
 # a mapping mistake. Codes are compared exactly; the smallest best-vs-second-best squared-distance margin of the
 # stored inputs is 8.7e-5 (reference.json), against score differences of about 1e-6 here.
-RELATIVE_TOLERANCE = 2e-5
-
-
-def assert_close(ours: torch.Tensor, theirs: torch.Tensor) -> None:
-    assert ours.shape == theirs.shape
-    assert (ours - theirs).abs().max().item() <= RELATIVE_TOLERANCE * max(1.0, theirs.abs().max().item())
 
 
 @pytest.fixture(scope="module")

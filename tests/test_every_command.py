@@ -261,3 +261,71 @@ def test_residual_pipelines_through_every_pipeline_command(capsys, tmp_path, res
     assert code == 0 and "bits per image" in out, err
     code, out, err = run(capsys, "decompress", vqz, "--model", model, "--out", tmp_path / "codes.npy")
     assert code == 0 and "codes verified" in out, err
+
+
+# ------------------------------------------------------------------------------------------------- MagvitV2Tokenizer
+
+
+@pytest.fixture(scope="module")
+def magvit(tmp_path_factory) -> Path:
+    """A random `MagvitV2Tokenizer` (Open-MAGVIT2's architecture; none is shipped) for Fashion-MNIST's 1×32×32
+    images, 64 codes on a 16×16 grid, alone and inside an autoregressive and a discrete-diffusion pipeline."""
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from vq_hub import (
+        DiscreteDiffusionScheduler, MagvitV2Tokenizer, VQAutoregressivePipeline, VQDiscreteDiffusionPipeline,
+        autoregressive_prior_config, denoiser_config,
+    )  # fmt: skip
+
+    folder = tmp_path_factory.mktemp("magvit")
+    torch.manual_seed(0)
+    tokenizer = MagvitV2Tokenizer(in_channels=1, out_channels=1, block_out_channels=(32, 32), layers_per_block=1,
+                                  latent_channels=6, num_vq_embeddings=64, sample_size=32).eval()  # fmt: skip
+    tokenizer.save_pretrained(folder / "tokenizer")
+    small = dict(hidden_size=32, num_layers=1, num_heads=2)
+    prior = AutoModelForCausalLM.from_config(autoregressive_prior_config(tokenizer, 10, **small))
+    VQAutoregressivePipeline(vqvae=tokenizer, prior=prior).save_pretrained(folder / "autoregressive")
+    config = denoiser_config(tokenizer, 10, **small)
+    scheduler = DiscreteDiffusionScheduler(100, 64, "mask", mask_token_id=config.mask_token_id)
+    VQDiscreteDiffusionPipeline(vqvae=tokenizer, denoiser=AutoModelForMaskedLM.from_config(config),
+                                scheduler=scheduler).save_pretrained(folder / "diffusion")  # fmt: skip
+    return folder
+
+
+def test_a_magvit_v2_tokenizer_through_every_tokenizer_command(capsys, tmp_path, magvit):
+    model = magvit / "tokenizer"
+    code, out, err = run(capsys, "info", model)
+    assert code == 0 and "MagvitV2Tokenizer (lfq quantizer)" in out and "codes: 6 bits, lookup-free" in out, err
+    code, out, err = run(capsys, "reconstruct", "--model", model, "--images", IMAGES, "--num-images", 2,
+                         "--out", tmp_path / "r.png")  # fmt: skip
+    assert code == 0 and "PSNR" in out, err
+    code, out, err = run(capsys, "tokenize", "--model", model, "--images", IMAGES, "--num-images", 2,
+                         "--out", tmp_path / "c.npy")  # fmt: skip
+    assert code == 0 and "(2, 16, 16)" in out, err
+    code, out, err = run(capsys, "detokenize", "--model", model, "--codes", tmp_path / "c.npy", "--out", tmp_path / "d.png")
+    assert code == 0 and "2 images of 32×32" in out, err
+    code, out, err = run(capsys, "codebook", "--model", model, "--images", IMAGES, "--num-images", 4, "--max-tiles", 16,
+                         "--top-codes", 2, "--out", tmp_path / "c.png")  # fmt: skip
+    assert code == 0 and "6 bits per code, their bit planes drawn" in out, err
+    code, out, err = run(capsys, "evaluate", "--model", model, "--images", IMAGES, "--num-images", 7,
+                         "--out", tmp_path / "t.json", "--no-progress")  # fmt: skip
+    assert code == 0 and "rFID" in out, err
+
+
+def test_magvit_v2_pipelines_through_every_pipeline_command(capsys, tmp_path, magvit):
+    for name, steps in (("autoregressive", []), ("diffusion", ["--num-steps", 2])):
+        code, out, err = run(capsys, "info", magvit / name)
+        assert code == 0 and "MagvitV2Tokenizer" in out, err
+        code, out, err = run(capsys, "generate", "--model", magvit / name, "--num-images", 1, *steps, "--class", 0, 1,
+                             "--out", tmp_path / f"{name}.png")  # fmt: skip
+        assert code == 0 and "wrote" in out, err
+    assert json.loads((magvit / "autoregressive" / "model_index.json").read_text())["vqvae"] == ["vq_hub",
+                                                                                                 "MagvitV2Tokenizer"]
+    vqz = tmp_path / "x.vqz"
+    code, out, err = run(capsys, "compress", IMAGES, "--model", magvit / "autoregressive", "--num-images", 2, "--out", vqz)
+    assert code == 0 and "bits per image" in out, err
+    code, out, err = run(capsys, "decompress", vqz, "--model", magvit / "autoregressive", "--out", tmp_path / "c.npy")
+    assert code == 0 and "codes verified" in out, err
+    code, out, err = run(capsys, "evaluate", "--model", magvit / "autoregressive", "--num-images", 7,
+                         "--out", tmp_path / "e.json", "--no-progress")  # fmt: skip
+    assert code == 0 and json.loads((tmp_path / "e.json").read_text())["results"][0]["fid"] > 0, err

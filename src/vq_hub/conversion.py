@@ -28,7 +28,8 @@ def _fill_from_fresh_model(model: VQVAEModel, state_dict: dict[str, torch.Tensor
     ours = model.state_dict()
     unexpected = sorted(set(state_dict) - set(ours))
     if unexpected:
-        raise ValueError(f"{source}: {len(unexpected)} key(s) have no place in vq_hub's VQVAEModel: {unexpected[:10]}")
+        raise ValueError(f"{source}: {len(unexpected)} key(s) have no place in vq_hub's {type(model).__name__}: "
+                         f"{unexpected[:10]}")
     statistics = {f"quantize.{name}" for name in VectorQuantizer.statistics_buffers}
     missing = sorted(set(ours) - set(state_dict) - statistics)  # a codebook is never optional
     if missing:

@@ -254,7 +254,7 @@ tags:
 
 # {title}
 
-{source_name}'s image tokenizer `{checkpoint}`, converted to a vq_hub `VQVAEModel`: images become grids of codes
+{source_name}'s image tokenizer `{checkpoint}`, converted to a vq_hub `{model_class}`: images become grids of codes
 from a codebook of {codebook_size} ({code_dim}-d{normalised}), one code per {factor}×{factor} pixels.
 {weights_note}
 
@@ -265,9 +265,9 @@ from a codebook of {codebook_size} ({code_dim}-d{normalised}), one code per {fac
 
 ```python
 import torch
-from vq_hub import VQVAEModel
+from vq_hub import {model_class}
 
-model = VQVAEModel.from_pretrained("{folder}").eval()
+model = {model_class}.from_pretrained("{folder}").eval()
 images = torch.rand(1, 3, {size}, {size}) * 2 - 1   # pixels in [-1, 1]
 codes = model.tokenize(images)                  # LongTensor (1, {grid}, {grid})
 reconstruction = model.detokenize(codes)
@@ -282,7 +282,7 @@ def write_converted_tokenizer_card(
     folder = Path(folder)
     size = model.config.sample_size
     card = CONVERTED_TOKENIZER_CARD.format(
-        license=LLAMAGEN_LICENSE, license_name="MIT", source_tag="llamagen", source_name="LlamaGen",
+        model_class="VQVAEModel", license=LLAMAGEN_LICENSE, license_name="MIT", source_tag="llamagen", source_name="LlamaGen",
         title=title or f"LlamaGen VQ tokenizer {Path(checkpoint).stem} (vq_hub)", checkpoint=Path(checkpoint).name,
         codebook_size=model.codebook_size, code_dim=model.config.vq_embed_dim,
         normalised=", l2-normalised" if model.config.use_l2_norm else "", factor=model.downsample_factor,

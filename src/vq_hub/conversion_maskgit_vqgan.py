@@ -222,7 +222,7 @@ def save_converted_maskgit_vqgan(
                    {"source": MASKGIT_SOURCE, "license": MASKGIT_LICENSE, "command": command})  # fmt: skip
     size = model.config.sample_size
     card = CONVERTED_TOKENIZER_CARD.format(
-        license=MASKGIT_LICENSE, license_name="Apache-2.0", source_tag="maskgit", source_name="MaskGIT (open-muse)",
+        model_class="VQVAEModel", license=MASKGIT_LICENSE, license_name="Apache-2.0", source_tag="maskgit", source_name="MaskGIT (open-muse)",
         title=f"MaskGIT VQGAN {Path(source).name} (vq_hub)", checkpoint=Path(source).name,
         codebook_size=model.codebook_size, code_dim=model.config.vq_embed_dim, normalised="",
         factor=model.downsample_factor, source_url=MASKGIT_SOURCE, command=command,

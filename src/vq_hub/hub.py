@@ -85,9 +85,9 @@ A discrete image tokenizer ({description}) trained with vq_hub: images of {heigh
 
 ```python
 import torch
-from vq_hub import VQVAEModel
+from vq_hub import {model_class}
 
-model = VQVAEModel.from_pretrained("{repo_id}").eval()
+model = {model_class}.from_pretrained("{repo_id}").eval()
 images = torch.rand(1, {channels}, {height}, {width}) * 2 - 1   # pixels in [-1, 1]
 codes = model.tokenize(images)                  # LongTensor (1, {grid_h}, {grid_w})
 reconstruction = model.detokenize(codes)
@@ -144,8 +144,8 @@ def write_tokenizer_card(
     training: str = "Not recorded.",
     evaluation: dict | None = None,
 ) -> Path:
-    """Write `README.md` for the tokenizer (`VQVAEModel` or `HierarchicalVQModel`) saved in `folder` (its config.json
-    is read for the facts)."""
+    """Write `README.md` for the tokenizer (`VQVAEModel`, `MagvitV2Tokenizer` or `HierarchicalVQModel`) saved in
+    `folder` (its config.json is read for the facts)."""
     folder = Path(folder)
     config = json.loads((folder / "config.json").read_text())
     if config.get("_class_name") == "HierarchicalVQModel":
@@ -168,6 +168,7 @@ def write_tokenizer_card(
                    "lfq": "lookup-free quantization (MAGVIT-v2)", "bsq": "binary spherical quantization (BSQ-ViT)",
                    "simvq": "SimVQ (frozen codebook, learned linear map)"}  # fmt: skip
     card = TOKENIZER_CARD.format(
+        model_class="MagvitV2Tokenizer" if config.get("_class_name") == "MagvitV2Tokenizer" else "VQVAEModel",
         title=repo_id.split("/")[-1],
         repo_id=repo_id,
         quantizer_tag=f"{quantizer}-quantization",

@@ -71,14 +71,16 @@ class ImageInputMixin:
 def tokenizer_classes() -> dict[str, type]:
     """The tokenizer classes a saved config may name, by `_class_name` (the deprecated `VQModel` included)."""
     from .hierarchical_vq_model import HierarchicalVQModel
+    from .magvit_v2 import MagvitV2Tokenizer
     from .vq_model import VQVAEModel
 
-    return {"VQVAEModel": VQVAEModel, "VQModel": VQVAEModel, "HierarchicalVQModel": HierarchicalVQModel}
+    return {"VQVAEModel": VQVAEModel, "VQModel": VQVAEModel, "HierarchicalVQModel": HierarchicalVQModel,
+            "MagvitV2Tokenizer": MagvitV2Tokenizer}
 
 
 def load_tokenizer(pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None, **kwargs):
-    """A saved tokenizer (folder or Hub id) as the class its `config.json` names: `VQVAEModel` or
-    `HierarchicalVQModel`. Where a tokenizer is loaded without knowing which (the CLI, `encode_dataset.py`, the prior
+    """A saved tokenizer (folder or Hub id) as the class its `config.json` names: `VQVAEModel`,
+    `HierarchicalVQModel` or `MagvitV2Tokenizer`. Where a tokenizer is loaded without knowing which (the CLI, `encode_dataset.py`, the prior
     scripts), load it with this."""
     from .vq_model import VQVAEModel
 
