@@ -14,6 +14,10 @@ _PUBLIC = {
                                                   "load_tokenizer")},
     **{name: ("vq_hub.models.priors", name) for name in ("CodeVocabulary", "autoregressive_prior_config",
                                                          "denoiser_config")},
+    **{name: ("vq_hub.models.cross_attention", name) for name in ("cross_attention_denoiser_config",
+                                                                  "cross_attention_prior_config")},
+    **{name: ("vq_hub.pipelines", name) for name in ("VQAutoregressiveTextEncoderPipeline",
+                                                     "VQDiscreteDiffusionTextEncoderPipeline")},
     **{name: ("vq_hub.pipelines", name) for name in ("VQAutoregressivePipeline", "VQAutoregressiveTextToImagePipeline",
                                                      "VQDiscreteDiffusionPipeline", "VQDiscreteDiffusionPipelineOutput",
                                                      "VQDiscreteDiffusionTextToImagePipeline", "VQHierarchicalPipeline",
@@ -45,12 +49,15 @@ if not _launched_as_command():
         VQVAEModelOutput,
         load_tokenizer,
     )
+    from .models.cross_attention import cross_attention_denoiser_config, cross_attention_prior_config
     from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
     from .pipelines import (
         VQAutoregressivePipeline,
+        VQAutoregressiveTextEncoderPipeline,
         VQAutoregressiveTextToImagePipeline,
         VQDiscreteDiffusionPipeline,
         VQDiscreteDiffusionPipelineOutput,
+        VQDiscreteDiffusionTextEncoderPipeline,
         VQDiscreteDiffusionTextToImagePipeline,
         VQHierarchicalPipeline,
         VQHierarchicalPipelineOutput,
@@ -77,9 +84,11 @@ __all__ = [
     "QuantizerOutput",
     "SimVQuantizer",
     "VQAutoregressivePipeline",
+    "VQAutoregressiveTextEncoderPipeline",
     "VQAutoregressiveTextToImagePipeline",
     "VQDiscreteDiffusionPipeline",
     "VQDiscreteDiffusionPipelineOutput",
+    "VQDiscreteDiffusionTextEncoderPipeline",
     "VQDiscreteDiffusionTextToImagePipeline",
     "VQHierarchicalPipeline",
     "VQHierarchicalPipelineOutput",
@@ -89,6 +98,8 @@ __all__ = [
     "VQPipelineOutput",
     "VectorQuantizer",
     "autoregressive_prior_config",
+    "cross_attention_denoiser_config",
+    "cross_attention_prior_config",
     "denoiser_config",
     "load_tokenizer",
 ]

@@ -147,11 +147,13 @@ class VQAutoregressivePipeline(VQPipeline):
         generator: GeneratorType = None,
         known_codes: torch.LongTensor | None = None,
         callback_on_step_end: Callable | None = None,
+        prior_inputs: dict | None = None,
     ) -> torch.LongTensor:
         """The sampling loop every autoregressive pipeline shares: code grids `(B, h, w)` after `start_tokens`
         (`(B, S)`, or `(2B, S)` with the unconditional rows below the conditional ones when `guided`: everything
         before the first code, i.e. the prefix and the condition token, with its attention mask `start_mask`) and
-        the `known_codes` `(B, L)` kept as they are."""
+        the `known_codes` `(B, L)` kept as they are. `prior_inputs` go to every call of the prior (a text encoder's
+        `encoder_hidden_states` and `encoder_attention_mask`, one row per row of `start_tokens`)."""
         device = start_tokens.device
         height, width = self.code_grid_size
         num_codes = height * width
@@ -167,8 +169,9 @@ class VQAutoregressivePipeline(VQPipeline):
         if top_p is not None and top_p < 1:
             warpers.append(TopPLogitsWarper(top_p))
 
+        prior_inputs = prior_inputs or {}
         cache = self.make_cache(step_input.shape[0], total_length, static=self.cuda_graphs)
-        static = isinstance(cache, StaticCache)
+        static = isinstance(getattr(cache, "self_attention_cache", cache), StaticCache)  # cross-attention: wrapped
         graphed: GraphedDecodeStep | None = None
         position = 0
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once at the end: no sync per code
@@ -179,7 +182,7 @@ class VQAutoregressivePipeline(VQPipeline):
             else:
                 length = position + step_input.shape[1]
                 attention_mask = full_mask if static else full_mask[:, :length]
-                logits = self.next_code_logits(step_input, cache, attention_mask, codebook_size)
+                logits = self.next_code_logits(step_input, cache, attention_mask, codebook_size, **prior_inputs)
                 position = length
                 finite &= torch.isfinite(logits).all()
                 if guided:
@@ -191,7 +194,8 @@ class VQAutoregressivePipeline(VQPipeline):
                     next_codes = sample_from_logits(warpers(codes, logits / temperature), generator)
                 if self.cuda_graphs:  # the prefill (start tokens and known codes) is done: the steps are alike now
                     graphed = GraphedDecodeStep(
-                        lambda tokens, kv, mask: self.next_code_logits(tokens, kv, mask, codebook_size), cache,
+                        lambda tokens, kv, mask: self.next_code_logits(tokens, kv, mask, codebook_size, **prior_inputs),
+                        cache,
                         full_mask, guided, guidance_scale, temperature, warpers,
                     )  # fmt: skip
             codes = torch.cat([codes, next_codes[:, None]], dim=1)
@@ -221,13 +225,15 @@ class VQAutoregressivePipeline(VQPipeline):
         raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {self.cache_implementation!r}")
 
     def next_code_logits(
-        self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor, codebook_size: int
-    ) -> torch.Tensor:
+        self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor, codebook_size: int,
+        **prior_inputs,
+    ) -> torch.Tensor:  # fmt: skip
         """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far, or
         the whole sequence with a static cache: 0 on empty prefix slots); float32 logits over the K codes only
         (special tokens can never be sampled)."""
         cache_argument = {cache_keyword(type(self.prior)): cache}
-        output = self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument)
+        output = self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument,
+                            **prior_inputs)  # fmt: skip
         return output.logits[:, -1, :codebook_size].float()
 
     def prepare_prefix(self, image, num_prefix_rows: int | None, prefix_codes) -> torch.LongTensor | None:
