@@ -238,3 +238,79 @@ def test_a_diffusion_prior_learns_two_captions_through_cross_attention():
 
     grids = train_on_two_captions(pipe, 200, loss_of)
     assert torch.equal(codes_of(pipe, prompt=TWO, temperature=0, guidance_scale=1.0, num_steps=8).flatten(1), grids)
+
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+@pytest.fixture(scope="module")
+def scene_pipelines(tmp_path_factory) -> dict:
+    """Both kinds around the shipped scenes tokenizer (32×64 scenes → 4×8 codes), with tiny random text parts,
+    saved; and a captioned test split of 6 scenes."""
+    from conftest import ROOT, load_example
+
+    folder = tmp_path_factory.mktemp("scene-pipelines")
+    load_example("make_captioned_scenes").main([
+        "--fashion_mnist_dir", str(ROOT / "src/vq_hub/assets/fashion_mnist_mini"), "--test_source", "train.parquet",
+        "--output_dir", str(folder / "scenes"), "--num_train", "2", "--num_test", "6", "--num_heldout", "2",
+    ])  # fmt: skip
+    import pyarrow.parquet as pq
+
+    vqvae = VQVAEModel.from_pretrained(ROOT / "checkpoints" / "scenes-text-to-image" / "vqvae")
+    captions = [caption for split in ("train", "test", "heldout")
+                for caption in pq.read_table(folder / "scenes" / f"{split}.parquet")["caption"].to_pylist()]  # fmt: skip
+    tokenizer = train_caption_tokenizer(captions, max_length=24)
+    encoder = make_text_encoder("t5", len(tokenizer), hidden_size=32, num_layers=1, num_heads=2)
+    saved = {"images": folder / "scenes" / "test.parquet"}
+    for kind in KINDS:
+        if kind == "autoregressive":
+            prior = AutoModelForCausalLM.from_config(cross_attention_prior_config(vqvae, encoder.config, 1, 2))
+            pipe = VQAutoregressiveTextEncoderPipeline(vqvae, encoder, tokenizer, prior)
+        else:
+            config = cross_attention_denoiser_config(vqvae, encoder.config, 1, 2)
+            scheduler = DiscreteDiffusionScheduler(20, 512, "mask", config.mask_token_id)
+            pipe = VQDiscreteDiffusionTextEncoderPipeline(vqvae, encoder, tokenizer,
+                                                          AutoModelForMaskedLM.from_config(config), scheduler)
+        pipe.save_pretrained(folder / kind)
+        saved[kind] = folder / kind
+    return saved
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_command_takes_the_cross_attention_pipelines(kind, scene_pipelines, capsys, tmp_path):
+    from vq_hub.cli import main
+
+    def run(*argv) -> tuple[int, str, str]:
+        code = main([str(a) for a in argv])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    model = scene_pipelines[kind]
+    steps = ["--num-steps", "2"] if kind == "diffusion" else []
+    code, out, err = run("info", model)
+    assert code == 0 and "text encoder: T5EncoderModel" in out and "cross-attends" in out, err
+    code, out, err = run("generate", "--model", model, "--prompt", "a red bag", "--num-images", 1, *steps,
+                         "--out", tmp_path / "g.png")  # fmt: skip
+    assert code == 0 and "wrote" in out, err
+    code, out, err = run("evaluate", "--model", model, "--images", scene_pipelines["images"], "--num-images", 3,
+                         *steps, "--out", tmp_path / "e.json", "--no-progress")  # fmt: skip
+    assert code == 0 and (tmp_path / "e.json").is_file(), err
+    vqz = tmp_path / "x.vqz"
+    code, out, err = run("compress", scene_pipelines["images"], "--model", model, "--num-images", 2, "--out", vqz)
+    if kind == "diffusion":
+        assert code == 1 and "the codec needs an autoregressive pipeline" in err, err
+        return
+    assert code == 0 and "bits per image" in out, err  # coded with the empty prompt's states
+    code, out, err = run("decompress", vqz, "--model", model, "--out", tmp_path / "codes.npy")
+    assert code == 0 and "codes verified" in out, err
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_demo_draws_prompts_with_the_cross_attention_pipelines(kind, scene_pipelines):
+    pytest.importorskip("gradio")
+    from vq_hub.demo import UNCONDITIONAL, generate, load_models
+
+    models = load_models([scene_pipelines[kind]])
+    (pipeline,) = models.pipelines
+    *_, (grid, status) = generate(models, pipeline, UNCONDITIONAL, 1, 2, 2.0, 1.0, 0, prompt="a red bag")
+    assert status.startswith("done: 1 images") and grid.width > 0

@@ -67,7 +67,8 @@ def tokenize_for_encoder(
 ) -> tuple[torch.LongTensor, torch.LongTensor]:
     """`(input ids, attention mask)` `(B, T)`, T the longest prompt's tokens: `text.encode_prompts`' checks (too long,
     mostly unknown words) and padding, a prompt with no tokens as one attended pad (module docstring)."""
-    ids, mask = encode_prompts(tokenizer, prompts, max_length, name=name)
+    ids, mask = encode_prompts(tokenizer, prompts, max_length, name=name,
+                               limit="the text encoder's tokenizer's `model_max_length`")  # fmt: skip
     mask[mask.sum(dim=1) == 0, 0] = 1
     length = int(mask.sum(dim=1).max())
     return ids[:, :length], mask[:, :length]

@@ -43,6 +43,7 @@ def cross_attention_denoiser_config(
 
 
 def attends_by_cross_attention(config: PretrainedConfig) -> bool:
+    """Whether a prior built from `config` has cross-attention layers (to a text encoder)."""
     return bool(getattr(config, "add_cross_attention", False))
 
 

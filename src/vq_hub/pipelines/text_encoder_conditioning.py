@@ -165,6 +165,13 @@ class TextEncoderConditioningMixin(PromptPipelineMixin):
             embeds, mask = stack_states((embeds, mask), (negative, negative_mask))
         return {"encoder_hidden_states": embeds, "encoder_attention_mask": mask}, batch_size, guided
 
+    def empty_prompt_inputs(self, rows: int) -> dict:
+        """The empty prompt's states for `rows` rows, as the prior takes them (the codec's unconditional input)."""
+        states, mask = self.embed_prompts([""])
+        dtype = getattr(self, self.prior_component).dtype
+        return {"encoder_hidden_states": states.to(dtype).expand(rows, -1, -1),
+                "encoder_attention_mask": mask.expand(rows, -1)}  # fmt: skip
+
     def bos_start_tokens(self, rows: int) -> tuple[torch.LongTensor, torch.LongTensor]:
         """`(tokens, attention mask)` `(rows, 1)`: BOS, all a cross-attention prior sees before its first code."""
         vocabulary = self.vocabulary
