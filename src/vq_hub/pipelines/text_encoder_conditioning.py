@@ -38,15 +38,15 @@ class TextEncoderConditioningMixin(PromptPipelineMixin):
         needs a pad token and ids within the encoder's embedding table."""
         config, vocabulary = self.prior_config, self.vocabulary
         if not attends_by_cross_attention(config):
-            raise ValueError(f"the prior of a {type(self).__name__} must cross-attend to the text: build its config "
-                             "with `vq_hub.cross_attention_prior_config` / `cross_attention_denoiser_config`")  # fmt: skip
+            raise ValueError(f"the prior of a {type(self).__name__} must cross-attend to the text: build its "
+                             "config with `vq_hub.cross_attention_prior_config` / `cross_attention_denoiser_config`")
         if vocabulary.num_classes or vocabulary.prefix_length:
             raise ValueError(f"the prior of a {type(self).__name__} sees the text by cross-attention only; its "
                              "config has classes or a prefix vocabulary")  # fmt: skip
         width, prior_width = text_hidden_size(self.text_encoder.config), config.hidden_size
         if width != prior_width:
             raise ValueError(f"`text_encoder` gives {width}-wide states, but the prior cross-attends to "
-                             f"{prior_width}-wide ones (its hidden_size): build it with the encoder's width")  # fmt: skip
+                             f"{prior_width}-wide ones (its hidden_size): build it with the encoder's width")
         if self.tokenizer.pad_token_id is None:
             raise ValueError("`tokenizer` has no pad token: prompts are padded (add one)")
         table = self.text_encoder.get_input_embeddings().num_embeddings
