@@ -51,6 +51,7 @@ class VQAutoregressivePipeline(VQPipeline):
     # on runs of tens of codes and more on a GPU (`vq-hub generate` / `evaluate` turn it on there); off CUDA the same
     # step runs without a graph.
     cuda_graphs = False
+    diffusion_counterpart = "VQDiscreteDiffusionPipeline (a discrete-diffusion prior)"  # named when steps are passed
     card_description = "an autoregressive transformer over discrete image codes"
     card_tags = ("autoregressive", "image-tokens")
 
@@ -104,18 +105,8 @@ class VQAutoregressivePipeline(VQPipeline):
         Returns:
             [`VQPipelineOutput`] with `images` and `codes` `(B, h, w)`.
         """
-        for name in ("num_steps", "num_inference_steps"):
-            if name in kwargs:
-                raise TypeError(
-                    f"`{name}` does not apply to VQAutoregressivePipeline, which samples one code per step; "
-                    "denoising steps belong to VQDiscreteDiffusionPipeline (a discrete-diffusion prior)"
-                )
-        if kwargs:
-            raise TypeError(f"VQAutoregressivePipeline got unexpected arguments {sorted(kwargs)}")
-        self.check_output_type(output_type)
-        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
-        top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
-        top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+        guidance_scale, temperature, top_k, top_p = self.check_call_arguments(kwargs, output_type, guidance_scale,
+                                                                              temperature, top_k, top_p)  # fmt: skip
 
         device = self._execution_device
         prefix = self.prepare_prefix(image, num_prefix_rows, prefix_codes)
@@ -133,6 +124,24 @@ class VQAutoregressivePipeline(VQPipeline):
         codes = self.sample_codes(start_tokens, start_mask, batch_size, guided, guidance_scale, temperature, top_k,
                                   top_p, generator, prefix, callback_on_step_end)  # fmt: skip
         return self.make_output(codes, output_type, return_dict)
+
+    def check_call_arguments(
+        self, kwargs: dict, output_type: str, guidance_scale, temperature, top_k, top_p
+    ) -> tuple[float, float, int | None, float | None]:
+        """What every autoregressive call checks first: no denoising steps (they belong to `diffusion_counterpart`)
+        and no unknown keyword in `kwargs`, the output type; returns `(guidance_scale, temperature, top_k, top_p)`
+        checked."""
+        for name in ("num_steps", "num_inference_steps"):
+            if name in kwargs:
+                raise TypeError(f"`{name}` does not apply to {type(self).__name__}, which samples one code per step; "
+                                f"denoising steps belong to {self.diffusion_counterpart}")  # fmt: skip
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
+        self.check_output_type(output_type)
+        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
+        top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
+        top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+        return guidance_scale, temperature, top_k, top_p
 
     def sample_codes(
         self,

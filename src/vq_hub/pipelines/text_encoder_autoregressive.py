@@ -8,7 +8,7 @@ import torch
 from transformers import Cache, DynamicCache, EncoderDecoderCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from ..models.vq_model import VQVAEModel
-from ..utils.checks import check_float, check_generator, check_int
+from ..utils.checks import check_generator
 from .autoregressive import GeneratorType, VQAutoregressivePipeline
 from .pipeline_vq import VQPipelineOutput
 from .text_encoder_conditioning import TextEncoderConditioningMixin
@@ -29,6 +29,7 @@ class VQAutoregressiveTextEncoderPipeline(TextEncoderConditioningMixin, VQAutore
     """
 
     model_cpu_offload_seq = "text_encoder->prior->vqvae"
+    diffusion_counterpart = "VQDiscreteDiffusionTextEncoderPipeline"
     card_description = ("a Parti-style causal transformer over image codes that cross-attends to the states of a text "
                         "encoder (a pipeline component)")  # fmt: skip
 
@@ -96,16 +97,8 @@ class VQAutoregressiveTextEncoderPipeline(TextEncoderConditioningMixin, VQAutore
         Returns:
             [`VQPipelineOutput`] with `images` and `codes` `(B, h, w)`, images of the first prompt first.
         """
-        for name in ("num_steps", "num_inference_steps"):
-            if name in kwargs:
-                raise TypeError(f"`{name}` does not apply to {type(self).__name__}, which samples one code per step; "
-                                "denoising steps belong to VQDiscreteDiffusionTextEncoderPipeline")  # fmt: skip
-        if kwargs:
-            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
-        self.check_output_type(output_type)
-        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
-        top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
-        top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+        guidance_scale, temperature, top_k, top_p = self.check_call_arguments(kwargs, output_type, guidance_scale,
+                                                                              temperature, top_k, top_p)  # fmt: skip
 
         prefix = self.prepare_prefix(image, num_prefix_rows, prefix_codes)
         text, batch_size, guided = self.prompt_context(
