@@ -89,3 +89,17 @@ def test_a_frozen_encoder_runs_once_per_distinct_caption_and_dropout_picks_the_e
     empty = (inputs["encoder_attention_mask"].sum(1) == 1) & (inputs["encoder_hidden_states"][:, 0] ==
                                                                states.states[3, 0]).all(1)  # fmt: skip
     assert abs(float(empty.float().mean()) - 0.25) < 0.03
+
+
+def test_rephrased_captions_name_the_same_slots_in_templates_training_never_used():
+    evaluation = load_example("evaluate_text_to_image")
+    scenes = load_example("make_captioned_scenes")
+    slots = [(["t-shirt", "bag"], ["red", "blue"]), (["", "trousers"], ["", "green"])]
+    for index in range(6):
+        for items, colours in slots:
+            caption = evaluation.rephrased_caption(items, colours, index)
+            for item, colour in zip(items, colours):
+                assert not item or f"{colour} {item}" in caption
+            training = {scenes.caption_of([(c, i) if i else None for i, c in zip(items, colours)], template)
+                        for template in range(len(scenes.PAIR_TEMPLATES if all(items) else scenes.SINGLE_TEMPLATES))}
+            assert caption not in training
