@@ -1,9 +1,12 @@
 """Captions for the prior training scripts (train_prior.py, train_diffusion.py): the text tokenizer (trained on the
-training captions, or any AutoTokenizer), captions turned into the prefix ids of the prior, and the fixed prompts of the validation grids. (Prompt dropout is the prefix dropout of code_prior_training.py.)"""
+training captions, or any AutoTokenizer), captions turned into the prefix ids of the prior — or, with a text encoder,
+into the states a cross-attention prior attends to (text_encoder_conditioning.py) — and the fixed prompts of the
+validation grids. (Prompt dropout is the prefix dropout of code_prior_training.py.)"""
 
 import argparse
 
 from accelerate.logging import get_logger
+from text_encoder_conditioning import add_text_encoder_arguments, prepare_text_encoder, uses_text_encoder
 
 from vq_hub.data import set_code_format
 from vq_hub.text import TOKENIZER_KINDS, encode_prompts, load_text_tokenizer, train_caption_tokenizer
@@ -25,6 +28,7 @@ def add_caption_arguments(parser: argparse.ArgumentParser) -> None:
                       "(default: the longest training caption).")  # fmt: skip
     text.add_argument("--validation_prompts", nargs="+", help="Prompts of the sample grids, a row each (default: the "
                       "first 4 distinct validation captions).")  # fmt: skip
+    add_text_encoder_arguments(parser)
 
 
 def prepare_captions(args: argparse.Namespace, info: dict, train_dataset, validation_dataset):
@@ -32,6 +36,8 @@ def prepare_captions(args: argparse.Namespace, info: dict, train_dataset, valida
     `prefix_mask` columns, `info` updated with the prefix vocabulary (and no classes) — else `(None, train,
     validation, None)`."""
     if not args.caption_column:
+        if uses_text_encoder(args):
+            raise SystemExit("--text_encoder_name_or_path / --text_encoder_type need --caption_column (the captions)")
         return None, train_dataset, validation_dataset, None
     if args.unconditional:
         raise SystemExit("--unconditional and --caption_column contradict each other: give one")
@@ -39,6 +45,10 @@ def prepare_captions(args: argparse.Namespace, info: dict, train_dataset, valida
     if column not in train_dataset.column_names:
         raise SystemExit(f"--caption_column {column}: the encoded dataset has no such column "
                          f"({train_dataset.column_names}); encode it with encode_dataset.py --caption_column")  # fmt: skip
+    if uses_text_encoder(args):
+        tokenizer, train_dataset, validation_dataset = prepare_text_encoder(args, info, train_dataset,
+                                                                            validation_dataset)  # fmt: skip
+        return tokenizer, train_dataset, validation_dataset, validation_prompts(args, train_dataset, validation_dataset)
     captions = train_dataset.with_format(None)[column]
     if args.text_tokenizer_name_or_path:
         tokenizer = load_text_tokenizer(args.text_tokenizer_name_or_path)
@@ -66,10 +76,16 @@ def prepare_captions(args: argparse.Namespace, info: dict, train_dataset, valida
     if validation_dataset is not None:
         validation_dataset = with_prefix(validation_dataset)
     info.update(num_classes=0, prefix_vocab_size=len(tokenizer), prefix_length=max_length)
+    logger.info(f"text: {type(tokenizer).__name__} with {len(tokenizer)} tokens, prompts of up to {max_length} "
+                "tokens")  # fmt: skip
+    return tokenizer, train_dataset, validation_dataset, validation_prompts(args, train_dataset, validation_dataset)
+
+
+def validation_prompts(args: argparse.Namespace, train_dataset, validation_dataset) -> list[str]:
+    """`--validation_prompts`, else the first 4 distinct validation (or training) captions."""
     prompts = args.validation_prompts
     if not prompts:
         source = validation_dataset if validation_dataset is not None else train_dataset
-        prompts = list(dict.fromkeys(source.with_format(None)[column][:1000]))[:4]
-    logger.info(f"text: {type(tokenizer).__name__} with {len(tokenizer)} tokens, prompts of up to {max_length} "
-                f"tokens; grids of {prompts}")  # fmt: skip
-    return tokenizer, train_dataset, validation_dataset, prompts
+        prompts = list(dict.fromkeys(source.with_format(None)[args.caption_column][:1000]))[:4]
+    logger.info(f"grids of {prompts}")
+    return prompts

@@ -15,6 +15,7 @@ from accelerate import Accelerator
 from accelerate.logging import get_logger
 from caption_conditioning import add_caption_arguments, prepare_captions
 from hierarchical_priors import add_level_arguments, check_level, level_pipeline
+from text_encoder_conditioning import build_cross_attention_prior
 from tqdm.auto import tqdm
 from transformers import AutoConfig
 
@@ -83,7 +84,10 @@ def build_transformer(args: argparse.Namespace, vqvae: VQVAEModel, info: dict, a
                       with_mask_token: bool = False):  # fmt: skip
     """`auto_class.from_config` of `--config_name_or_path` (checked against the codes) or of `config_helper` (one of
     vq_hub's `autoregressive_prior_config` / `denoiser_config`) with the size flags (and `info`'s prefix vocabulary:
-    the captions' tokenizer, or a `prefix_ids` column recorded in encoding.json)."""
+    the captions' tokenizer, or a `prefix_ids` column recorded in encoding.json). With a text encoder, the prior
+    cross-attends to it (text_encoder_conditioning.py)."""
+    if "caption_states" in info:
+        return build_cross_attention_prior(args, vqvae, info, auto_class, config_helper)
     num_classes = 0 if args.unconditional else info["num_classes"]
     prefix = (info.get("prefix_vocab_size", 0), info.get("prefix_length", 0))
     names = info.get("class_names") or []  # recorded as transformers' id2label: `--class Sneaker`, the demo

@@ -5,7 +5,8 @@
         --guidance_scales 1 3 5 --num_prompts 500 --output docs/text_to_image_faithfulness.json
 
 For each pipeline and guidance scale, one image per caption of the test scenes (combinations seen in training) and of
-the held-out scenes (combinations never seen), each read by `vq_hub.evaluation.composition` (items by the slot
+the held-out scenes (combinations never seen) — and with `--rephrased`, of the test scenes captioned again in
+templates training never used (`REPHRASED_*`: new word orders, "placed", "at the right") — each read by `vq_hub.evaluation.composition` (items by the slot
 classifier, colours from pixels) against its caption, plus FID on the slot classifier's features against real scenes
 of the same split. The first rows score the real scenes of those captions (the scorer's ceiling) and the last ones the
 unconditional model (guidance scale 0: what chance agreement looks like). Prints a Markdown table; `--output` writes
@@ -26,6 +27,10 @@ from vq_hub.evaluation.text_to_image import load_captioned_split
 from vq_hub.utils.io import write_text_atomically
 
 SPLITS = {"seen": "test", "held-out": "heldout"}
+# Templates make_captioned_scenes.py never uses: other word orders and a few words no training caption has.
+REPHRASED_SINGLE = ["{a} placed on the {side} side", "{a} at the {side}", "the {side} half holds {a}"]
+REPHRASED_PAIR = ["on the right {b} and on the left {a}", "{a} at the left and {b} at the right",
+                  "{a} placed left and {b} placed right"]  # at most 13 words: the shipped prior's text length
 METRICS = ("items", "colours", "positions", "scenes")
 
 
@@ -41,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--batch_size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rephrased", action="store_true", help="Also score the test scenes captioned in templates "
+                        "training never used (a third split, `rephrased`).")  # fmt: skip
     parser.add_argument("--output", help="Where to write the figures (JSON).")
     return parser.parse_args(argv)
 
@@ -49,6 +56,17 @@ def load_split(path: Path) -> tuple[torch.Tensor, list[str], list, list]:
     """`(images (N, 3, H, W) in [-1, 1], captions, items, colours)` of a scenes Parquet file."""
     split = load_captioned_split(path)
     return split.images, split.captions, split.items, split.colours
+
+
+def rephrased_caption(items: list[str], colours: list[str], index: int) -> str:
+    """A caption of the scene with slots `items` / `colours` (left, right; "" = empty) in the rephrased template
+    `index` picks (cycling)."""
+    named = [f"{'' if item.endswith('s') else 'a '}{colour} {item}" if item else None
+             for item, colour in zip(items, colours)]  # fmt: skip
+    if named[0] and named[1]:
+        return REPHRASED_PAIR[index % len(REPHRASED_PAIR)].format(a=named[0], b=named[1])
+    side = "left" if named[0] else "right"
+    return REPHRASED_SINGLE[index % len(REPHRASED_SINGLE)].format(a=named[0] or named[1], side=side)
 
 
 def read_all(images: torch.Tensor, classifier, palette: dict, batch_size: int):
@@ -110,6 +128,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         data[split] = (captions[:n], (items[:n], colours[:n]), reference)
         rows.append({"model": "real scenes", "guidance_scale": None, "split": split,
                      **score(images[:n], classifier, palette, data[split][1], reference, args.batch_size)})  # fmt: skip
+        if split == "seen" and args.rephrased:  # the same scenes and reference, new captions
+            rephrased = [rephrased_caption(*slots, index) for index, slots in enumerate(zip(items[:n], colours[:n]))]
+            data["rephrased"] = (rephrased, data[split][1], reference)
     for model, path in pipelines.items():
         pipe = VQPipeline.from_pretrained(path)
         pipe.set_progress_bar_config(disable=True)

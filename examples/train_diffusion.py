@@ -6,8 +6,9 @@
 The result is a whole pipeline: `VQPipeline.from_pretrained("diffusion-fashion")(num_steps=50)`. The denoiser is
 `BertForMaskedLM` by default (`--model_type`: any `AutoModelForMaskedLM` type, or `--config_name_or_path`); it sees
 `[class token, x_t]` and predicts x_0 at every position. With `--caption_column` it is MUSE style: the denoiser sees
-`[text tokens, BOS, x_t]`, saved as a `VQDiscreteDiffusionTextToImagePipeline` with its tokenizer. The loop is shared with train_prior.py
-(code_prior_training.py).
+`[text tokens, BOS, x_t]`, saved as a `VQDiscreteDiffusionTextToImagePipeline` with its tokenizer; with a text encoder
+(`--text_encoder_name_or_path`, or `--text_encoder_type`) the denoiser cross-attends to its states, saved as a
+`VQDiscreteDiffusionTextEncoderPipeline`. The loop is shared with train_prior.py (code_prior_training.py).
 """
 
 import argparse
@@ -17,11 +18,12 @@ from functools import partial
 import torch
 from accelerate.utils import extract_model_from_parallel
 from code_prior_training import add_arguments, build_transformer, start_tokens, train
+from text_encoder_conditioning import TextConditionedPrior, text_inputs
 from transformers import AutoModelForMaskedLM
 
 from vq_hub import (
-    CodeVocabulary, DiscreteDiffusionScheduler, VQDiscreteDiffusionPipeline, VQDiscreteDiffusionTextToImagePipeline,
-    denoiser_config,
+    CodeVocabulary, DiscreteDiffusionScheduler, VQDiscreteDiffusionPipeline, VQDiscreteDiffusionTextEncoderPipeline,
+    VQDiscreteDiffusionTextToImagePipeline, denoiser_config,
 )  # fmt: skip
 from vq_hub.models.priors import denoising_loss
 from vq_hub.schedulers.scheduling_discrete_diffusion import CORRUPTIONS, SCHEDULES
@@ -64,7 +66,8 @@ def diffusion_loss(args, denoiser, batch: dict, reduction: str = "mean", trainin
     tokens = torch.cat([start, noisy], dim=1)
     # All ones without a prefix: None then, so transformers skips its check of the mask (a host sync per step).
     attention_mask = torch.cat([start_mask, torch.ones_like(noisy)], dim=1) if vocabulary.prefix_length else None
-    logits = denoiser(input_ids=tokens, attention_mask=attention_mask).logits[
+    text = text_inputs(batch, args.prompt_dropout if training else 0.0)  # a text encoder's captions, if any
+    logits = denoiser(input_ids=tokens, attention_mask=attention_mask, **text).logits[
         :, start.shape[1] :, : vocabulary.codebook_size
     ]
     mask_token_id = vocabulary.mask_token_id if args.corruption == "mask" else None
@@ -75,6 +78,9 @@ def make_pipeline(args, vqvae, denoiser, tokenizer=None):
     scheduler = scheduler_for(args, denoiser)
     if tokenizer is None:
         return VQDiscreteDiffusionPipeline(vqvae, denoiser, scheduler)
+    if isinstance(denoiser, TextConditionedPrior):
+        return VQDiscreteDiffusionTextEncoderPipeline(vqvae, denoiser.pipeline_text_encoder, tokenizer,
+                                                      denoiser.prior, scheduler)  # fmt: skip
     return VQDiscreteDiffusionTextToImagePipeline(vqvae, tokenizer, denoiser, scheduler)
 
 

@@ -5,7 +5,9 @@
 
 The result is a whole pipeline: `VQPipeline.from_pretrained("prior-fashion")(batch_size=4, class_labels=[0, 1, 2, 3])`.
 With `--caption_column` it is a text-to-image prior, DALL-E style: one causal LM over `[text tokens, BOS, codes]`,
-saved as a `VQAutoregressiveTextToImagePipeline` with its tokenizer (`pipe(prompt=[...])`).
+saved as a `VQAutoregressiveTextToImagePipeline` with its tokenizer (`pipe(prompt=[...])`); with a text encoder
+(`--text_encoder_name_or_path`, or `--text_encoder_type` to train one from scratch) it is Parti style, the prior
+cross-attending to the encoder's states, saved as a `VQAutoregressiveTextEncoderPipeline`.
 The prior is `GPT2LMHeadModel` by default; `--model_type llama` (any `AutoModelForCausalLM` type) or
 `--config_name_or_path` choose another. For a binary tokenizer (LFQ, BSQ) `--bits_per_group g` trains a
 `FactorizedCodePrior` instead: per-group embeddings and heads of 2^g, not one row per code (docs/priors.md).
@@ -19,11 +21,12 @@ from functools import partial
 import torch
 from accelerate.utils import extract_model_from_parallel
 from code_prior_training import add_arguments, build_transformer, start_tokens, train
+from text_encoder_conditioning import TextConditionedPrior, text_inputs
 from transformers import AutoModelForCausalLM
 
 from vq_hub import (
-    CodeVocabulary, FactorizedCodePrior, VQAutoregressivePipeline, VQAutoregressiveTextToImagePipeline,
-    autoregressive_prior_config, factorized_prior_config,
+    CodeVocabulary, FactorizedCodePrior, VQAutoregressivePipeline, VQAutoregressiveTextEncoderPipeline,
+    VQAutoregressiveTextToImagePipeline, autoregressive_prior_config, factorized_prior_config,
 )  # fmt: skip
 from vq_hub.models.factorized_prior import factorized_code_loss
 from vq_hub.models.priors import next_code_loss
@@ -74,7 +77,8 @@ def prior_loss(args, prior, batch: dict, reduction: str = "mean", training: bool
     # The mask is 0 on empty prefix slots only (a vq_hub 0.1 vocabulary's BOS is also its PAD: never padding here).
     # Without a prefix it is all ones: None then, so transformers skips its check of the mask (a host sync per step).
     attention_mask = torch.cat([start_mask, torch.ones_like(codes)], dim=1) if vocabulary.prefix_length else None
-    output = prior(input_ids=tokens, attention_mask=attention_mask)
+    text = text_inputs(batch, args.prompt_dropout if training else 0.0)  # a text encoder's captions, if any
+    output = prior(input_ids=tokens, attention_mask=attention_mask, **text)
     prefix_length, codebook_size = vocabulary.prefix_length, vocabulary.codebook_size
     if isinstance(model, FactorizedCodePrior):  # the sum of the groups' cross-entropies: the code's NLL
         losses = factorized_code_loss(output.group_logits[:, prefix_length:-1], tokens[:, prefix_length + 1 :],
@@ -92,6 +96,8 @@ def with_bits_per_code(figures: dict) -> dict:
 def make_pipeline(vqvae, prior, tokenizer=None):
     if tokenizer is None:
         return VQAutoregressivePipeline(vqvae=vqvae, prior=prior)
+    if isinstance(prior, TextConditionedPrior):
+        return VQAutoregressiveTextEncoderPipeline(vqvae, prior.pipeline_text_encoder, tokenizer, prior.prior)
     return VQAutoregressiveTextToImagePipeline(vqvae=vqvae, tokenizer=tokenizer, prior=prior)
 
 

@@ -18,6 +18,10 @@ _PUBLIC = {
                                                          "denoiser_config")},
     **{name: ("vq_hub.models.factorized_prior", name) for name in ("FactorizedCodePrior", "FactorizedPriorConfig",
                                                                    "FactorizedPriorOutput", "factorized_prior_config")},
+    **{name: ("vq_hub.models.cross_attention", name) for name in ("cross_attention_denoiser_config",
+                                                                  "cross_attention_prior_config")},
+    **{name: ("vq_hub.pipelines", name) for name in ("VQAutoregressiveTextEncoderPipeline",
+                                                     "VQDiscreteDiffusionTextEncoderPipeline")},
     **{name: ("vq_hub.pipelines", name) for name in ("VQAutoregressivePipeline", "VQAutoregressiveTextToImagePipeline",
                                                      "VQDiscreteDiffusionPipeline", "VQDiscreteDiffusionPipelineOutput",
                                                      "VQDiscreteDiffusionTextToImagePipeline", "VQHierarchicalPipeline",
@@ -58,12 +62,15 @@ if not _launched_as_command():
     from .models.factorized_prior import (
         FactorizedCodePrior, FactorizedPriorConfig, FactorizedPriorOutput, factorized_prior_config,
     )  # fmt: skip
+    from .models.cross_attention import cross_attention_denoiser_config, cross_attention_prior_config
     from .models.priors import CodeVocabulary, autoregressive_prior_config, denoiser_config
     from .pipelines import (
         VQAutoregressivePipeline,
+        VQAutoregressiveTextEncoderPipeline,
         VQAutoregressiveTextToImagePipeline,
         VQDiscreteDiffusionPipeline,
         VQDiscreteDiffusionPipelineOutput,
+        VQDiscreteDiffusionTextEncoderPipeline,
         VQDiscreteDiffusionTextToImagePipeline,
         VQHierarchicalPipeline,
         VQHierarchicalPipelineOutput,
@@ -98,9 +105,11 @@ __all__ = [
     "ResidualQuantizerOutput",
     "SimVQuantizer",
     "VQAutoregressivePipeline",
+    "VQAutoregressiveTextEncoderPipeline",
     "VQAutoregressiveTextToImagePipeline",
     "VQDiscreteDiffusionPipeline",
     "VQDiscreteDiffusionPipelineOutput",
+    "VQDiscreteDiffusionTextEncoderPipeline",
     "VQDiscreteDiffusionTextToImagePipeline",
     "VQHierarchicalPipeline",
     "VQHierarchicalPipelineOutput",
@@ -110,6 +119,8 @@ __all__ = [
     "VQPipelineOutput",
     "VectorQuantizer",
     "autoregressive_prior_config",
+    "cross_attention_denoiser_config",
+    "cross_attention_prior_config",
     "denoiser_config",
     "factorized_prior_config",
     "load_tokenizer",

@@ -172,6 +172,10 @@ def label_rows(grid: Image.Image, labels: list[str], row_height: int, padding: i
 
 ENCODING_INFO = "encoding.json"
 PREFIX_COLUMNS = ("prefix_ids", "prefix_mask")
+# Each row's caption as an index into text-encoder states computed once per caption (train_prior.py / train_diffusion.py
+# with a text encoder).
+CAPTION_INDEX_COLUMN = "caption_index"
+CONDITION_COLUMNS = (*PREFIX_COLUMNS, CAPTION_INDEX_COLUMN)
 
 
 def code_split_files(folder: str | Path, split: str) -> tuple[list[Path] | None, dict]:
@@ -238,8 +242,10 @@ def select_code_level(dataset, info: dict, level: str | None):
 
 
 def set_code_format(dataset) -> None:
-    """Torch format for the columns a prior trains on: `codes`, `label` and the prefix columns present."""
-    dataset.set_format("torch", columns=["codes", "label", *[c for c in PREFIX_COLUMNS if c in dataset.column_names]])
+    """Torch format for the columns a prior trains on: `codes`, `label` and the prefix / caption-index columns
+    present."""
+    columns = [column for column in CONDITION_COLUMNS if column in dataset.column_names]
+    dataset.set_format("torch", columns=["codes", "label", *columns])
 
 
 def collate_codes(examples: list[dict]) -> tuple[torch.LongTensor, torch.LongTensor]:
@@ -251,10 +257,10 @@ def collate_codes(examples: list[dict]) -> tuple[torch.LongTensor, torch.LongTen
 
 def collate_code_batch(examples: list[dict]) -> dict[str, torch.LongTensor]:
     """Rows of an encoded dataset → `{"codes": (B, h·w), "labels": (B,)}`, plus `"prefix_ids"` / `"prefix_mask"`
-    `(B, L)` when the rows have them, all int64."""
+    `(B, L)` and `"caption_index"` `(B,)` when the rows have them, all int64."""
     codes, labels = collate_codes(examples)
     batch = {"codes": codes, "labels": labels}
-    for column in PREFIX_COLUMNS:
+    for column in CONDITION_COLUMNS:
         if column in examples[0]:
             batch[column] = torch.stack([torch.as_tensor(example[column]) for example in examples]).long()
     return batch

@@ -86,10 +86,11 @@ def check_prompts(prompt, name: str = "prompt") -> list[str]:
 
 
 def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int, name: str = "prompt"
-) -> tuple[torch.LongTensor, torch.LongTensor]:
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int, name: str = "prompt",
+    limit: str = "the prior's `prefix_length`",
+) -> tuple[torch.LongTensor, torch.LongTensor]:  # fmt: skip
     """`(prefix ids, attention mask)`, both `(B, max_length)`: each prompt's token ids, right-padded with the pad
-    token (mask 0). A prompt longer than `max_length` tokens is a ValueError that says so (truncating would silently
+    token (mask 0). A prompt longer than `max_length` tokens (`limit` says whose) is a ValueError that says so (truncating would silently
     drop what was asked for); a word the tokenizer does not know is logged as a warning, and a prompt with two or more
     of them making a third of its words is a ValueError that lists the known words. The empty prompt (blank) is
     all pads — the unconditional input — also for tokenizers that would wrap it in special tokens ([CLS] [SEP])."""
@@ -100,7 +101,7 @@ def encode_prompts(
     if too_long:
         prompt, length = too_long[0]
         raise ValueError(f"`{name}` {prompt!r} is {length} tokens long, but this pipeline's text length is "
-                         f"{max_length} tokens (the prior's `prefix_length`): shorten it")  # fmt: skip
+                         f"{max_length} tokens ({limit}): shorten it")  # fmt: skip
     unknown = tokenizer.unk_token_id
     if unknown is not None:
         for prompt, ids in zip(prompts, encoded["input_ids"]):

@@ -34,6 +34,11 @@ def run(args) -> str:
 
             lines.append(f"text: prompts of up to {pipe.max_text_length} tokens, {type(pipe.tokenizer).__name__} "
                          f"with {len(pipe.tokenizer)} tokens")  # fmt: skip
+            text_encoder = getattr(pipe, "text_encoder", None)  # Parti / MUSE style: cross-attention to its states
+            if text_encoder is not None:
+                lines.append(f"text encoder: {type(text_encoder).__name__}, "
+                             f"{sum(p.numel() for p in text_encoder.parameters()):,} parameters; the prior "
+                             "cross-attends to its states")  # fmt: skip
             words = known_words(pipe.tokenizer)
             if len(words) <= 200:  # a word-level caption vocabulary: what prompts can say
                 lines.append(f"vocabulary ({len(words)} words): {' '.join(words)}")

@@ -71,9 +71,11 @@ def _run_prior(pipe, conditions: torch.LongTensor, num_codes: int, pick: Callabl
     device = pipe._execution_device
     cache = DynamicCache(config=pipe.prior.config)
     step_input, attention_mask = pipe.vocabulary.start_tokens(conditions.to(device))  # a prompt prior: the empty one
+    # A prior that cross-attends to a text encoder codes with the empty prompt's states.
+    prior_inputs = pipe.empty_prompt_inputs(len(conditions)) if hasattr(pipe, "empty_prompt_inputs") else {}
     codes = []
     for position in range(num_codes):
-        logits = pipe.next_code_logits(step_input, cache, attention_mask, codebook_size)
+        logits = pipe.next_code_logits(step_input, cache, attention_mask, codebook_size, **prior_inputs)
         next_codes = pick(position, logits_to_frequencies(logits, precision, min_frequency))
         codes.append(next_codes)
         step_input = next_codes.to(device)[:, None]

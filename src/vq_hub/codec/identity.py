@@ -11,10 +11,12 @@ DTYPES_BY_CODE = {code: dtype for dtype, code in DTYPE_CODES.items()}
 
 
 def model_fingerprint(pipe) -> bytes:
-    """SHA-256 (32 bytes) of the tokenizer's and the prior's weights: names, dtypes, shapes and raw bytes, in name
-    order. The same weights give the same hash on every machine; any changed weight, or a cast, changes it."""
+    """SHA-256 (32 bytes) of the tokenizer's and the prior's weights (and a text encoder's, whose empty-prompt states
+    the prior codes with): names, dtypes, shapes and raw bytes, in name order. The same weights give the same hash on every machine; any changed weight, or a cast, changes it."""
     digest = hashlib.sha256()
-    for component in ("vqvae", "prior"):
+    components = ("vqvae", "text_encoder", "prior") if getattr(pipe, "text_encoder", None) is not None else \
+        ("vqvae", "prior")  # fmt: skip
+    for component in components:
         state = getattr(pipe, component).state_dict()
         for name in sorted(state):
             tensor = state[name].detach().to("cpu").contiguous()

@@ -52,6 +52,7 @@ class VQAutoregressivePipeline(VQPipeline):
     # on runs of tens of codes and more on a GPU (`vq-hub generate` / `evaluate` turn it on there); off CUDA the same
     # step runs without a graph.
     cuda_graphs = False
+    diffusion_counterpart = "VQDiscreteDiffusionPipeline (a discrete-diffusion prior)"  # named when steps are passed
     card_description = "an autoregressive transformer over discrete image codes"
     card_tags = ("autoregressive", "image-tokens")
 
@@ -106,18 +107,8 @@ class VQAutoregressivePipeline(VQPipeline):
         Returns:
             [`VQPipelineOutput`] with `images` and `codes` `(B, h, w)` (`(B, depth, h, w)` for a residual tokenizer).
         """
-        for name in ("num_steps", "num_inference_steps"):
-            if name in kwargs:
-                raise TypeError(
-                    f"`{name}` does not apply to VQAutoregressivePipeline, which samples one code per step; "
-                    "denoising steps belong to VQDiscreteDiffusionPipeline (a discrete-diffusion prior)"
-                )
-        if kwargs:
-            raise TypeError(f"VQAutoregressivePipeline got unexpected arguments {sorted(kwargs)}")
-        self.check_output_type(output_type)
-        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
-        top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
-        top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+        guidance_scale, temperature, top_k, top_p = self.check_call_arguments(kwargs, output_type, guidance_scale,
+                                                                              temperature, top_k, top_p)  # fmt: skip
 
         device = self._execution_device
         prefix = self.prepare_prefix(image, num_prefix_rows, prefix_codes)
@@ -136,6 +127,24 @@ class VQAutoregressivePipeline(VQPipeline):
                                   top_p, generator, prefix, callback_on_step_end)  # fmt: skip
         return self.make_output(codes, output_type, return_dict)
 
+    def check_call_arguments(
+        self, kwargs: dict, output_type: str, guidance_scale, temperature, top_k, top_p
+    ) -> tuple[float, float, int | None, float | None]:
+        """What every autoregressive call checks first: no denoising steps (they belong to `diffusion_counterpart`)
+        and no unknown keyword in `kwargs`, the output type; returns `(guidance_scale, temperature, top_k, top_p)`
+        checked."""
+        for name in ("num_steps", "num_inference_steps"):
+            if name in kwargs:
+                raise TypeError(f"`{name}` does not apply to {type(self).__name__}, which samples one code per step; "
+                                f"denoising steps belong to {self.diffusion_counterpart}")  # fmt: skip
+        if kwargs:
+            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
+        self.check_output_type(output_type)
+        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
+        top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
+        top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
+        return guidance_scale, temperature, top_k, top_p
+
     def sample_codes(
         self,
         start_tokens: torch.LongTensor,
@@ -149,11 +158,13 @@ class VQAutoregressivePipeline(VQPipeline):
         generator: GeneratorType = None,
         known_codes: torch.LongTensor | None = None,
         callback_on_step_end: Callable | None = None,
+        prior_inputs: dict | None = None,
     ) -> torch.LongTensor:
         """The sampling loop every autoregressive pipeline shares: code grids `(B, h, w)` after `start_tokens`
         (`(B, S)`, or `(2B, S)` with the unconditional rows below the conditional ones when `guided`: everything
         before the first code, i.e. the prefix and the condition token, with its attention mask `start_mask`) and
-        the `known_codes` `(B, L)` kept as they are."""
+        the `known_codes` `(B, L)` kept as they are. `prior_inputs` go to every call of the prior (a text encoder's
+        `encoder_hidden_states` and `encoder_attention_mask`, one row per row of `start_tokens`)."""
         device = start_tokens.device
         num_codes = self.num_codes  # h·w, or h·w·depth of a residual tokenizer (`vq_hub.code_levels.CODE_ORDER`)
         codebook_size = self.vocabulary.codebook_size
@@ -184,8 +195,9 @@ class VQAutoregressivePipeline(VQPipeline):
             raise ValueError(f"`cuda_graphs` cannot record the decoding step of a {type(self.prior).__name__}: it "
                              "draws each code in parts (groups of bits), each draw outside a graph; set "
                              "`pipe.cuda_graphs = False`")  # fmt: skip
+        prior_inputs = prior_inputs or {}
         cache = self.make_cache(step_input.shape[0], total_length, static=self.cuda_graphs)
-        static = isinstance(cache, StaticCache)
+        static = isinstance(getattr(cache, "self_attention_cache", cache), StaticCache)  # cross-attention: wrapped
         graphed: GraphedDecodeStep | None = None
         position = 0
         for step in self.progress_bar(range(num_codes - codes.shape[1])):
@@ -195,12 +207,13 @@ class VQAutoregressivePipeline(VQPipeline):
             else:
                 length = position + step_input.shape[1]
                 attention_mask = full_mask if static else full_mask[:, :length]
-                output = self.prior_step(step_input, cache, attention_mask)
+                output = self.prior_step(step_input, cache, attention_mask, **prior_inputs)
                 position = length
                 next_codes = self.choose_next_codes(output, choose)
                 if self.cuda_graphs:  # the prefill (start tokens and known codes) is done: the steps are alike now
                     graphed = GraphedDecodeStep(
-                        lambda tokens, kv, mask: self.next_code_logits(tokens, kv, mask, codebook_size), cache,
+                        lambda tokens, kv, mask: self.next_code_logits(tokens, kv, mask, codebook_size, **prior_inputs),
+                        cache,
                         full_mask, guided, guidance_scale, temperature, warpers,
                     )  # fmt: skip
             codes = torch.cat([codes, next_codes[:, None]], dim=1)
@@ -229,21 +242,24 @@ class VQAutoregressivePipeline(VQPipeline):
             return StaticCache(config=self.prior.config, max_cache_len=max_length)
         raise ValueError(f"`cache_implementation` must be 'dynamic' or 'static', got {self.cache_implementation!r}")
 
-    def prior_step(self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor):
+    def prior_step(self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor, **prior_inputs):
         """Feed the new tokens through the prior with its KV cache (`attention_mask` covers every token so far, or
-        the whole sequence with a static cache: 0 on empty prefix slots); the prior's output."""
+        the whole sequence with a static cache: 0 on empty prefix slots; `prior_inputs`: a text encoder's states);
+        the prior's output."""
         cache_argument = {cache_keyword(type(self.prior)): cache}
-        return self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument)
+        return self.prior(input_ids=step_input, attention_mask=attention_mask, use_cache=True, **cache_argument,
+                          **prior_inputs)  # fmt: skip
 
     def next_code_logits(
-        self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor, codebook_size: int
-    ) -> torch.Tensor:
+        self, step_input: torch.LongTensor, cache: Cache, attention_mask: torch.LongTensor, codebook_size: int,
+        **prior_inputs,
+    ) -> torch.Tensor:  # fmt: skip
         """`prior_step`'s float32 logits of the next code, over the K codes only (special tokens can never be
         sampled). A prior that chooses its codes in parts (`choose_next_codes`) has no such logits."""
         if not self.supports_cuda_graphs:
             raise ValueError(f"a {type(self.prior).__name__} gives no logits over all codes (it draws each code in "
                              "groups of bits): use it through the pipeline's call")  # fmt: skip
-        return self.prior_step(step_input, cache, attention_mask).logits[:, -1, :codebook_size].float()
+        return self.prior_step(step_input, cache, attention_mask, **prior_inputs).logits[:, -1, :codebook_size].float()
 
     def choose_next_codes(self, output, choose: Callable[[torch.Tensor], torch.LongTensor]) -> torch.LongTensor:
         """The next code of each image from the prior's `output`, with `choose` (`(R, V)` logits → `(B,)` ids:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedModel
 
 from ..code_levels import cells_to_sequence, codes_to_sequence
+from ..models.cross_attention import bidirectional_attention_mask
 from ..models.vq_model import VQVAEModel
 from ..schedulers import DiscreteDiffusionScheduler
 from ..utils.checks import check_generator, check_int
@@ -146,11 +147,13 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         return_dict: bool = True,
         callback_on_step_end: Callable | None = None,
         return_intermediates: bool = False,
+        prior_inputs: dict | None = None,
     ) -> VQDiscreteDiffusionPipelineOutput | tuple:
         """The denoising loop every diffusion pipeline shares: `start_tokens` `(B, S)` (or `(2B, S)` with the
         unconditional rows below the conditional ones when `guided`) are what the denoiser sees before the grid —
         the prefix and the condition token — with their attention mask `start_mask`; `known` / `keep` `(B, n)`
-        inpaint."""
+        inpaint; `prior_inputs` go to every call of the denoiser (a text encoder's states, one row per row of
+        `start_tokens`)."""
         device = start_tokens.device
         if keep is not None and keep.shape[0] == 1 and batch_size > 1:
             keep = keep.expand(batch_size, -1)
@@ -159,7 +162,7 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         intermediates = [] if return_intermediates else None
         for step, timestep in enumerate(self.progress_bar(self.scheduler.timesteps)):
             rows = torch.cat([sample, sample]) if guided else sample
-            logits = self.code_logits(start_tokens, start_mask, rows)
+            logits = self.code_logits(start_tokens, start_mask, rows, **(prior_inputs or {}))
             if guided:
                 conditional, unconditional = logits.chunk(2)
                 logits = unconditional + guidance_scale * (conditional - unconditional)
@@ -181,13 +184,15 @@ class VQDiscreteDiffusionPipeline(VQPipeline):
         return result if return_dict else result.to_tuple()
 
     def code_logits(
-        self, start_tokens: torch.LongTensor, start_mask: torch.LongTensor, codes: torch.LongTensor
+        self, start_tokens: torch.LongTensor, start_mask: torch.LongTensor, codes: torch.LongTensor, **prior_inputs
     ) -> torch.Tensor:
         """The denoiser's float32 logits over the K codes at every grid position `(B, n, K)`, seeing `start_tokens`
-        (prefix and condition token, attention mask `start_mask`) before the grid."""
+        (prefix and condition token, attention mask `start_mask`) before the grid, and `prior_inputs` (a text
+        encoder's states for a cross-attention denoiser, whose self-attention stays bidirectional)."""
         tokens = torch.cat([start_tokens, codes], dim=1)
         attention_mask = torch.cat([start_mask, torch.ones_like(codes)], dim=1)
-        logits = self.denoiser(input_ids=tokens, attention_mask=attention_mask).logits
+        attention_mask = bidirectional_attention_mask(attention_mask, self.denoiser.config)
+        logits = self.denoiser(input_ids=tokens, attention_mask=attention_mask, **prior_inputs).logits
         return logits[:, start_tokens.shape[1] :, : self.vocabulary.codebook_size].float()
 
     def picture_of(self, sample: torch.LongTensor, predicted: torch.LongTensor, output_type: str):

@@ -8,12 +8,29 @@ from ..text import check_prompts, encode_prompts
 from ..utils.checks import check_int
 
 
-class TextConditioningMixin:
-    """Mixed into a [`VQPipeline`] with a `tokenizer` component whose prior has a prefix vocabulary (the text)."""
+class PromptPipelineMixin:
+    """What every text-to-image pipeline shares, however the prior sees the text: the card and grids of prompts."""
 
     card_pipeline_tag = "text-to-image"
     card_tags = ("text-to-image",)
     card_prompt = "a caption like the training ones"  # the model card's example; training scripts set a real one
+
+    def sample_grid(self, images_per_row: int = 8, prompts: list[str] | None = None, **call_kwargs):
+        """One picture: a row of `images_per_row` samples per prompt in `prompts`. `call_kwargs` go to the call."""
+        if prompts is None:
+            raise ValueError(f"`prompts` are needed for a grid of a {type(self).__name__}: a row per prompt")
+        rows = []
+        for text in check_prompts(prompts, "prompts"):
+            output = self(prompt=text, num_images_per_prompt=images_per_row, output_type="pt", **call_kwargs)
+            rows.append(output.images * 2 - 1)
+        return image_grid(rows)
+
+    def card_call(self) -> str:
+        return f"prompt=[{self.card_prompt!r}], guidance_scale=3.0"
+
+
+class TextConditioningMixin(PromptPipelineMixin):
+    """Mixed into a [`VQPipeline`] with a `tokenizer` component whose prior has a prefix vocabulary (the text)."""
 
     def check_tokenizer(self) -> None:
         """The tokenizer must be the prior's prefix vocabulary (token id j = prefix id j) and have a pad token."""
@@ -64,16 +81,3 @@ class TextConditioningMixin:
         conditions = torch.full((ids.shape[0],), vocabulary.bos_token_id, dtype=torch.long, device=device)
         tokens, attention_mask = vocabulary.start_tokens(conditions, ids.to(device), mask.to(device))
         return tokens, attention_mask, batch_size, guided
-
-    def sample_grid(self, images_per_row: int = 8, prompts: list[str] | None = None, **call_kwargs):
-        """One picture: a row of `images_per_row` samples per prompt in `prompts`. `call_kwargs` go to the call."""
-        if prompts is None:
-            raise ValueError(f"`prompts` are needed for a grid of a {type(self).__name__}: a row per prompt")
-        rows = []
-        for text in check_prompts(prompts, "prompts"):
-            output = self(prompt=text, num_images_per_prompt=images_per_row, output_type="pt", **call_kwargs)
-            rows.append(output.images * 2 - 1)
-        return image_grid(rows)
-
-    def card_call(self) -> str:
-        return f"prompt=[{self.card_prompt!r}], guidance_scale=3.0"

@@ -7,7 +7,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..models.vq_model import VQVAEModel
-from ..utils.checks import check_float, check_generator, check_int
+from ..utils.checks import check_generator
 from .autoregressive import GeneratorType, VQAutoregressivePipeline
 from .pipeline_vq import VQPipelineOutput
 from .text_conditioning import TextConditioningMixin
@@ -27,6 +27,7 @@ class VQAutoregressiveTextToImagePipeline(TextConditioningMixin, VQAutoregressiv
     """
 
     model_cpu_offload_seq = "prior->vqvae"
+    diffusion_counterpart = "VQDiscreteDiffusionTextToImagePipeline"
     card_description = "a DALL-E-style causal transformer over text tokens followed by image codes"
 
     def __init__(self, vqvae: VQVAEModel, tokenizer: PreTrainedTokenizerBase, prior: PreTrainedModel):
@@ -75,18 +76,10 @@ class VQAutoregressiveTextToImagePipeline(TextConditioningMixin, VQAutoregressiv
 
         A prompt longer than the prior's text length (`pipe.max_text_length` tokens) is a ValueError.
         """
-        for name in ("num_steps", "num_inference_steps"):
-            if name in kwargs:
-                raise TypeError(f"`{name}` does not apply to {type(self).__name__}, which samples one code per step; "
-                                "denoising steps belong to VQDiscreteDiffusionTextToImagePipeline")  # fmt: skip
-        if kwargs:
-            raise TypeError(f"{type(self).__name__} got unexpected arguments {sorted(kwargs)}")
+        guidance_scale, temperature, top_k, top_p = self.check_call_arguments(kwargs, output_type, guidance_scale,
+                                                                              temperature, top_k, top_p)  # fmt: skip
         if prompt is None:
             raise ValueError('`prompt` is required (a string or a list of strings; "" samples unconditionally)')
-        self.check_output_type(output_type)
-        guidance_scale, temperature = self.check_sampling_arguments(guidance_scale, temperature)
-        top_k = None if top_k is None else check_int(top_k, "top_k", minimum=1)
-        top_p = None if top_p is None else check_float(top_p, "top_p", minimum=0.0, maximum=1.0, exclusive_minimum=True)
 
         start_tokens, start_mask, batch_size, guided = self.prompt_start_tokens(
             prompt, negative_prompt, num_images_per_prompt, guidance_scale
