@@ -198,3 +198,27 @@ def test_train_prior_trains_and_saves_a_factorized_prior(synthetic_parquet, tmp_
         train_prior.build_prior(args, vector, info)
     with pytest.raises(SystemExit):
         train_prior.parse_args(["--independent_groups"])
+
+
+def test_gradient_checkpointing_recomputes_the_backbone_and_keeps_the_gradients():
+    """`--gradient_checkpointing` with `--bits_per_group`: the backbone's blocks run again in the backward pass and
+    every gradient equals the run without it (dropout off, so both runs draw nothing)."""
+    from vq_hub.scaling import enable_gradient_checkpointing
+
+    ids = torch.tensor([[2**BITS + 1, 3, 1000, 5, 77], [2**BITS, 7, 8, 1023, 512]])
+    results = []
+    for checkpointed in (False, True):
+        prior = tiny_prior(seed=3).train()
+        for module in prior.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
+        if checkpointed:
+            enable_gradient_checkpointing(prior)
+        calls = []
+        prior.backbone.h[0].ln_1.register_forward_pre_hook(lambda *_: calls.append(1))
+        prior(input_ids=ids).group_logits.square().sum().backward()
+        results.append(({n: p.grad.clone() for n, p in prior.named_parameters() if p.grad is not None}, len(calls)))
+    (grads, calls), (checkpointed_grads, checkpointed_calls) = results
+    assert (calls, checkpointed_calls) == (1, 2) and grads.keys() == checkpointed_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(checkpointed_grads[name], grads[name], rtol=1e-5, atol=1e-7, msg=name)

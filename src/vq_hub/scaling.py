@@ -85,7 +85,10 @@ def data_position(global_step: int, steps_per_epoch: int, gradient_accumulation_
 def enable_gradient_checkpointing(model: torch.nn.Module) -> None:
     """transformers' activation checkpointing, non-reentrant (the variant that works under DDP and FSDP, and
     replays the random state, so dropout draws the same masks in the recomputation)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers ≥ 5.x's name (the old one warns)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def gathered_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module | None:

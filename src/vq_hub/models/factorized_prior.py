@@ -142,6 +142,7 @@ class FactorizedCodePrior(PreTrainedModel):
     base_model_prefix = "backbone"
     _supports_sdpa = True
     _supports_attention_backend = True
+    supports_gradient_checkpointing = True  # the backbone's blocks checkpoint (`--gradient_checkpointing`)
     _supports_cache_class = True
 
     def __init__(self, config: FactorizedPriorConfig):
