@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 
 from vq_hub import PatchDiscriminator, VQVAEModel, load_tokenizer
 from vq_hub.code_levels import (
-    codebook_sizes, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, level_views,
-    tokenize_levels,
+    codebook_counts, detokenize_levels, forward_statistics, is_hierarchical, level_names, level_prefix, level_views,
+    quantizers, tokenize_levels, usage_and_perplexity,
 )  # fmt: skip
 from vq_hub.models.vq_model import QUANTIZER_RECIPES, QUANTIZER_TYPES
 from vq_hub.data import (
@@ -34,7 +34,7 @@ from vq_hub.data import (
 )  # fmt: skip
 from vq_hub.hub import push_to_hub, write_tokenizer_card
 from vq_hub.losses import GAN_LOSSES, RECONSTRUCTION_LOSSES, VQGANLoss, load_lpips
-from vq_hub.metrics import code_counts, codebook_usage, per_image_mse, perplexity, psnr, psnr_from_mse
+from vq_hub.metrics import per_image_mse, psnr, psnr_from_mse
 from vq_hub.models.tokenizer_utils import tokenizer_classes
 from vq_hub.utils.io import write_text_atomically
 from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
@@ -84,7 +84,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--num_vq_embeddings", type=int, default=1024)
     model.add_argument("--quantizer_type", default="vector", choices=list(QUANTIZER_TYPES),
                        help="lfq (lookup-free, MAGVIT-v2) and bsq (binary spherical) take one bit per channel: "
-                       "--num_vq_embeddings 2^bits; simvq is a frozen random codebook behind a learned linear map.")
+                       "--num_vq_embeddings 2^bits; simvq is a frozen random codebook behind a learned linear map; "
+                       "residual (RQ-VAE) takes --quantizer_depth vector-quantized codes per position.")
     model.add_argument("--commitment_beta", type=float, default=0.25)
     model.add_argument("--quantizer_recipe", default="healthy", choices=sorted(QUANTIZER_RECIPES),
                        help="Defaults of the four options below: 'healthy' (16-d l2-normalised codes, k-means init, "
@@ -107,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     model.add_argument("--codebook_entropy_weight", type=float, default=1.0, help="γ of the codebook-entropy term.")
     model.add_argument("--entropy_temperature", type=float, help="τ of the entropies (default: LFQ 0.01, BSQ 1).")
     model.add_argument("--entropy_group_size", type=int, default=8, help="Bits per group of the codebook entropy.")
+    model.add_argument("--quantizer_depth", type=int, help="Codes per position of --quantizer_type residual "
+                       "(RQ-VAE; default 2): each depth quantizes the residual of the earlier ones.")
+    model.add_argument("--shared_codebook", action="store_true", help="One codebook for all residual depths.")
     add_hierarchical_arguments(parser)
 
     loss = parser.add_argument_group("loss")
@@ -159,6 +163,7 @@ def build_model(args: argparse.Namespace) -> VQVAEModel:
         entropy_loss_weight=args.entropy_loss_weight, entropy_loss_weight_end=args.entropy_loss_weight_end,
         entropy_loss_anneal_steps=args.entropy_loss_anneal_steps, codebook_entropy_weight=args.codebook_entropy_weight,
         entropy_temperature=args.entropy_temperature, entropy_group_size=args.entropy_group_size,
+        quantizer_depth=args.quantizer_depth, shared_codebook=args.shared_codebook,
     )  # fmt: skip
     if args.hierarchical:
         return build_hierarchical_model(args, quantizer)
@@ -232,16 +237,17 @@ def evaluate(model, dataloader, accelerator: Accelerator) -> dict[str, float]:
             if is_hierarchical(tokenizer):
                 top_only = per_image_mse(tokenizer.detokenize_top(levels[0]).clamp(-1, 1), images)
                 top_only_errors.append(accelerator.gather_for_metrics(top_only))
-            for index, (codes, size) in enumerate(zip(levels, codebook_sizes(tokenizer))):
-                counts[index] = counts[index] + code_counts(accelerator.gather_for_metrics(codes), size)
+            for index, (codes, quantizer) in enumerate(zip(levels, quantizers(tokenizer).values())):
+                counts[index] = counts[index] + codebook_counts(quantizer, accelerator.gather_for_metrics(codes))
         names = level_names(tokenizer)
     mse = torch.cat(squared_errors)
     figures = {"psnr": float(psnr_from_mse(mse))}
     if top_only_errors:
         figures["top_only_psnr"] = float(psnr_from_mse(torch.cat(top_only_errors)))
-    for name, level_counts in zip(names, counts):
-        figures[level_prefix(name) + "codebook_usage"] = float(codebook_usage(level_counts))
-        figures[level_prefix(name) + "perplexity"] = float(perplexity(level_counts))
+    for name, level_counts in zip(names, counts):  # a residual level: the mean over its codebooks
+        usage, level_perplexity = usage_and_perplexity(level_counts)
+        figures[level_prefix(name) + "codebook_usage"] = usage
+        figures[level_prefix(name) + "perplexity"] = level_perplexity
     return {**figures, "num_images": int(mse.numel())}
 
 

@@ -212,7 +212,8 @@ def test_bad_codes_rejected(codes, error, message):
     "overrides, message",
     [
         (dict(top_quantizer=dict(num_codes=16)), r"`top_quantizer` has unknown quantizer option\(s\) \['num_codes'\]"),
-        (dict(bottom_quantizer=dict(quantizer_type="residual")), "quantizer_type"),
+        (dict(bottom_quantizer=dict(quantizer_type="product")), "quantizer_type"),
+        (dict(top_quantizer=dict(quantizer_type="residual")), "single-level VQVAEModel"),
         (dict(bottom_quantizer=dict(quantizer_type="fsq", fsq_levels=[4, 2])), "product of `fsq_levels`"),
         (dict(top_block_out_channels=(16,)), "at least two entries"),
         (dict(down_block_types=("DownEncoderBlock2D",)), "down_block_types"),

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from vq_hub.metrics import code_counts, codebook_usage, perplexity
-from vq_hub.quantizers import FSQuantizer, GumbelQuantizer, VectorQuantizer, kmeans, nearest_codes
+from vq_hub.quantizers import FSQuantizer, GumbelQuantizer, ResidualQuantizer, VectorQuantizer, kmeans, nearest_codes
 from vq_hub.quantizers.vector import DEFAULT_TILE_ELEMENTS
 
 QUANTIZERS = {
@@ -16,6 +16,7 @@ QUANTIZERS = {
     "vector-kmeans-restart": lambda: VectorQuantizer(16, 4, kmeans_init=True, dead_code_threshold=0.5),
     "gumbel": lambda: GumbelQuantizer(16, 4),
     "fsq": lambda: FSQuantizer([4, 4], 4),
+    "residual": lambda: ResidualQuantizer(16, 4, depth=2, kmeans_init=True, dead_code_threshold=0.5),
 }
 
 
@@ -26,7 +27,8 @@ def test_shapes_and_code_range(name, training):
     latents = torch.randn(2, 4, 3, 5)
     output = quantizer(latents)
     assert output.quantized.shape == latents.shape
-    assert output.codes.shape == (2, 3, 5) and output.codes.dtype == torch.long
+    depth = getattr(quantizer, "depth", None)  # a residual quantizer's codes have a depth axis
+    assert output.codes.shape == ((2, 3, 5) if depth is None else (2, depth, 3, 5)) and output.codes.dtype == torch.long
     assert 0 <= int(output.codes.min()) and int(output.codes.max()) < quantizer.codebook_size
     for term in (output.codebook_loss, output.commitment_loss, output.auxiliary_loss, output.perplexity):
         assert term.ndim == 0 and torch.isfinite(term)

@@ -19,6 +19,7 @@ QUANTIZER_CONFIGS = {
     "lfq": dict(quantizer_type="lfq", num_vq_embeddings=32),
     "bsq": dict(quantizer_type="bsq", num_vq_embeddings=32),
     "simvq": dict(quantizer_type="simvq", num_vq_embeddings=32),
+    "residual": dict(quantizer_type="residual", quantizer_depth=3, use_ema=True, kmeans_init=True),
 }
 
 
@@ -28,7 +29,8 @@ def test_forward_shapes_and_gradients_reach_encoder(name):
     images = torch.rand(2, 3, 16, 12) * 2 - 1
     output = model(images)
     assert output.sample.shape == images.shape
-    assert output.codes.shape == (2, 8, 6) and output.codes.dtype == torch.long
+    grid = (2, 8, 6) if model.code_depth == 1 else (2, model.code_depth, 8, 6)  # residual codes: a depth axis
+    assert output.codes.shape == grid and output.codes.dtype == torch.long
     assert model.code_grid_size(16, 12) == (8, 6) and model.downsample_factor == 2
     (F.mse_loss(output.sample, images) + output.quantizer_loss).backward()
     assert model.encoder.conv_in.weight.grad.abs().sum() > 0
@@ -234,7 +236,8 @@ def test_gumbel_temperature_must_be_positive():
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (dict(quantizer_type="residual"), "quantizer_type"),
+        (dict(quantizer_type="product"), "quantizer_type"),
+        (dict(quantizer_depth=2), "options of quantizer_type=.residual."),
         (dict(quantizer_type="fsq"), "fsq_levels"),
         (dict(quantizer_type="fsq", fsq_levels=[8, 5]), "product of `fsq_levels`"),
         (dict(quantizer_type="lfq", num_vq_embeddings=48), "num_vq_embeddings"),

@@ -21,6 +21,7 @@ _PUBLIC = {
     "DiscreteDiffusionScheduler": ("vq_hub.schedulers", "DiscreteDiffusionScheduler"),
     **{name: ("vq_hub.quantizers", name) for name in ("BinarySphericalQuantizer", "FSQuantizer", "GumbelQuantizer",
                                                       "LookupFreeQuantizer", "Quantizer", "QuantizerOutput",
+                                                      "ResidualQuantizer", "ResidualQuantizerOutput",
                                                       "SimVQuantizer", "VectorQuantizer")},
 }  # fmt: skip
 
@@ -60,7 +61,7 @@ if not _launched_as_command():
     from .schedulers import DiscreteDiffusionScheduler
     from .quantizers import (
         BinarySphericalQuantizer, FSQuantizer, GumbelQuantizer, LookupFreeQuantizer, Quantizer, QuantizerOutput,
-        SimVQuantizer, VectorQuantizer,
+        ResidualQuantizer, ResidualQuantizerOutput, SimVQuantizer, VectorQuantizer,
     )  # fmt: skip
 
 __all__ = [
@@ -75,6 +76,8 @@ __all__ = [
     "PatchDiscriminator",
     "Quantizer",
     "QuantizerOutput",
+    "ResidualQuantizer",
+    "ResidualQuantizerOutput",
     "SimVQuantizer",
     "VQAutoregressivePipeline",
     "VQAutoregressiveTextToImagePipeline",

@@ -138,6 +138,10 @@ class HierarchicalVQModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMi
             raise ValueError(f"`bottom_dropout` must be below 1 (the decoder must see the bottom codes), got {bottom_dropout}")  # fmt: skip
         top_settings = QuantizerSettings.from_dict(top_quantizer, "top_quantizer")
         bottom_settings = QuantizerSettings.from_dict(bottom_quantizer, "bottom_quantizer")
+        for name, settings in (("top_quantizer", top_settings), ("bottom_quantizer", bottom_settings)):
+            if settings.quantizer_type == "residual":  # the two-level pipelines and priors take one code per cell
+                raise ValueError(f"`{name}`: quantizer_type='residual' is for a single-level VQVAEModel; each level "
+                                 "of a HierarchicalVQModel holds one code per position")  # fmt: skip
         # The saved config records every option of each level, defaults included.
         self.register_to_config(top_quantizer=top_settings.to_dict(), bottom_quantizer=bottom_settings.to_dict())
         vq_embed_dim = vq_embed_dim or latent_channels

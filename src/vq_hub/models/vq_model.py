@@ -11,7 +11,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
-from ..quantizers import Quantizer
+from ..quantizers import Quantizer, ResidualQuantizer
 from ..quantizers.settings import (  # noqa: F401 (QUANTIZER_TYPES, QUANTIZER_RECIPES, vector_quantizer_options: public)
     QUANTIZER_RECIPES, QUANTIZER_TYPES, QuantizerSettings, vector_quantizer_options,
 )
@@ -26,13 +26,17 @@ class VQVAEModelOutput(BaseOutput):
 
     Args:
         sample (`torch.Tensor` of shape `(batch_size, out_channels, height, width)`): The reconstruction, in [-1, 1].
-        codes (`torch.LongTensor` of shape `(batch_size, latent_height, latent_width)`): The chosen codes.
+        codes (`torch.LongTensor` of shape `(batch_size, latent_height, latent_width)`): The chosen codes;
+            `(batch_size, depth, latent_height, latent_width)` for a residual quantizer.
         codebook_loss (`torch.Tensor`): `||sg[z_e] − z_q||²` (zero for EMA codebooks, Gumbel and FSQ).
         commitment_loss (`torch.Tensor`): `β·||z_e − sg[z_q]||²` (zero for Gumbel and FSQ).
         auxiliary_loss (`torch.Tensor`): The quantizer's own regulariser: Gumbel's KL-to-uniform, or the LFQ/BSQ
             entropy loss, else zero.
         perplexity (`torch.Tensor`): exp(entropy) of the batch's code histogram.
         codebook_usage (`torch.Tensor`): Fraction of the codebook used in the batch.
+        depth_perplexity (`torch.Tensor` of shape `(depth,)`, *optional*): A residual quantizer's perplexity at
+            each depth (`perplexity` is then the overall figure, see [`~vq_hub.quantizers.ResidualQuantizer`]).
+        depth_codebook_usage (`torch.Tensor` of shape `(depth,)`, *optional*): Its usage at each depth.
     """
 
     sample: torch.Tensor | None = None
@@ -42,6 +46,8 @@ class VQVAEModelOutput(BaseOutput):
     auxiliary_loss: torch.Tensor | None = None
     perplexity: torch.Tensor | None = None
     codebook_usage: torch.Tensor | None = None
+    depth_perplexity: torch.Tensor | None = None
+    depth_codebook_usage: torch.Tensor | None = None
 
     @property
     def quantizer_loss(self) -> torch.Tensor:
@@ -66,7 +72,8 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         use_quant_conv (`bool`, defaults to `True`): 1×1 conv from `latent_channels` to `vq_embed_dim`.
         use_post_quant_conv (`bool`, defaults to `True`): 1×1 conv from `vq_embed_dim` back to `latent_channels`.
         quantizer_type (`str`, defaults to `"vector"`): `"vector"`, `"gumbel"`, `"fsq"`, `"lfq"` (lookup-free, MAGVIT-v2),
-            `"bsq"` (binary spherical, BSQ-ViT) or `"simvq"` (frozen random codebook behind a learned linear map).
+            `"bsq"` (binary spherical, BSQ-ViT), `"simvq"` (frozen random codebook behind a learned linear map) or
+            `"residual"` (RQ-VAE: `quantizer_depth` vector-quantized codes per position).
         commitment_beta (`float`, defaults to 0.25): β of the commitment loss (vector, LFQ, BSQ, SimVQ).
         legacy_beta (`bool`): β on the codebook term, as taming-transformers and diffusers (converted checkpoints).
         quantizer_recipe (`str`, defaults to `"healthy"`): The defaults of the four vector-quantizer options below
@@ -91,6 +98,10 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         codebook_entropy_weight (`float`, defaults to 1.0): γ of the codebook-entropy term (LFQ, BSQ).
         entropy_temperature (`float`, *optional*): τ of the entropies' soft assignment (LFQ 0.01, BSQ 1.0 when None).
         entropy_group_size (`int`, defaults to 8): Bits per group of the factorised codebook entropy (LFQ, BSQ).
+        quantizer_depth (`int`, *optional*): Codes per position of `quantizer_type="residual"` (RQ-VAE), default 2;
+            each depth is a vector quantizer with the options above, quantizing the residual left by the earlier
+            depths. Codes are then `(B, depth, h, w)`. Refused for other quantizer types.
+        shared_codebook (`bool`, defaults to `False`): One codebook for all depths of a residual quantizer.
     """
 
     _skip_layerwise_casting_patterns = ["quantize"]
@@ -138,6 +149,8 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
         codebook_entropy_weight: float = 1.0,
         entropy_temperature: float | None = None,
         entropy_group_size: int = 8,
+        quantizer_depth: int | None = None,
+        shared_codebook: bool = False,
     ):
         super().__init__()
         if len(down_block_types) != len(block_out_channels) or len(up_block_types) != len(block_out_channels):
@@ -200,6 +213,11 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
     def codebook_size(self) -> int:
         return self.quantize.codebook_size
 
+    @property
+    def code_depth(self) -> int:
+        """Codes per position: the residual quantizer's depth, else 1 (codes `(B, h, w)`, no depth axis)."""
+        return getattr(self.quantize, "depth", 1)
+
     def code_grid_size(self, height: int, width: int) -> tuple[int, int]:
         """The `(h, w)` code grid of an image of `height × width` pixels."""
         return height // self.downsample_factor, width // self.downsample_factor
@@ -221,7 +239,8 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
     ) -> DecoderOutput | tuple[torch.Tensor, torch.Tensor]:
         """Latents → images, as diffusers' `VQModel.decode`: quantizes `h` first unless `force_not_quantize`.
 
-        An integer tensor `(B, h, w)` is taken as codes and looked up in the codebook.
+        An integer tensor `(B, h, w)` (`(B, depth, h, w)` for a residual quantizer) is taken as codes and looked up
+        in the codebook.
         """
         if not h.dtype.is_floating_point:
             quantized = self.quantize.codes_to_latents(h)
@@ -251,6 +270,8 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
             auxiliary_loss=quantizer_output.auxiliary_loss,
             perplexity=quantizer_output.perplexity,
             codebook_usage=quantizer_output.codebook_usage,
+            depth_perplexity=getattr(quantizer_output, "depth_perplexity", None),
+            depth_codebook_usage=getattr(quantizer_output, "depth_codebook_usage", None),
         )
         return output if return_dict else output.to_tuple()
 
@@ -258,12 +279,19 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def tokenize(self, images: torch.Tensor) -> torch.LongTensor:
-        """Images `(B, in_channels, H, W)` in [-1, 1] → codes `(B, H/f, W/f)`, f the downsampling factor."""
+        """Images `(B, in_channels, H, W)` in [-1, 1] → codes `(B, H/f, W/f)`, f the downsampling factor; codes
+        `(B, depth, H/f, W/f)` for a residual quantizer."""
         return self.quantize.latents_to_codes(self.encode(images).latents)
 
-    def detokenize(self, codes: torch.LongTensor) -> torch.Tensor:
-        """Codes `(B, h, w)` → images `(B, out_channels, h·f, w·f)` in roughly [-1, 1]."""
-        return self._decode_quantized(self.quantize.codes_to_latents(codes))
+    def detokenize(self, codes: torch.LongTensor, depths: int | None = None) -> torch.Tensor:
+        """Codes `(B, h, w)` (`(B, depth, h, w)` for a residual quantizer) → images `(B, out_channels, h·f, w·f)` in
+        roughly [-1, 1]. `depths` (residual quantizer only) decodes the first `depths` depths alone: RQ-VAE's
+        coarse-to-fine reconstructions."""
+        if depths is None:
+            return self._decode_quantized(self.quantize.codes_to_latents(codes))
+        if not isinstance(self.quantize, ResidualQuantizer):
+            raise ValueError(f"`depths` is for a residual quantizer, not quantizer_type={self.config.quantizer_type!r}")
+        return self._decode_quantized(self.quantize.partial_codes_to_latents(codes, depths))
 
     # ----------------------------------------------------------------------------------------------- internals
 

@@ -13,10 +13,13 @@ from .entropy import check_bits
 from .fsq import FSQuantizer
 from .gumbel import GumbelQuantizer
 from .lfq import LookupFreeQuantizer
+from .residual import ResidualQuantizer
 from .simvq import SimVQuantizer
 from .vector import VectorQuantizer
 
-QUANTIZER_TYPES = ("vector", "gumbel", "fsq", "lfq", "bsq", "simvq")
+QUANTIZER_TYPES = ("vector", "gumbel", "fsq", "lfq", "bsq", "simvq", "residual")
+# Codes per position of a residual quantizer whose `quantizer_depth` is left unset.
+DEFAULT_RESIDUAL_DEPTH = 2
 
 # The defaults of the vector quantizer's options left unset, by `quantizer_recipe`. "healthy" is what keeps codebooks
 # in use (ViT-VQGAN / LlamaGen low-dim l2 codes, k-means init, restarts); "plain" is the VQ-VAE paper's quantizer.
@@ -72,6 +75,8 @@ class QuantizerSettings:
     codebook_entropy_weight: float = 1.0
     entropy_temperature: float | None = None
     entropy_group_size: int = 8
+    quantizer_depth: int | None = None
+    shared_codebook: bool = False
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
@@ -97,12 +102,20 @@ class QuantizerSettings:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    @property
+    def depth(self) -> int:
+        """Codes per position: `quantizer_depth` (default 2) for a residual quantizer, else 1."""
+        if self.quantizer_type != "residual":
+            return 1
+        return DEFAULT_RESIDUAL_DEPTH if self.quantizer_depth is None else self.quantizer_depth
+
     def build(self, embedding_dim: int) -> Quantizer:
         """The quantizer of these settings for latents of `embedding_dim` channels."""
-        if self.quantizer_type == "vector":
-            return VectorQuantizer(
-                self.num_vq_embeddings,
-                embedding_dim,
+        if self.quantizer_type != "residual" and (self.quantizer_depth is not None or self.shared_codebook):
+            raise ValueError(f"`quantizer_depth` and `shared_codebook` are options of quantizer_type='residual', "
+                             f"not {self.quantizer_type!r}")  # fmt: skip
+        if self.quantizer_type in ("vector", "residual"):
+            options = dict(
                 beta=self.commitment_beta,
                 use_ema=self.use_ema,
                 decay=self.ema_decay,
@@ -111,6 +124,10 @@ class QuantizerSettings:
                 legacy_beta=self.legacy_beta,
                 **vector_quantizer_options(self, embedding_dim),
             )
+            if self.quantizer_type == "vector":
+                return VectorQuantizer(self.num_vq_embeddings, embedding_dim, **options)
+            return ResidualQuantizer(self.num_vq_embeddings, embedding_dim, depth=self.depth,
+                                     shared_codebook=self.shared_codebook, **options)  # fmt: skip
         if self.quantizer_type == "gumbel":
             return GumbelQuantizer(
                 self.num_vq_embeddings,
