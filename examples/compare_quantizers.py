@@ -35,13 +35,13 @@ ROWS = {
     "lfq-10": (10, "--quantizer_type lfq --num_vq_embeddings 1024"),  # + the entropy loss (default weight 0.1)
     "bsq-10": (10, "--quantizer_type bsq --num_vq_embeddings 1024"),
     "simvq-10": (10, "--quantizer_type simvq --num_vq_embeddings 1024"),
-    "residual-10": (10, "--quantizer_type residual --residual_depth 2 --num_vq_embeddings 32"),
+    "residual-10": (10, "--quantizer_type residual --quantizer_depth 2 --num_vq_embeddings 32"),
     "vector-16": (16, "--num_vq_embeddings 65536"),
     "fsq-16": (16, "--quantizer_type fsq --fsq_levels 8 8 8 5 5 5 --num_vq_embeddings 64000"),
     "lfq-16": (16, "--quantizer_type lfq --num_vq_embeddings 65536"),
     "bsq-16": (16, "--quantizer_type bsq --num_vq_embeddings 65536"),
     "simvq-16": (16, "--quantizer_type simvq --num_vq_embeddings 65536"),
-    "residual-16": (16, "--quantizer_type residual --residual_depth 2 --num_vq_embeddings 256"),
+    "residual-16": (16, "--quantizer_type residual --quantizer_depth 2 --num_vq_embeddings 256"),
 }
 
 # What every row shares: a tiny VQ-VAE (4× downsampling: 8×8 codes of 32×32 images), the same optimiser and steps.
@@ -198,7 +198,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--large_codebook_seeds", type=int, nargs="+",
                         help="Seeds of the rows above 10 bits per code (default: --seeds), to fit a time budget.")
-    parser.add_argument("--max_train_steps", type=int, default=400)
+    parser.add_argument("--max_train_steps", type=int, default=200)
     parser.add_argument("--num_images", type=int, default=1000, help="Test images reconstructed, prior samples.")
     parser.add_argument("--num_priors", type=int, default=2, help="Priors on the 10-bit tokenizers of lowest rFID.")
     parser.add_argument("--prior_steps", type=int, default=600)
