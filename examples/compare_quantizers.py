@@ -48,7 +48,8 @@ ROWS = {
 MODEL = ("--resolution 32 --block_out_channels 16 32 32 --latent_channels 16 --norm_num_groups 8 --vqvae "
          "--train_batch_size 32 --learning_rate 1e-3 --adam_beta1 0.9 --adam_beta2 0.99 "
          "--checkpointing_steps 1000000 --report_to none")  # fmt: skip
-PRIOR = "--hidden_size 128 --num_layers 4 --num_heads 4 --train_batch_size 64 --learning_rate 1e-3 --report_to none"
+PRIOR = ("--hidden_size 128 --num_layers 4 --num_heads 4 --train_batch_size 64 --learning_rate 1e-3 "
+         "--checkpointing_steps 1000000 --validation_steps 1000000 --report_to none")
 
 COLUMNS = [("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.3f}"), ("rFID", "rfid", "{:.1f}"),
            ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
@@ -106,7 +107,7 @@ def train_prior(args, name: str, seed: int) -> dict:
         if not (prior / "model_index.json").is_file():
             run(f"{python('train_prior.py')} --codes_dir {codes} {PRIOR} --max_train_steps {args.prior_steps} "
                 f"--seed {seed} --output_dir {prior}", log)  # fmt: skip
-        run(f"{vq_hub_cli()} evaluate --model {prior} --num-images {args.num_images} --seed {seed} "
+        run(f"{vq_hub_cli()} evaluate --model {prior} --num-images {args.prior_num_images} --seed {seed} "
             f"--feature-network {args.feature_network} --no-progress --out {report_path}", log)  # fmt: skip
     return {**json.loads(report_path.read_text())["results"][0], "seed": seed}
 
@@ -135,15 +136,20 @@ def markdown(results: dict[str, list[dict]], priors: dict[str, list[dict]], args
                  f"seeds); figures of `vq-hub evaluate` on {first['num_images']:,} test images, "
                  f"feature network {first['feature_network']['name']} (our classifier, not Inception v3); s/step "
                  f"measured on one CPU thread, sharing the machine (a rough guide).")  # fmt: skip
+    if any(name.startswith("residual") for name in results):
+        lines.append("Residual rows: usage and perplexity are `vq-hub evaluate`'s, over the codes of both depths "
+                     "pooled in one codebook-sized histogram, so they do not compare with the other rows'.")
     if priors:
-        lines += ["", "| prior on the codes of | FID | precision | recall | class accuracy |", "|---|---:|---:|---:|---:|"]
+        figures = [("fid", "{:.1f}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"), ("class_accuracy", "{:.3f}")]
+        lines += ["", "| prior on the codes of | FID | precision | recall | class accuracy |",
+                  "|---|---:|---:|---:|---:|"]
         for name, rows in priors.items():
-            cells = [cell(rows, key, style) for key, style in
-                     [("fid", "{:.1f}"), ("precision", "{:.3f}"), ("recall", "{:.3f}"), ("class_accuracy", "{:.3f}")]]
+            cells = [cell(rows, key, style) for key, style in figures]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         first = next(iter(priors.values()))[0]
-        lines.append(f"\nThe same prior ({PRIOR.split(' --train_batch_size')[0]}, {args.prior_steps} steps × 64 on "
-                     f"{args.prior_samples:,} encoded training images) per tokenizer seed; FID of "
+        prior = PRIOR.split(" --checkpointing")[0]
+        lines.append(f"\nThe same autoregressive prior (`{prior}`, {args.prior_steps} steps) on the codes of "
+                     f"{args.prior_samples:,} training images, one per tokenizer seed; FID of "
                      f"{first['num_images']:,} samples (every class in turn, guidance {first['guidance_scale']:g}) "
                      f"against the classifier's test-split statistics.")  # fmt: skip
     return "\n".join(lines)
@@ -201,8 +207,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_train_steps", type=int, default=200)
     parser.add_argument("--num_images", type=int, default=1000, help="Test images reconstructed, prior samples.")
     parser.add_argument("--num_priors", type=int, default=2, help="Priors on the 10-bit tokenizers of lowest rFID.")
-    parser.add_argument("--prior_steps", type=int, default=600)
-    parser.add_argument("--prior_samples", type=int, default=10000, help="Training images encoded for the prior.")
+    parser.add_argument("--prior_seeds", type=int, nargs="+",
+                        help="Tokenizer seeds whose codes get a prior (same seed for the prior; default: --seeds).")
+    parser.add_argument("--prior_steps", type=int, default=400)
+    parser.add_argument("--prior_num_images", type=int, default=500, help="Samples scored per prior.")
+    parser.add_argument("--prior_samples", type=int, default=5000, help="Training images encoded for the prior.")
     parser.add_argument("--table", help="Markdown file for the table.")
     parser.add_argument("--plot", help="PNG file for the plot.")
     return parser.parse_args(argv)
@@ -217,7 +226,8 @@ def main(argv: list[str] | None = None) -> str:
     results = {name: [train_and_evaluate(args, name, seed) for seed in seeds_of(args, name)] for name in rows}
     ten_bits = sorted((name for name in results if ROWS[name][0] == 10),
                       key=lambda name: statistics.fmean(row["rfid"] for row in results[name]))  # fmt: skip
-    priors = {name: [train_prior(args, name, seed) for seed in args.seeds] for name in ten_bits[: args.num_priors]}
+    prior_seeds = args.prior_seeds or args.seeds
+    priors = {name: [train_prior(args, name, seed) for seed in prior_seeds] for name in ten_bits[: args.num_priors]}
     text = markdown(results, priors, args)
     if args.table:
         write_text_atomically(Path(args.table), text + "\n")
