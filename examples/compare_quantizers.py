@@ -81,9 +81,12 @@ def vq_hub_cli() -> str:
 
 
 def train_and_evaluate(args, name: str, seed: int) -> dict:
-    """Train (unless done) and score one tokenizer; its report with seconds per step added."""
+    """Train (unless done) and score one tokenizer; its report with seconds per step added (None when
+    `--report_only` finds no report)."""
     folder = Path(args.output_dir) / f"{name}-seed{seed}"
     report_path, log = folder / "evaluation.json", Path(args.output_dir) / f"{name}-seed{seed}.log"
+    if args.report_only and not report_path.is_file():
+        return None
     if not report_path.is_file():
         if not (folder / "training_summary.json").is_file():
             run(f"{python('train_vqgan.py')} --train_parquet {args.train_parquet} {MODEL} {ROWS[name][1]} "
@@ -96,10 +99,13 @@ def train_and_evaluate(args, name: str, seed: int) -> dict:
 
 
 def train_prior(args, name: str, seed: int) -> dict:
-    """Encode the training split with tokenizer `name` of `seed`, train the prior, score its samples."""
+    """Encode the training split with tokenizer `name` of `seed`, train the prior, score its samples (None when
+    `--report_only` finds no report)."""
     tokenizer = Path(args.output_dir) / f"{name}-seed{seed}"
     codes, prior = tokenizer / "codes", tokenizer / "prior"
     report_path, log = prior / "evaluation.json", Path(args.output_dir) / f"{name}-seed{seed}-prior.log"
+    if args.report_only and not report_path.is_file():
+        return None
     if not report_path.is_file():
         if not (codes / "encoding.json").is_file():
             run(f"{python('encode_dataset.py')} --vqvae_name_or_path {tokenizer} --train_parquet {args.train_parquet} "
@@ -122,20 +128,18 @@ def cell(rows: list[dict], key: str, style: str) -> str:
 
 
 def markdown(results: dict[str, list[dict]], priors: dict[str, list[dict]], args) -> str:
-    lines = ["| quantizer | bits/code | " + " | ".join(header for header, _, _ in COLUMNS) + " |",
-             "|---|---:|" + "---:|" * len(COLUMNS)]  # fmt: skip
+    lines = ["| quantizer | bits/code | seeds | " + " | ".join(header for header, _, _ in COLUMNS) + " |",
+             "|---|---:|---|" + "---:|" * len(COLUMNS)]  # fmt: skip
     for name, rows in results.items():
         cells = [cell(rows, key, style) for _, key, style in COLUMNS]
-        flags = ROWS[name][1]
-        lines.append(f"| {name.rsplit('-', 1)[0]} (`{flags}`) | {ROWS[name][0]} | " + " | ".join(cells) + " |")
+        label, seeds = f"{name.rsplit('-', 1)[0]} (`{ROWS[name][1]}`)", ", ".join(str(row["seed"]) for row in rows)
+        lines.append(f"| {label} | {ROWS[name][0]} | {seeds} | " + " | ".join(cells) + " |")
     first = next(iter(results.values()))[0]
-    seeds = {bits: sorted({row["seed"] for name, rows in results.items() if ROWS[name][0] == bits for row in rows})
-             for bits in sorted({ROWS[name][0] for name in results})}  # fmt: skip
-    seed_text = "; ".join(f"{bits} bits: seed(s) {', '.join(map(str, values))}" for bits, values in seeds.items())
-    lines.append(f"\n{args.max_train_steps} steps × 32 images per row ({seed_text}; mean ± half the spread over "
-                 f"seeds); figures of `vq-hub evaluate` on {first['num_images']:,} test images, "
-                 f"feature network {first['feature_network']['name']} (our classifier, not Inception v3); s/step "
-                 f"measured on one CPU thread, sharing the machine (a rough guide).")  # fmt: skip
+    network = first["feature_network"]["name"]
+    lines.append(f"\n{args.max_train_steps} steps × 32 images per row (mean ± half the spread over the seeds); "
+                 f"figures of `vq-hub evaluate` on {first['num_images']:,} test images, feature network {network} "
+                 "(our classifier, not Inception v3); s/step measured on one CPU thread of a shared machine (a rough "
+                 "guide).")  # fmt: skip
     if any(name.startswith("residual") for name in results):
         lines.append("Residual rows: usage and perplexity are `vq-hub evaluate`'s, over the codes of both depths "
                      "pooled in one codebook-sized histogram, so they do not compare with the other rows'.")
@@ -212,6 +216,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prior_steps", type=int, default=400)
     parser.add_argument("--prior_num_images", type=int, default=500, help="Samples scored per prior.")
     parser.add_argument("--prior_samples", type=int, default=5000, help="Training images encoded for the prior.")
+    parser.add_argument("--report_only", action="store_true",
+                        help="Train nothing: table the runs that have finished (those left out are not listed).")
     parser.add_argument("--table", help="Markdown file for the table.")
     parser.add_argument("--plot", help="PNG file for the plot.")
     return parser.parse_args(argv)
@@ -224,10 +230,13 @@ def main(argv: list[str] | None = None) -> str:
     if skipped:
         print(f"skipped (this vq_hub has no such quantizer_type): {', '.join(skipped)}", flush=True)
     results = {name: [train_and_evaluate(args, name, seed) for seed in seeds_of(args, name)] for name in rows}
-    ten_bits = sorted((name for name in results if ROWS[name][0] == 10),
+    results = {name: [row for row in runs if row] for name, runs in results.items() if any(runs)}
+    # Residual codes (B, depth, h, w) have no prior in this vq_hub yet (encode_dataset.py writes one code per cell).
+    ten_bits = sorted((name for name in results if ROWS[name][0] == 10 and not name.startswith("residual")),
                       key=lambda name: statistics.fmean(row["rfid"] for row in results[name]))  # fmt: skip
     prior_seeds = args.prior_seeds or args.seeds
     priors = {name: [train_prior(args, name, seed) for seed in prior_seeds] for name in ten_bits[: args.num_priors]}
+    priors = {name: [row for row in runs if row] for name, runs in priors.items() if any(runs)}
     text = markdown(results, priors, args)
     if args.table:
         write_text_atomically(Path(args.table), text + "\n")
