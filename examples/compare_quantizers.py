@@ -54,7 +54,7 @@ PRIOR = ("--hidden_size 128 --num_layers 4 --num_heads 4 --train_batch_size 64 -
 COLUMNS = [("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.3f}"), ("rFID", "rfid", "{:.1f}"),
            ("precision", "precision", "{:.3f}"), ("recall", "recall", "{:.3f}"),
            ("usage", "codebook_usage", "{:.1%}"), ("perplexity", "perplexity", "{:.0f}"),
-           ("s/step", "seconds_per_step", "{:.3f}")]  # fmt: skip
+           ("CPU s/step", "cpu_seconds_per_step", "{:.3f}")]  # fmt: skip
 
 
 def run(command: str, log: Path) -> None:
@@ -95,7 +95,38 @@ def train_and_evaluate(args, name: str, seed: int) -> dict:
             f"--feature-network {args.feature_network} --no-progress --out {report_path}", log)  # fmt: skip
     result = json.loads(report_path.read_text())["results"][0]
     summary = json.loads((folder / "training_summary.json").read_text())
-    return {**result, "seconds_per_step": summary["train_seconds"] / summary["steps"], "seed": seed}
+    return {**result, "seconds_per_step": summary["train_seconds"] / summary["steps"], "seed": seed,
+            "cpu_seconds_per_step": cpu_seconds_per_step(args, name)}
+
+
+def cpu_seconds_per_step(args, name: str, steps: int = 10) -> float:
+    """CPU seconds of one training step of row `name` (forward, L1 + quantizer loss, backward, Adam) on a batch of 32
+    random images, after one warm-up step: process time, so other programs sharing the machine do not count, as
+    they do in the wall-clock seconds of a training run. Cached in `output_dir/cpu_seconds_per_step.json`."""
+    import torch
+
+    cache = Path(args.output_dir) / "cpu_seconds_per_step.json"
+    timings = json.loads(cache.read_text()) if cache.is_file() else {}
+    if name not in timings and not args.report_only:
+        sys.path.insert(0, str(EXAMPLES))
+        import train_vqgan  # its flags and model builder, so the model timed is the model trained
+
+        torch.manual_seed(0)
+        flags = f"--train_parquet {args.train_parquet} {MODEL} {ROWS[name][1]}".split()
+        model = train_vqgan.build_model(train_vqgan.parse_args(flags))
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        images = torch.rand(32, 3, 32, 32) * 2 - 1
+        for step in range(steps + 1):
+            if step == 1:
+                start = time.process_time()
+            output = model(images)
+            loss = (output.sample - images).abs().mean() + output.quantizer_loss
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        timings[name] = (time.process_time() - start) / steps
+        write_text_atomically(cache, json.dumps(timings, indent=2) + "\n")
+    return timings.get(name)
 
 
 def train_prior(args, name: str, seed: int) -> dict:
@@ -138,8 +169,9 @@ def markdown(results: dict[str, list[dict]], priors: dict[str, list[dict]], args
     network = first["feature_network"]["name"]
     lines.append(f"\n{args.max_train_steps} steps × 32 images per row (mean ± half the spread over the seeds); "
                  f"figures of `vq-hub evaluate` on {first['num_images']:,} test images, feature network {network} "
-                 "(our classifier, not Inception v3); s/step measured on one CPU thread of a shared machine (a rough "
-                 "guide).")  # fmt: skip
+                 "(our classifier, not Inception v3); CPU s/step: process time of one training step on one thread "
+                 "(`cpu_seconds_per_step`; the runs' wall-clock seconds, in their training_summary.json, count "
+                 "whatever shared the machine).")  # fmt: skip
     if any(name.startswith("residual") for name in results):
         lines.append("Residual rows: usage and perplexity are `vq-hub evaluate`'s, over the codes of both depths "
                      "pooled in one codebook-sized histogram, so they do not compare with the other rows'.")
