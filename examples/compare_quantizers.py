@@ -3,15 +3,15 @@ codes of the two best.
 
     python examples/compare_quantizers.py --train_parquet ../shared/data/cifar10/train.parquet \
         --test_parquet ../shared/data/cifar10/test.parquet --output_dir outputs/compare \
-        --table docs/quantizer_comparison.md --plot docs/quantizer_comparison.png
+        --table outputs/compare/table.md --plot docs/quantizer_comparison.png
 
 Every row is one `examples/train_vqgan.py` run with the same model, steps, batch and seed list; only the quantizer
 flags differ, and each row spends the same bits per code (8×8 codes: 640 bits per image at 10 bits, 1,024 at 16).
 Each tokenizer is scored by `vq-hub evaluate` (PSNR, SSIM, rFID, precision/recall on the CIFAR-10 classifier, usage,
-perplexity); seconds per step come from its training_summary.json. Then `examples/encode_dataset.py` and
-`examples/train_prior.py` train one small autoregressive prior per seed on the codes of the two 10-bit tokenizers with
-the lowest rFID, and `vq-hub evaluate` scores its samples (FID). A finished run is not run again: delete its folder to
-redo it. The commands run are printed, and the table and plot are written from the JSON reports.
+perplexity); seconds per step are CPU time of a training step of the same model. Then `examples/encode_dataset.py`
+and `examples/train_prior.py` train one small autoregressive prior per seed on the codes of the two 10-bit tokenizers
+with the lowest rFID, and `vq-hub evaluate` scores its samples (FID). Every command run is printed; a finished run
+is not run again (delete its folder to redo it), and `--report_only` tables the runs that have finished.
 """
 
 import argparse
