@@ -48,7 +48,7 @@ ROWS = {
 MODEL = ("--resolution 32 --block_out_channels 16 32 32 --latent_channels 16 --norm_num_groups 8 --vqvae "
          "--train_batch_size 32 --learning_rate 1e-3 --adam_beta1 0.9 --adam_beta2 0.99 "
          "--checkpointing_steps 1000000 --report_to none")  # fmt: skip
-PRIOR = ("--hidden_size 128 --num_layers 4 --num_heads 4 --train_batch_size 64 --learning_rate 1e-3 "
+PRIOR = ("--hidden_size 128 --num_layers 2 --num_heads 4 --train_batch_size 32 --learning_rate 1e-3 "
          "--checkpointing_steps 1000000 --validation_steps 1000000 --report_to none")
 
 COLUMNS = [("PSNR (dB)", "psnr", "{:.2f}"), ("SSIM", "ssim", "{:.3f}"), ("rFID", "rfid", "{:.1f}"),
@@ -245,7 +245,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_priors", type=int, default=2, help="Priors on the 10-bit tokenizers of lowest rFID.")
     parser.add_argument("--prior_seeds", type=int, nargs="+",
                         help="Tokenizer seeds whose codes get a prior (same seed for the prior; default: --seeds).")
-    parser.add_argument("--prior_steps", type=int, default=400)
+    parser.add_argument("--prior_steps", type=int, default=300)
     parser.add_argument("--prior_num_images", type=int, default=500, help="Samples scored per prior.")
     parser.add_argument("--prior_samples", type=int, default=5000, help="Training images encoded for the prior.")
     parser.add_argument("--report_only", action="store_true",
