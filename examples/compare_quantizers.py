@@ -243,6 +243,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max_train_steps", type=int, default=200)
     parser.add_argument("--num_images", type=int, default=1000, help="Test images reconstructed, prior samples.")
     parser.add_argument("--num_priors", type=int, default=2, help="Priors on the 10-bit tokenizers of lowest rFID.")
+    parser.add_argument("--prior_rows", nargs="+", choices=list(ROWS),
+                        help="Tokenizers whose codes get a prior (default: the --num_priors best 10-bit ones).")
     parser.add_argument("--prior_seeds", type=int, nargs="+",
                         help="Tokenizer seeds whose codes get a prior (same seed for the prior; default: --seeds).")
     parser.add_argument("--prior_steps", type=int, default=300)
@@ -267,7 +269,8 @@ def main(argv: list[str] | None = None) -> str:
     ten_bits = sorted((name for name in results if ROWS[name][0] == 10 and not name.startswith("residual")),
                       key=lambda name: statistics.fmean(row["rfid"] for row in results[name]))  # fmt: skip
     prior_seeds = args.prior_seeds or args.seeds
-    priors = {name: [train_prior(args, name, seed) for seed in prior_seeds] for name in ten_bits[: args.num_priors]}
+    chosen = args.prior_rows or ten_bits[: args.num_priors]
+    priors = {name: [train_prior(args, name, seed) for seed in prior_seeds] for name in chosen}
     priors = {name: [row for row in runs if row] for name, runs in priors.items() if any(runs)}
     text = markdown(results, priors, args)
     if args.table:
