@@ -162,7 +162,7 @@ def markdown(results: dict[str, list[dict]], priors: dict[str, list[dict]], args
     lines = ["| quantizer | bits/code | seeds | " + " | ".join(header for header, _, _ in COLUMNS) + " |",
              "|---|---:|---|" + "---:|" * len(COLUMNS)]  # fmt: skip
     for name, rows in results.items():
-        cells = [cell(rows, key, style) for _, key, style in COLUMNS]
+        cells = [cell(rows[:1] if key == "cpu_seconds_per_step" else rows, key, style) for _, key, style in COLUMNS]
         label, seeds = f"{name.rsplit('-', 1)[0]} (`{ROWS[name][1]}`)", ", ".join(str(row["seed"]) for row in rows)
         lines.append(f"| {label} | {ROWS[name][0]} | {seeds} | " + " | ".join(cells) + " |")
     first = next(iter(results.values()))[0]
