@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from quality_tables import cell  # mean over seeds ± half their spread, as the README's quality tables
+
 from vq_hub.models.vq_model import QUANTIZER_TYPES
 from vq_hub.utils.io import atomic_file, write_text_atomically
 
@@ -147,15 +149,6 @@ def train_prior(args, name: str, seed: int) -> dict:
         run(f"{vq_hub_cli()} evaluate --model {prior} --num-images {args.prior_num_images} --seed {seed} "
             f"--feature-network {args.feature_network} --no-progress --out {report_path}", log)  # fmt: skip
     return {**json.loads(report_path.read_text())["results"][0], "seed": seed}
-
-
-def cell(rows: list[dict], key: str, style: str) -> str:
-    """Mean over seeds ± half their spread (the mean alone for one seed)."""
-    values = [row[key] for row in rows if row.get(key) is not None]
-    if not values:
-        return "–"
-    text = style.format(statistics.fmean(values))
-    return text + (f" ± {style.format((max(values) - min(values)) / 2)}" if len(values) > 1 else "")
 
 
 def markdown(results: dict[str, list[dict]], priors: dict[str, list[dict]], args) -> str:
