@@ -444,3 +444,54 @@ def test_simvq_codebook_map_is_not_weight_decayed():
     assert id(model.quantize.codebook_map.weight) not in decayed_ids
     assert id(model.quantize.codebook_map.weight) in {id(p) for p in kept["params"]}
     assert id(model.decoder.conv_out.weight) in decayed_ids
+
+
+LOAD_IN_A_FRESH_PROCESS = """
+import sys, torch
+from vq_hub import VQVAEModel
+images = torch.load(sys.argv[1])
+results = {}
+for folder in sys.argv[2:]:
+    model = VQVAEModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        codes = model.tokenize(images)
+        results[folder] = {"codes": codes, "images": model.detokenize(codes), "type": type(model.quantize).__name__}
+torch.save(results, sys.argv[1] + ".out")
+"""
+
+
+def test_tokenizers_trained_with_each_new_quantizer_load_in_a_fresh_process(tmp_path):
+    """A few optimizer steps with each new quantizer (EMA and k-means state too for the residual one), saved, then
+    loaded by `from_pretrained` in another Python process: the same quantizer class, codes and images."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    configs = {**MODEL_TYPES, "residual": dict(quantizer_type="residual", quantizer_depth=2, use_ema=True,
+                                               kmeans_init=True)}  # fmt: skip
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    torch.save(images, tmp_path / "images.pt")
+    models = {}
+    for name, config in configs.items():
+        torch.manual_seed(0)
+        model = VQVAEModel(**tiny_vq_config(**config)).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        for _ in range(3):
+            output = model(images)
+            (F.mse_loss(output.sample, images) + output.auxiliary_loss).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        model.eval().save_pretrained(tmp_path / name)
+        models[str(tmp_path / name)] = model
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
+    subprocess.run([sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(tmp_path / "images.pt"), *models], check=True,
+                   env=env, timeout=300)  # fmt: skip
+    loaded = torch.load(tmp_path / "images.pt.out")
+    for folder, model in models.items():
+        with torch.no_grad():
+            codes = model.tokenize(images)
+            assert loaded[folder]["type"] == type(model.quantize).__name__, folder
+            assert torch.equal(loaded[folder]["codes"], codes), folder
+            assert torch.equal(loaded[folder]["images"], model.detokenize(codes)), folder

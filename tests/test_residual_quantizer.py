@@ -4,14 +4,12 @@ through save/load and a training run."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import ROOT, load_example, tiny_vq_config
+from conftest import load_example, tiny_vq_config
 
 from vq_hub import ResidualQuantizer, VQVAEModel
 from vq_hub.code_levels import (
@@ -226,35 +224,6 @@ def test_bf16_autocast_and_a_bf16_model_keep_the_token_api_consistent():
         output = model(images.bfloat16())
         codes = model.tokenize(images.bfloat16())
         assert torch.equal(codes, output.codes) and torch.equal(model.detokenize(codes), output.sample)
-
-
-LOAD_IN_A_FRESH_PROCESS = """
-import sys, torch
-from vq_hub import VQVAEModel
-model = VQVAEModel.from_pretrained(sys.argv[1]).eval()
-images = torch.load(sys.argv[2])
-with torch.no_grad():
-    codes = model.tokenize(images)
-    torch.save({"codes": codes, "images": model.detokenize(codes), "type": type(model.quantize).__name__}, sys.argv[3])
-"""
-
-
-def test_saved_tokenizer_loads_in_a_fresh_process_with_the_same_codes_and_images(tmp_path):
-    model = VQVAEModel(**tiny_vq_config(**RESIDUAL_CONFIG, use_ema=True, kmeans_init=True)).train()
-    images = torch.rand(2, 3, 16, 16) * 2 - 1
-    model(images)  # k-means init and an EMA step: state that must travel
-    model.eval().save_pretrained(tmp_path / "model")
-    config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["quantizer_type"] == "residual" and config["quantizer_depth"] == 2
-    torch.save(images, tmp_path / "images.pt")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, "-c", LOAD_IN_A_FRESH_PROCESS, str(tmp_path / "model"), str(tmp_path / "images.pt"),
-                    str(tmp_path / "out.pt")], check=True, env=env, timeout=300)  # fmt: skip
-    loaded = torch.load(tmp_path / "out.pt")
-    with torch.no_grad():
-        codes = model.tokenize(images)
-        assert loaded["type"] == "ResidualQuantizer" and torch.equal(loaded["codes"], codes)
-        assert torch.equal(loaded["images"], model.detokenize(codes))
 
 
 # ------------------------------------------------------------------------------------------------ two processes
