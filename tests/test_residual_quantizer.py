@@ -461,6 +461,15 @@ def test_encoded_residual_codes_train_both_priors_into_pipelines(synthetic_parqu
                           load_parquet_images(synthetic_parquet / "test.parquet")["image"]])  # fmt: skip
     stored = torch.tensor(pq.read_table(tmp_path / "codes" / "validation.parquet")["codes"].to_pylist())
     assert torch.equal(stored, codes_to_sequence(tokenizer.tokenize(images)))  # rows in the prior's order
+    run_script("encode_dataset.py", [  # sharded (resumable) encoding: the same rows, the same order, the same info
+        "--vqvae_name_or_path", str(tmp_path / "tokenizer"), "--train_parquet", str(synthetic_parquet / "train.parquet"),
+        "--validation_parquet", str(synthetic_parquet / "test.parquet"), "--output_dir", str(tmp_path / "shards"),
+        "--chunk_size", "10",
+    ])  # fmt: skip
+    sharded = json.loads((tmp_path / "shards" / "encoding.json").read_text())
+    assert (sharded["code_depth"], sharded["code_order"]) == (2, "position-major")
+    shards = [tmp_path / "shards" / name for name in sharded["shards"]["validation"]]
+    assert torch.equal(torch.tensor(pq.read_table(shards)["codes"].to_pylist()), stored)
 
     for script, extra in (("train_prior.py", []), ("train_diffusion.py", ["--num_steps", "2"])):
         output = tmp_path / script
