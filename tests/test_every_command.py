@@ -233,7 +233,14 @@ def test_a_residual_tokenizer_through_every_tokenizer_command(capsys, tmp_path, 
     assert code == 1 and "expected integer codes (N, 2, h, w)" in err
     code, out, err = run(capsys, "codebook", "--model", model, "--images", IMAGES, "--num-images", 4,
                          "--max-tiles", 16, "--top-codes", 2, "--out", tmp_path / "c.png")  # fmt: skip
-    assert code == 0 and out.count("wrote") == 2 and (tmp_path / "c-depth1.png").is_file(), err
+    assert code == 0 and out.count("wrote") == 3 and (tmp_path / "c-depth1.png").is_file(), err
+    from PIL import Image
+
+    depth0, depth1, rows = (np.asarray(Image.open(tmp_path / f"c{part}.png").convert("RGB"))
+                            for part in ("-depth0", "-depth1", ""))  # fmt: skip
+    assert rows.shape[0] == depth0.shape[0] + depth1.shape[0] and "depths' pictures above as rows" in out
+    assert np.array_equal(rows[: depth0.shape[0], : depth0.shape[1]], depth0)
+    assert np.array_equal(rows[depth0.shape[0] :, : depth1.shape[1]], depth1)
     code, out, err = run(capsys, "evaluate", "--model", model, "--images", IMAGES, "--num-images", 7,
                          "--out", tmp_path / "t.json", "--no-progress")  # fmt: skip
     assert code == 0 and "rFID" in out, err

@@ -30,7 +30,7 @@ def register(commands) -> None:
 
 
 def run(args) -> str:
-    from ..code_levels import level_views
+    from ..code_levels import DepthView, level_views
     from ..visualization import measure_usage, write_codebook_figure
     from ..visualization.codebook import binary_quantizer
 
@@ -43,7 +43,9 @@ def run(args) -> str:
         images = load_images(args.images, config.sample_size, config.in_channels, args.num_images, args.seed)
     views = level_views(tokenizer)
     lines = []
-    for level, model in views.items():  # a two-level tokenizer: one picture per level, <out>-top.png, <out>-bottom.png
+    # A two-level tokenizer: one picture per level, <out>-top.png, <out>-bottom.png; a residual one: one per depth,
+    # <out>-depth0.png, …, and <out> with them as rows.
+    for level, model in views.items():
         out = Path(args.out)
         out = out if len(views) == 1 else out.with_name(f"{out.stem}-{level}{out.suffix}")
         usage = measure_usage(model, images) if images is not None else None
@@ -60,4 +62,24 @@ def run(args) -> str:
             lines.append(f"wrote {out}{what}: {len(images)} images, perplexity {usage.perplexity:.1f} / "
                          f"{model.codebook_size}, usage {usage.usage:.0%}, "
                          f"{len(usage.dead_codes)} dead codes{bits}")  # fmt: skip
+    if all(isinstance(model, DepthView) for model in views.values()):  # a residual tokenizer: its depths as rows
+        pages = [Path(args.out).with_name(f"{Path(args.out).stem}-{level}.png") for level in views]
+        stack_pictures(pages, Path(args.out))
+        lines.append(f"wrote {args.out}: the {len(pages)} depths' pictures above as rows, depth 0 on top")
     return "\n".join(lines)
+
+
+def stack_pictures(pages: list[Path], out: Path) -> None:
+    """One picture of `pages` one below the other (left-aligned on white), written atomically to `out`."""
+    from PIL import Image
+
+    from ..utils.io import atomic_file
+
+    images = [Image.open(page).convert("RGB") for page in pages]
+    stacked = Image.new("RGB", (max(image.width for image in images), sum(image.height for image in images)), "white")
+    top = 0
+    for image in images:
+        stacked.paste(image, (0, top))
+        top += image.height
+    with atomic_file(out) as temporary:
+        stacked.save(temporary, format="PNG")
