@@ -238,8 +238,9 @@ def convert_taming_vqgan(
     return model, loss
 
 
-def save_converted(model: VQVAEModel, destination: str | os.PathLike, source: str, extra: dict | None = None) -> Path:
-    """`save_pretrained` (atomic) plus `conversion.json` saying where the weights came from."""
+def save_converted(model, destination: str | os.PathLike, source: str, extra: dict | None = None) -> Path:
+    """`model.save_pretrained` (atomic; a tokenizer, a prior or a pipeline) plus `conversion.json` saying where the
+    weights came from."""
     model.save_pretrained(destination)
     record = {"converted_from": source, **(extra or {})}
     (Path(destination) / "conversion.json").write_text(json.dumps(record, indent=2))

@@ -25,13 +25,13 @@ changes. Only class-conditional models with one key/value head per head convert 
 with fewer, and no released model has them); a text-conditional (t2i) checkpoint is refused by name.
 """
 
-import json
 import os
 import re
 from pathlib import Path
 
 import torch
 
+from .conversion import save_converted
 from .conversion_llamagen_vq import LLAMAGEN_LICENSE, LLAMAGEN_SOURCE, load_llamagen_state_dict
 from .models.llamagen import LlamaGenConfig, LlamaGenForCausalLM, LlamaGenRotaryEmbedding
 from .models.priors import CodeVocabulary, _transformer_config
@@ -315,10 +315,8 @@ def save_converted_llamagen_gpt(
     destination = Path(destination)
     is_pipeline = not isinstance(converted, LlamaGenForCausalLM)
     prior = converted.prior if is_pipeline else converted
-    converted.save_pretrained(destination)
-    record = {"converted_from": str(checkpoint), "source": LLAMAGEN_SOURCE, "license": LLAMAGEN_LICENSE,
-              "command": command}  # fmt: skip
-    (destination / "conversion.json").write_text(json.dumps(record, indent=2))
+    save_converted(converted, destination, str(checkpoint),
+                   {"source": LLAMAGEN_SOURCE, "license": LLAMAGEN_LICENSE, "command": command})  # fmt: skip
     config = prior.config
     snippet = (PIPELINE_SNIPPET if is_pipeline else PRIOR_SNIPPET).format(folder=destination.name)
     card = CONVERTED_PRIOR_CARD.format(

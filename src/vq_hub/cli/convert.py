@@ -60,9 +60,12 @@ def register(commands) -> None:
 
 
 def given_options(args) -> set[str]:
-    names = ("config", "subfolder", "revision", "legacy_beta", "weights", "image_size", "no_codebook_l2_norm",
-             "allow_pickle", "tokenizer", "num_heads")  # fmt: skip
-    return {name for name in names if getattr(args, name) not in (None, False)}
+    """The kind-specific options set on the command line (any kind's: the ones this kind does not take are refused)."""
+    return {name for name in set().union(*OPTIONS.values()) if getattr(args, name) not in (None, False)}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
 
 
 def reproducing_command(args) -> str:
@@ -70,16 +73,15 @@ def reproducing_command(args) -> str:
     words = ["vq-hub", "convert", args.kind, str(args.src), "--out", str(args.out)]
     for name in sorted(given_options(args)):
         value = getattr(args, name)
-        words += ["--" + name.replace("_", "-")] + ([] if value is True else [str(value)])
+        words += [flag(name)] + ([] if value is True else [str(value)])
     return shlex.join(words)
 
 
 def run(args) -> str:
     foreign = sorted(given_options(args) - OPTIONS[args.kind])
     if foreign:
-        flags = ", ".join("--" + name.replace("_", "-") for name in foreign)
-        raise CommandError(f"{flags} does not apply to {args.kind} (it takes: "
-                           f"{', '.join('--' + n.replace('_', '-') for n in sorted(OPTIONS[args.kind])) or 'none'})")
+        raise CommandError(f"{', '.join(map(flag, foreign))} does not apply to {args.kind} (it takes: "
+                           f"{', '.join(map(flag, sorted(OPTIONS[args.kind]))) or 'none'})")
     if args.kind == "taming" and not args.config:
         raise CommandError("taming needs --config, the YAML the checkpoint was trained with")
     command = reproducing_command(args)

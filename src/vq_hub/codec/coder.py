@@ -18,7 +18,6 @@ import constriction
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import DynamicCache
 
 from .frequencies import logits_to_frequencies
 
@@ -69,10 +68,11 @@ def _run_prior(pipe, conditions: torch.LongTensor, num_codes: int, pick: Callabl
     `pick(position, frequencies) -> (B,) codes`, whose answer is fed back. Returns the `(B, num_codes)` codes."""
     codebook_size = pipe.vocabulary.codebook_size
     device = pipe._execution_device
-    cache = DynamicCache(config=pipe.prior.config)
     step_input, attention_mask = pipe.vocabulary.start_tokens(conditions.to(device))  # a prompt prior: the empty one
-    # A prior that cross-attends to a text encoder codes with the empty prompt's states.
-    prior_inputs = pipe.empty_prompt_inputs(len(conditions)) if hasattr(pipe, "empty_prompt_inputs") else {}
+    # The pipeline's own dynamic cache (a cross-attention prior's keeps the text's keys and values after the first
+    # code) and its unconditional inputs (a text encoder's: the empty prompt's states).
+    cache = pipe.make_cache(len(conditions), step_input.shape[1] + num_codes, static=False)
+    prior_inputs = pipe.empty_prompt_inputs(len(conditions))
     codes = []
     for position in range(num_codes):
         logits = pipe.next_code_logits(step_input, cache, attention_mask, codebook_size, **prior_inputs)

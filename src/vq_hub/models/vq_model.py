@@ -11,6 +11,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
+from ..code_levels import code_depth as quantizer_code_depth
 from ..quantizers import Quantizer, ResidualQuantizer
 from ..quantizers.settings import (  # noqa: F401 (QUANTIZER_TYPES, QUANTIZER_RECIPES, vector_quantizer_options: public)
     QUANTIZER_RECIPES, QUANTIZER_TYPES, QuantizerSettings, vector_quantizer_options,
@@ -216,7 +217,7 @@ class VQVAEModel(ImageInputMixin, AtomicSaveMixin, ModelMixin, ConfigMixin):
     @property
     def code_depth(self) -> int:
         """Codes per position: the residual quantizer's depth, else 1 (codes `(B, h, w)`, no depth axis)."""
-        return getattr(self.quantize, "depth", 1)
+        return quantizer_code_depth(self.quantize)
 
     def code_grid_size(self, height: int, width: int) -> tuple[int, int]:
         """The `(h, w)` code grid of an image of `height × width` pixels."""

@@ -196,7 +196,7 @@ class VQAutoregressivePipeline(VQPipeline):
                              "draws each code in parts (groups of bits), each draw outside a graph; set "
                              "`pipe.cuda_graphs = False`")  # fmt: skip
         prior_inputs = prior_inputs or {}
-        cache = self.make_cache(step_input.shape[0], total_length, static=self.cuda_graphs)
+        cache = self.make_cache(step_input.shape[0], total_length, static=True if self.cuda_graphs else None)
         static = isinstance(getattr(cache, "self_attention_cache", cache), StaticCache)  # cross-attention: wrapped
         graphed: GraphedDecodeStep | None = None
         position = 0
@@ -209,7 +209,7 @@ class VQAutoregressivePipeline(VQPipeline):
                 attention_mask = full_mask if static else full_mask[:, :length]
                 output = self.prior_step(step_input, cache, attention_mask, **prior_inputs)
                 position = length
-                next_codes = self.choose_next_codes(output, choose)
+                next_codes = self.choose_next_codes(output, choose, codebook_size)
                 if self.cuda_graphs:  # the prefill (start tokens and known codes) is done: the steps are alike now
                     graphed = GraphedDecodeStep(
                         lambda tokens, kv, mask: self.next_code_logits(tokens, kv, mask, codebook_size, **prior_inputs),
@@ -231,11 +231,12 @@ class VQAutoregressivePipeline(VQPipeline):
                              "into divergence); no codes were returned")  # fmt: skip
         return self.sequence_to_codes(codes)
 
-    def make_cache(self, batch_size: int, max_length: int, static: bool = False) -> Cache:
-        """A fresh KV cache of `self.cache_implementation` (or a static one) for `batch_size` rows of at most
-        `max_length` tokens."""
-        if static:
-            return StaticCache(config=self.prior.config, max_cache_len=max_length)
+    def make_cache(self, batch_size: int, max_length: int, static: bool | None = None) -> Cache:
+        """A fresh KV cache for `batch_size` rows of at most `max_length` tokens: static or dynamic as `static`
+        says, or of `self.cache_implementation` when it is None."""
+        if static is not None:
+            return StaticCache(config=self.prior.config, max_cache_len=max_length) if static else \
+                DynamicCache(config=self.prior.config)
         if self.cache_implementation == "dynamic":
             return DynamicCache(config=self.prior.config)
         if self.cache_implementation == "static":
@@ -261,14 +262,21 @@ class VQAutoregressivePipeline(VQPipeline):
                              "groups of bits): use it through the pipeline's call")  # fmt: skip
         return self.prior_step(step_input, cache, attention_mask, **prior_inputs).logits[:, -1, :codebook_size].float()
 
-    def choose_next_codes(self, output, choose: Callable[[torch.Tensor], torch.LongTensor]) -> torch.LongTensor:
+    def choose_next_codes(
+        self, output, choose: Callable[[torch.Tensor], torch.LongTensor], codebook_size: int
+    ) -> torch.LongTensor:
         """The next code of each image from the prior's `output`, with `choose` (`(R, V)` logits → `(B,)` ids:
         guidance, temperature, top-k/top-p, the draw). A prior may bring its own rule (`FactorizedCodePrior` chooses
         one group of bits after another); a stock causal LM's next code is chosen among its first K logits."""
         own_rule = getattr(self.prior, "choose_next_codes", None)
         if own_rule is not None:
             return own_rule(output, choose)
-        return choose(output.logits[:, -1, : self.vocabulary.codebook_size].float())
+        return choose(output.logits[:, -1, :codebook_size].float())
+
+    def empty_prompt_inputs(self, rows: int) -> dict:
+        """What the prior takes beside its tokens for the unconditional input of `rows` rows (the codec's): nothing
+        here; a text-encoder pipeline gives the empty prompt's states."""
+        return {}
 
     @property
     def supports_cuda_graphs(self) -> bool:

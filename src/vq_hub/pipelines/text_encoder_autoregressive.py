@@ -41,7 +41,7 @@ class VQAutoregressiveTextEncoderPipeline(TextEncoderConditioningMixin, VQAutore
         self.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
         self.check_text_components()
 
-    def make_cache(self, batch_size: int, max_length: int, static: bool = False) -> Cache:
+    def make_cache(self, batch_size: int, max_length: int, static: bool | None = None) -> Cache:
         """The self-attention cache of `VQAutoregressivePipeline.make_cache` with a cross-attention cache beside it,
         which holds the text's keys and values once the first code is drawn."""
         return EncoderDecoderCache(super().make_cache(batch_size, max_length, static),
