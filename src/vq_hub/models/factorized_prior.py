@@ -103,6 +103,9 @@ class FactorizedPriorOutput(ModelOutput):
         group_logits (`torch.Tensor` of shape `(batch_size, sequence_length, num_groups, 2^bits_per_group)`): The
             logits of each group of the code after each position. With conditional groups, group j at position i is
             conditioned on groups < j of the token at i + 1 (teacher forcing: the code that position predicts).
+            None when decoding (`use_cache=True` without `labels`): the code after the last position is not known
+            yet, and [`~FactorizedCodePrior.choose_next_codes`] runs the heads on the last state with the groups it
+            draws.
         last_hidden_state (`torch.Tensor` of shape `(batch_size, sequence_length, hidden_size)`): The backbone's
             output, what the group heads read.
         cache (`Cache`, *optional*): The backbone's KV cache.
@@ -218,6 +221,8 @@ class FactorizedCodePrior(PreTrainedModel):
         output = self.backbone(inputs_embeds=self.embed(input_ids), attention_mask=attention_mask,
                                use_cache=use_cache, **backbone_cache, **kwargs)  # fmt: skip
         hidden = output.last_hidden_state
+        if use_cache and labels is None:  # decoding: the heads run in `choose_next_codes`, once per drawn code
+            return FactorizedPriorOutput(last_hidden_state=hidden, cache=backbone_cache_of(output))
         # The code each position predicts: the next token when it is a code (teacher forcing for conditional groups).
         following = torch.cat([input_ids[:, 1:], input_ids.new_zeros(input_ids.shape[0], 1)], dim=1)
         following = torch.where(following < self.config.codebook_size, following, 0)
