@@ -270,8 +270,6 @@ def train(
         raise SystemExit(f"--codes_dir {args.codes_dir}: no such folder; encode a dataset first with "
                          "`accelerate launch examples/encode_dataset.py` (with no arguments it encodes the subset "
                          "shipped with vq_hub into codes-output/)")  # fmt: skip
-    if args.streaming and not args.max_train_steps:
-        raise SystemExit("--streaming needs --max_train_steps: a stream has no length to count epochs in")
     if args.streaming and args.caption_column:
         raise SystemExit("--caption_column is not supported with --streaming: the caption tokenizer is trained on "
                          "every caption first")  # fmt: skip

@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from vq_hub.data import image_to_tensor, load_image_dataset
 from vq_hub.evaluation import REFERENCE_STATISTICS, ImageClassifier, ReferenceStatistics, extract_features
+from vq_hub.scaling import data_position, process_layout
 from vq_hub.streaming import add_streaming_arguments, check_streaming_arguments, stream_source, streaming_batches
 from vq_hub.training_guards import NonFiniteGuard, destroys_process_group_after, finish_trackers
 from vq_hub.training_utils import (
@@ -242,15 +243,16 @@ def main(argv: list[str] | None = None) -> dict:
     classifier.to(memory_format=torch.channels_last)  # 1.7× faster convolutions on CPUs
     model, optimizer, lr_scheduler = accelerator.prepare(classifier, optimizer, lr_scheduler)
 
-    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed)
+    layout = process_layout(accelerator, args.train_batch_size)
+    global_step = resume_or_seed(accelerator, output_dir, args.resume_from_checkpoint, args.seed, layout,
+                                 (lr_scheduler,))  # fmt: skip
     guard = NonFiniteGuard(accelerator, output_dir, (args.log_steps, args.checkpointing_steps, args.validation_steps),
                            max_train_steps)  # fmt: skip
     if (done := finished_summary(output_dir, global_step, max_train_steps)) is not None:
         finish_trackers(accelerator)
         return done
     if not args.streaming:
-        first_epoch = global_step // steps_per_epoch
-        skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+        first_epoch, skip = data_position(global_step, steps_per_epoch, args.gradient_accumulation_steps)
         batches = training_batches(accelerator, train_dataloader, first_epoch, num_epochs, skip)
     accelerator.init_trackers("train_classifier", config={k: str(v) for k, v in public_arguments(args).items()})
     logger.info(f"{num_train} training images, {num_classes} classes; "
@@ -280,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
             history.append({"step": global_step, **logs})
             progress.set_postfix(loss=f"{logs['loss']:.4f}")
         if global_step % args.checkpointing_steps == 0:
-            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit, layout)
         if global_step % args.validation_steps == 0 and accelerator.is_main_process:
             figures = evaluate(accelerator.unwrap_model(model), test_images, test_labels, args.eval_batch_size)
             accelerator.log({f"validation/{k}": v for k, v in figures.items()}, step=global_step)

@@ -27,6 +27,7 @@ from vq_hub import (
 )  # fmt: skip
 from vq_hub.models.priors import denoising_loss
 from vq_hub.schedulers.scheduling_discrete_diffusion import CORRUPTIONS, SCHEDULES
+from vq_hub.streaming import check_streaming_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -38,7 +39,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     diffusion.add_argument("--num_train_timesteps", type=int, default=100)
     diffusion.add_argument("--schedule", default="cosine", choices=SCHEDULES)
     diffusion.add_argument("--num_steps", type=int, default=16, help="Denoising steps of the sample grids.")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_streaming_arguments(parser, args)
+    return args
 
 
 def scheduler_for(args: argparse.Namespace, denoiser) -> DiscreteDiffusionScheduler:

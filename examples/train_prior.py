@@ -30,6 +30,7 @@ from vq_hub import (
 )  # fmt: skip
 from vq_hub.models.factorized_prior import factorized_code_loss
 from vq_hub.models.priors import next_code_loss
+from vq_hub.streaming import check_streaming_arguments
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,6 +44,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     factorized.add_argument("--independent_groups", action="store_true", help="With --bits_per_group: predict "
                             "the groups independently (a product distribution), not each given the earlier ones.")
     args = parser.parse_args(argv)
+    check_streaming_arguments(parser, args)
     if args.independent_groups and args.bits_per_group is None:
         parser.error("--independent_groups needs --bits_per_group")
     if args.bits_per_group is not None and args.config_name_or_path:

@@ -140,11 +140,17 @@ class ProcessStream:
         if not self.threads:
             yield from map(self._decoded, rows)
             return
+        from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(self.threads) as pool:  # a few rows ahead per thread, never the whole stream
-            while chunk := list(itertools.islice(rows, 4 * self.threads)):
-                yield from pool.map(self._decoded, chunk)
+        # A sliding window of a few rows per thread, in order: a row is handed out and the next one submitted, so
+        # decoding keeps running while the training step uses what is ready (never the whole stream in memory).
+        with ThreadPoolExecutor(self.threads) as pool:
+            pending = deque(pool.submit(self._decoded, row) for row in itertools.islice(rows, 4 * self.threads))
+            while pending:
+                decoded = pending.popleft().result()
+                pending.extend(pool.submit(self._decoded, row) for row in itertools.islice(rows, 1))
+                yield decoded
 
     def _decoded(self, row: dict) -> dict:
         row = self.features.decode_example(row) if self.features is not None else row
